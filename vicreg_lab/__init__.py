@@ -1,0 +1,48 @@
+"""vicreg-lab: learn VICReg self-supervised learning on 3D brain MRI.
+
+Public names are re-exported here and imported lazily (PEP 562), so that
+``import vicreg_lab`` stays fast and ``vicreg-lab --help`` does not load torch,
+TorchIO or nilearn.
+
+Examples
+--------
+>>> import torch
+>>> from vicreg_lab import VICRegLoss
+>>> out = VICRegLoss()(torch.randn(8, 16), torch.randn(8, 16))
+>>> sorted(out)
+['covariance', 'invariance', 'loss', 'variance']
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "VICRegLoss": "vicreg_lab.losses",
+    "vicreg_loss": "vicreg_lab.losses",
+    "rankme": "vicreg_lab.diagnostics",
+    "collapse_report": "vicreg_lab.diagnostics",
+    "SyntheticCohort": "vicreg_lab.data",
+    "NiftiFolder": "vicreg_lab.data",
+    "OpenBHB": "vicreg_lab.data",
+    "SimCLRTransform": "vicreg_lab.augment",
+    "TwoViewsCollate": "vicreg_lab.augment",
+    "BatchedAugment": "vicreg_lab.augment",
+    "get_profile": "vicreg_lab.profiles",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vicreg_lab' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # cache: the next access skips __getattr__
+    return value
+
+
+def __dir__():
+    return __all__
