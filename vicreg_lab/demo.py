@@ -34,7 +34,9 @@ def _report_dict(report) -> dict:
     return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in report.items()}
 
 
-def run_demo(out: str | Path = "demo-report", profile: Profile | None = None, seed: int = 0) -> Path:
+def run_demo(
+    out: str | Path = "demo-report", profile: Profile | None = None, seed: int = 0
+) -> Path:
     """Run the demo and write the report folder.
 
     Parameters

@@ -119,7 +119,11 @@ def train_toy(
         view1 = x + view_noise * torch.randn(x.shape, generator=g)
         view2 = x + view_noise * torch.randn(x.shape, generator=g)
         terms = vicreg_loss(
-            model(view1), model(view2), inv_coeff=inv_coeff, var_coeff=var_coeff, cov_coeff=cov_coeff
+            model(view1),
+            model(view2),
+            inv_coeff=inv_coeff,
+            var_coeff=var_coeff,
+            cov_coeff=cov_coeff,
         )
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()

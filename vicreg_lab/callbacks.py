@@ -1,0 +1,75 @@
+"""Training callbacks for :class:`vicreg_lab.VICReg` (``VICReg(callbacks=[...])``).
+
+A callback is any callable ``callback(estimator, event, record)``; ``event`` is
+``"step"`` or ``"epoch"`` and ``record`` the dict just appended to
+``estimator.history_[event]``.
+"""
+
+from __future__ import annotations
+
+TERMS = ("loss", "invariance", "variance", "covariance")
+
+
+class LiveLossPlot:
+    """Redraw the loss terms in place while training runs (in a notebook or a script).
+
+    Parameters
+    ----------
+    every : int, default=10
+        Redraw every ``every`` steps (and at the end of every epoch).
+    display : bool, default=True
+        Show the figure through IPython's ``display`` and update that output in place.
+        With ``display=False`` the figure is only kept in ``self.figure`` (tests, scripts).
+
+    Attributes
+    ----------
+    figure : matplotlib.figure.Figure
+        The figure, one small axis per term (their scales differ).
+    redraws : int
+        How many times the figure was redrawn.
+
+    Examples
+    --------
+    >>> from vicreg_lab import VICReg                      # doctest: +SKIP
+    >>> VICReg(callbacks=[LiveLossPlot(every=5)]).fit(cohort)  # doctest: +SKIP
+    """
+
+    def __init__(self, every: int = 10, display: bool = True):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = every
+        self.display = display
+        self.figure = None
+        self.redraws = 0
+        self._handle = None
+        self._lines = {}
+
+    def _setup(self):
+        import matplotlib.pyplot as plt
+
+        self.figure, axes = plt.subplots(1, len(TERMS), figsize=(3.2 * len(TERMS), 2.6))
+        for ax, term in zip(axes, TERMS, strict=True):
+            (self._lines[term],) = ax.plot([], [], lw=1.2)
+            ax.set_title(term)
+            ax.set_xlabel("step")
+        self.figure.tight_layout()
+        plt.close(self.figure)  # shown through display(), not by pyplot
+        if self.display:
+            from IPython.display import display
+
+            self._handle = display(self.figure, display_id=True)
+
+    def __call__(self, estimator, event: str, record: dict) -> None:
+        if event == "step" and (record["step"] + 1) % self.every:
+            return
+        if self.figure is None:
+            self._setup()
+        steps = estimator.history_["step"]
+        x = [r["step"] for r in steps]
+        for term, line in self._lines.items():
+            line.set_data(x, [r[term] for r in steps])
+            line.axes.relim()
+            line.axes.autoscale_view()
+        self.redraws += 1
+        if self._handle is not None:
+            self._handle.update(self.figure)

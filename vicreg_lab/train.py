@@ -1,0 +1,688 @@
+"""The VICReg estimator: ``VICReg(...).fit(dataset)``, then ``transform`` to embed volumes.
+
+scikit-learn style: the constructor only stores its parameters; :meth:`VICReg.fit`
+learns and sets the trailing-underscore attributes (``encoder_``, ``expander_``,
+``history_``); :meth:`VICReg.transform` returns numpy embeddings.
+
+One training step, as in the official implementation (facebookresearch/vicreg)::
+
+    view1, view2 = augment(x), augment(x)              # two random views of each volume
+    z1 = expander(encoder(view1)); z2 = expander(encoder(view2))
+    loss = VICRegLoss(inv, var, cov)(z1, z2)["loss"]   # bf16 autocast on CUDA
+    loss.backward(); optimizer.step()                  # LARS or AdamW, warm-up + cosine
+
+Reproducibility: the shuffling and the augmentation of epoch ``e`` are drawn from
+generators seeded with ``(seed, e)``, so a run resumed from the checkpoint written at
+the end of an epoch continues exactly as the uninterrupted run would have (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vicreg_lab._io import atomic_path
+from vicreg_lab.diagnostics import collapse_report
+from vicreg_lab.losses import VICRegLoss
+from vicreg_lab.models import build_encoder, build_expander
+
+__all__ = ["VICReg", "LARS", "lr_at_step"]
+
+TERMS = ("loss", "invariance", "variance", "covariance")
+CHECKPOINT_NAME = "last.ckpt"
+
+
+# ------------------------------------------------------------------ optimisation
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al. 2017) as in the official VICReg code.
+
+    Parameters with one dimension (biases, BatchNorm weights) get neither weight decay
+    nor the layer-wise trust ratio, like ``exclude_bias_and_norm`` in main_vicreg.py.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        weight_decay: float = 1e-6,
+        momentum: float = 0.9,
+        eta: float = 0.001,
+    ):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad
+                if p.ndim > 1:  # weights: decay and trust ratio; biases and norms: neither
+                    dp = dp.add(p, alpha=group["weight_decay"])
+                    p_norm, dp_norm = torch.norm(p), torch.norm(dp)
+                    ratio = torch.where(
+                        (p_norm > 0) & (dp_norm > 0), group["eta"] * p_norm / dp_norm, 1.0
+                    )
+                    dp = dp.mul(ratio)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"].mul_(group["momentum"]).add_(dp)
+                p.add_(mu, alpha=-group["lr"])
+
+
+def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict]:
+    """Biases and normalisation parameters (1-D) are excluded from weight decay."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def lr_at_step(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up to ``base_lr``, then cosine decay to ``base_lr / 1000``.
+
+    Examples
+    --------
+    >>> lr_at_step(0, 100, 10, 1.0), lr_at_step(10, 100, 10, 1.0)
+    (0.1, 1.0)
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    end_lr = base_lr * 0.001
+    return end_lr + (base_lr - end_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# ------------------------------------------------------------------ data handling
+
+
+def _image_of(item):
+    """The volume of one dataset item: a tensor, ``(image, target)`` or ``{"image": ...}``."""
+    if isinstance(item, dict):
+        return item["image"]
+    if isinstance(item, (tuple, list)):
+        return item[0]
+    return item
+
+
+def _stack_images(items) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(_image_of(item)) for item in items])
+
+
+def _seeded_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+# ------------------------------------------------------------------ the estimator
+
+
+class VICReg:
+    """VICReg self-supervised training of a 3D encoder.
+
+    Parameters
+    ----------
+    encoder : str or nn.Module, default="small_cnn"
+        An encoder name from :func:`vicreg_lab.models.list_encoders` or a module.
+    expander : str, default="512-512"
+        Expander spec (official VICReg: ``"8192-8192-8192"``).
+    inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
+        Loss weights (see :class:`vicreg_lab.VICRegLoss`).
+    optimizer : {"adamw", "lars"}, default="adamw"
+        LARS follows the official code (base lr ``0.2 * batch_size / 256``).
+    lr : float, optional
+        Base learning rate; default ``1e-3`` for AdamW and ``0.2 * batch_size / 256`` for LARS.
+    weight_decay : float, default=1e-4
+        Weight decay (not applied to biases and normalisation parameters).
+    warmup_epochs : float, default=1
+        Linear warm-up, then cosine decay, per step.
+    batch_size : int, default=32
+    max_epochs : int, default=10
+    input_size : tuple of int, optional
+        Shape (D, H, W) of the views; default: the shape of the volumes.
+    augmentation : "batched", "torchio" or callable, default="batched"
+        "batched": :class:`vicreg_lab.BatchedAugment` applied on the training device;
+        "torchio": :class:`vicreg_lab.SimCLRTransform` in the DataLoader workers; a callable
+        ``f(x, generator) -> views`` on a batch (B, 1, D, H, W).
+    augment_params : dict, optional
+        Strength knobs passed to the augmentation (see :mod:`vicreg_lab.augment`).
+    device : str, default="auto"
+        "auto" picks CUDA when available.
+    precision : {"auto", "bf16", "fp32"}, default="auto"
+        "auto" is bf16 autocast on CUDA and fp32 on CPU.
+    num_workers : int, default=0
+        DataLoader workers.
+    checkpoint_dir : str or Path, optional
+        Where ``last.ckpt`` is written at the end of every epoch (atomically).
+    seed : int, default=0
+    progress : bool, default=True
+        Show a ``tqdm.auto`` progress bar with the loss terms.
+    callbacks : sequence of callables, optional
+        Each is called as ``callback(estimator, event, record)`` with event ``"step"`` or
+        ``"epoch"``; see :class:`vicreg_lab.callbacks.LiveLossPlot` for a live plot.
+    sync_batchnorm : bool, default=False
+        Convert BatchNorm to SyncBatchNorm under torch.distributed.
+
+    Attributes
+    ----------
+    encoder_, expander_ : nn.Module
+        The trained networks.
+    history_ : dict
+        ``"step"``: one record per step (epoch, step, the four loss terms, lr, volumes/s);
+        ``"epoch"``: one record per epoch (mean terms, lr, volumes/s, seconds, and
+        ``collapse`` / ``collapse_expander``: collapse reports of a held batch).
+    representation_size_ : int
+
+    Examples
+    --------
+    >>> from vicreg_lab import SyntheticCohort, VICReg           # doctest: +SKIP
+    >>> cohort = SyntheticCohort(n_subjects=64, shape=(32, 32, 32))  # doctest: +SKIP
+    >>> model = VICReg(max_epochs=2).fit(cohort)                # doctest: +SKIP
+    >>> embeddings = model.transform(cohort)                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        encoder: str | nn.Module = "small_cnn",
+        expander: str = "512-512",
+        inv_coeff: float = 25.0,
+        var_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+        optimizer: str = "adamw",
+        lr: float | None = None,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1.0,
+        batch_size: int = 32,
+        max_epochs: int = 10,
+        input_size: tuple[int, int, int] | None = None,
+        augmentation: str | Callable = "batched",
+        augment_params: dict | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        num_workers: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        callbacks: Sequence[Callable] = (),
+        sync_batchnorm: bool = False,
+    ):
+        self.encoder = encoder
+        self.expander = expander
+        self.inv_coeff = inv_coeff
+        self.var_coeff = var_coeff
+        self.cov_coeff = cov_coeff
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.input_size = input_size
+        self.augmentation = augmentation
+        self.augment_params = augment_params
+        self.device = device
+        self.precision = precision
+        self.num_workers = num_workers
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+        self.progress = progress
+        self.callbacks = callbacks
+        self.sync_batchnorm = sync_batchnorm
+
+    # ---------------------------------------------------------------- set-up
+
+    def _check_params(self) -> None:
+        if self.optimizer not in ("adamw", "lars"):
+            raise ValueError(f"optimizer must be 'adamw' or 'lars', got {self.optimizer!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        for name in ("batch_size", "max_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: VICReg's variance needs two samples")
+        for name in ("inv_coeff", "var_coeff", "cov_coeff"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.augmentation, str) and self.augmentation not in ("batched", "torchio"):
+            raise ValueError(
+                "augmentation must be 'batched', 'torchio' or a callable, "
+                f"got {self.augmentation!r}"
+            )
+
+    def _resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
+        torch.manual_seed(self.seed)
+        self.input_size_ = tuple(self.input_size or image_shape[-3:])
+        self.encoder_ = build_encoder(self.encoder)
+        self.representation_size_ = int(self.encoder_.representation_size)
+        self.expander_ = build_expander(self.representation_size_, self.expander)
+        self.encoder_.to(device)
+        self.expander_.to(device)
+        if device.type == "cuda":
+            self.encoder_.to(memory_format=torch.channels_last_3d)
+        lr = self.lr
+        if lr is None:
+            lr = 0.2 * self.batch_size / 256 if self.optimizer == "lars" else 1e-3
+        self.base_lr_ = lr
+        groups = _param_groups([self.encoder_, self.expander_], self.weight_decay)
+        if self.optimizer == "lars":
+            self.optimizer_ = LARS(groups, lr=lr)
+        else:
+            self.optimizer_ = torch.optim.AdamW(groups, lr=lr)
+        self._augment = self._make_augment(device)
+        self.history_ = {"step": [], "epoch": []}
+
+    def _make_augment(self, device: torch.device):
+        params = dict(self.augment_params or {})
+        if callable(self.augmentation):
+            return self.augmentation
+        if self.augmentation == "batched":
+            from vicreg_lab.augment import BatchedAugment
+
+            augment = BatchedAugment(input_size=self.input_size_, **params)
+            return lambda x, generator: augment(x, generator=generator)[0]
+        return None  # torchio: the views come from the DataLoader's collate function
+
+    def _loader(self, data, epoch: int, shuffle: bool = True) -> DataLoader:
+        if isinstance(data, DataLoader):
+            return data
+        if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+            raise TypeError(
+                f"fit/transform expect a torch Dataset or DataLoader, got {type(data).__name__}"
+            )
+        sampler = None
+        if dist.is_available() and dist.is_initialized():
+            sampler = torch.utils.data.DistributedSampler(data, shuffle=shuffle, seed=self.seed)
+            sampler.set_epoch(epoch)
+        collate = _stack_images
+        if self.augmentation == "torchio" and shuffle:
+            from vicreg_lab.augment import SimCLRTransform, TwoViewsCollate
+
+            transform = SimCLRTransform(
+                input_size=(1, *self.input_size_), **dict(self.augment_params or {})
+            )
+            collate = TwoViewsCollate(transform)
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            drop_last=shuffle,  # the variance term needs full batches
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            generator=_seeded_generator(self.seed, epoch) if shuffle else None,
+        )
+
+    # ---------------------------------------------------------------- training
+
+    def _views(self, batch, device: torch.device, generator: torch.Generator):
+        if isinstance(batch, (tuple, list)) and len(batch) == 3:  # (view1, view2, targets)
+            return batch[0].to(device), batch[1].to(device)
+        x = _image_of(batch) if not torch.is_tensor(batch) else batch
+        x = x.to(device, non_blocking=True)
+        if self._augment is None:
+            raise ValueError(
+                "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
+                "or a DataLoader with TwoViewsCollate yielding (view1, view2, targets)"
+            )
+        return self._augment(x, generator), self._augment(x, generator)
+
+    def _embed(self, view: torch.Tensor) -> torch.Tensor:
+        if view.device.type == "cuda":
+            view = view.contiguous(memory_format=torch.channels_last_3d)
+        return self._expander_module(self._encoder_module(view))
+
+    def fit(self, data, resume: bool = False) -> VICReg:
+        """Train on ``data``: a Dataset of volumes (1, D, H, W) or a DataLoader.
+
+        Parameters
+        ----------
+        data : Dataset or DataLoader
+            Items may be a tensor, ``(image, target)`` or a dict with key ``"image"``;
+            a DataLoader may also yield ``(view1, view2, targets)`` (TwoViewsCollate).
+        resume : bool, default=False
+            Continue from ``checkpoint_dir/last.ckpt`` if it exists.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        device = self._resolve_device()
+        first = data.dataset[0] if isinstance(data, DataLoader) else data[0]
+        image_shape = tuple(torch.as_tensor(_image_of(first)).shape)
+        if len(image_shape) != 4 or image_shape[0] != 1:
+            raise ValueError(
+                f"volumes must have shape (1, D, H, W); the first item has shape {image_shape}"
+            )
+        self._build(image_shape, device)
+        start_epoch = 0
+        if resume:
+            start_epoch = self._restore_checkpoint()
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self._encoder_module, self._expander_module = self.encoder_, self.expander_
+        if distributed:
+            self._wrap_distributed(device)
+        criterion = VICRegLoss(  # finiteness is checked on the terms, after the step
+            self.inv_coeff,
+            self.var_coeff,
+            self.cov_coeff,
+            gather_distributed=distributed,
+            check_finite=False,
+        )
+        autocast_dtype = self._autocast_dtype(device)
+        held = self._held_batch(data, device)
+        steps_per_epoch = len(self._loader(data, 0))
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"no full batch: the dataset has {_len(data)} items, "
+                f"fewer than batch_size={self.batch_size}"
+            )
+        total = steps_per_epoch * self.max_epochs
+        warmup = int(self.warmup_epochs * steps_per_epoch)
+        bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and _is_main())
+        for epoch in range(start_epoch, self.max_epochs):
+            self._train_epoch(
+                data, epoch, device, criterion, autocast_dtype, steps_per_epoch, total, warmup, bar
+            )
+            self._end_epoch(epoch, held)
+        if bar is not None:
+            bar.close()
+        self._encoder_module = self._expander_module = None
+        self.encoder_.eval()
+        self.expander_.eval()
+        return self
+
+    def _train_epoch(
+        self, data, epoch, device, criterion, autocast_dtype, steps_per_epoch, total, warmup, bar
+    ):
+        self.encoder_.train()
+        self.expander_.train()
+        generator = _seeded_generator(self.seed + 1, epoch)
+        if device.type == "cuda":
+            generator = torch.Generator(device).manual_seed(self.seed * 1_000_003 + epoch + 1)
+        tick = time.perf_counter()
+        for i, batch in enumerate(self._loader(data, epoch)):
+            step = epoch * steps_per_epoch + i
+            lr = lr_at_step(step, total, warmup, self.base_lr_)
+            for group in self.optimizer_.param_groups:
+                group["lr"] = lr
+            view1, view2 = self._views(batch, device, generator)
+            with torch.autocast(
+                device.type,
+                dtype=autocast_dtype or torch.float32,
+                enabled=autocast_dtype is not None,
+            ):
+                terms = criterion(self._embed(view1), self._embed(view2))
+            values = {k: float(terms[k].detach()) for k in TERMS}
+            self._check_finite(values, step, epoch)
+            self.optimizer_.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer_.step()
+            now = time.perf_counter()
+            record = {"epoch": epoch, "step": step, **values, "lr": lr}
+            record["volumes_per_s"] = 2 * view1.shape[0] / max(now - tick, 1e-9)
+            tick = now
+            self.history_["step"].append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k[:3]: f"{record[k]:.3g}" for k in TERMS}, refresh=False)
+            self._notify("step", record)
+
+    def _check_finite(self, values: dict, step: int, epoch: int) -> None:
+        bad = [
+            k
+            for k in ("invariance", "variance", "covariance", "loss")
+            if not math.isfinite(values[k])
+        ]
+        if not bad:
+            return
+        where = (
+            f"the last good checkpoint is kept in {self.checkpoint_dir}"
+            if self.checkpoint_dir
+            else "no checkpoint_dir was set"
+        )
+        raise FloatingPointError(
+            f"non-finite {bad[0]} term ({values[bad[0]]}) at step {step} (epoch {epoch}); "
+            f"likely causes: a learning rate too high (lr={self.base_lr_:g}), var_coeff=0 "
+            f"letting the embeddings collapse or explode, or non-finite input volumes; {where}"
+        )
+
+    def _held_batch(self, data, device) -> torch.Tensor:
+        """A fixed, un-augmented batch whose embeddings are diagnosed after every epoch."""
+        dataset = data.dataset if isinstance(data, DataLoader) else data
+        n = min(len(dataset), max(self.batch_size, 64))
+        x = _stack_images([dataset[i] for i in range(n)])
+        return self._resize(x).to(device)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-3:]) == self.input_size_:
+            return x.float()
+        return torch.nn.functional.interpolate(
+            x.float(), size=self.input_size_, mode="trilinear", align_corners=False
+        )
+
+    def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
+        steps = [r for r in self.history_["step"] if r["epoch"] == epoch]
+        record = {"epoch": epoch, "steps": len(steps)}
+        for key in (*TERMS, "volumes_per_s"):
+            record[key] = float(np.mean([r[key] for r in steps]))
+        record["lr"] = steps[-1]["lr"]
+        with torch.no_grad():
+            self.encoder_.eval()
+            self.expander_.eval()
+            rep = self.encoder_(held).float()
+            emb = self.expander_(rep).float()
+        record["collapse"] = _plain_report(collapse_report(rep.cpu()))
+        record["collapse_expander"] = _plain_report(collapse_report(emb.cpu()))
+        self.history_["epoch"].append(record)
+        if self.checkpoint_dir is not None and _is_main():
+            self._save_checkpoint(Path(self.checkpoint_dir) / CHECKPOINT_NAME, epoch + 1)
+        self._notify("epoch", record)
+
+    def _notify(self, event: str, record: dict) -> None:
+        for callback in self.callbacks:
+            callback(self, event, record)
+
+    def _wrap_distributed(self, device: torch.device) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if self.sync_batchnorm:
+            self.encoder_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_)
+            self.expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.expander_)
+        ids = [device.index] if device.type == "cuda" else None
+        self._encoder_module = DDP(self.encoder_, device_ids=ids)
+        self._expander_module = DDP(self.expander_, device_ids=ids)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _state(self, epochs_done: int) -> dict:
+        return {
+            "format": "vicreg-lab-checkpoint-v1",
+            "epochs_done": epochs_done,
+            "params": _plain_params(self),
+            "input_size": list(self.input_size_),
+            "encoder": self.encoder_.state_dict(),
+            "expander": self.expander_.state_dict(),
+            "optimizer": self.optimizer_.state_dict(),
+            "history": self.history_,
+        }
+
+    def _save_checkpoint(self, path: Path, epochs_done: int) -> Path:
+        with atomic_path(path) as tmp:
+            torch.save(self._state(epochs_done), tmp)
+        return path
+
+    def _restore_checkpoint(self) -> int:
+        if self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+        path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
+        if not path.exists():
+            return 0
+        state = load_checkpoint(path)
+        self.encoder_.load_state_dict(state["encoder"])
+        self.expander_.load_state_dict(state["expander"])
+        self.optimizer_.load_state_dict(state["optimizer"])
+        self.history_ = state["history"]
+        return int(state["epochs_done"])
+
+    def save(self, path: str | Path) -> Path:
+        """Save the trained estimator (weights, parameters, history) atomically."""
+        self._check_fitted()
+        return self._save_checkpoint(Path(path), len(self.history_["epoch"]))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> VICReg:
+        """Load an estimator written by :meth:`save` (or a training checkpoint).
+
+        The file is read with ``torch.load(weights_only=True)``: it cannot run code.
+        """
+        state = load_checkpoint(path)
+        model = cls(**state["params"])
+        model.device = device
+        model._build((1, *state["input_size"]), torch.device(device))
+        model.encoder_.load_state_dict(state["encoder"])
+        model.expander_.load_state_dict(state["expander"])
+        model.history_ = state["history"]
+        model.encoder_.eval()
+        model.expander_.eval()
+        return model
+
+    # ---------------------------------------------------------------- inference
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError("this VICReg estimator is not fitted yet: call fit() first")
+
+    @torch.no_grad()
+    def transform(self, data, batch_size: int | None = None) -> np.ndarray:
+        """Embed volumes with the trained encoder (the representation, before the expander).
+
+        Parameters
+        ----------
+        data : Dataset, DataLoader or tensor of shape (N, 1, D, H, W)
+
+        Returns
+        -------
+        numpy.ndarray of shape (N, representation_size_)
+        """
+        self._check_fitted()
+        device = next(self.encoder_.parameters()).device
+        self.encoder_.eval()
+        if torch.is_tensor(data):
+            batches = data.split(batch_size or self.batch_size)
+        elif isinstance(data, DataLoader):
+            batches = (_image_of(b) if not torch.is_tensor(b) else b for b in data)
+        else:
+            batches = DataLoader(
+                data, batch_size=batch_size or self.batch_size, collate_fn=_stack_images
+            )
+        out = []
+        for x in batches:
+            x = self._resize(x).to(device)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            out.append(self.encoder_(x).float().cpu())
+        return torch.cat(out).numpy()
+
+    def fit_transform(self, data, **fit_params) -> np.ndarray:
+        """``fit(data)`` then ``transform(data)``."""
+        return self.fit(data, **fit_params).transform(data)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a vicreg-lab checkpoint safely (``weights_only=True``) and check its format."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"cannot load checkpoint {path} safely (weights_only=True refuses arbitrary "
+            f"pickled objects): {err}"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != "vicreg-lab-checkpoint-v1":
+        raise ValueError(f"{path} is not a vicreg-lab checkpoint")
+    return state
+
+
+def _plain_params(model: VICReg) -> dict:
+    """Constructor parameters that a weights_only checkpoint can hold (no modules, no callables)."""
+    params = {}
+    for key in (
+        "encoder",
+        "expander",
+        "inv_coeff",
+        "var_coeff",
+        "cov_coeff",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "warmup_epochs",
+        "batch_size",
+        "max_epochs",
+        "augmentation",
+        "precision",
+        "seed",
+    ):
+        value = getattr(model, key)
+        if isinstance(value, (str, int, float, type(None))):
+            params[key] = value
+    if model.input_size is not None:
+        params["input_size"] = list(model.input_size)
+    if model.augment_params:
+        params["augment_params"] = dict(model.augment_params)
+    return params
+
+
+def _plain_report(report) -> dict:
+    report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    plain = {}
+    for key, value in report.items():
+        if isinstance(value, str):
+            plain[key] = value
+        elif np.ndim(value) == 0:
+            plain[key] = float(value)
+    return plain
+
+
+def _len(data) -> int:
+    return len(data.dataset) if isinstance(data, DataLoader) else len(data)
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="VICReg", unit="step", leave=True)
