@@ -19,6 +19,7 @@ the end of an epoch continues exactly as the uninterrupted run would have (on CP
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.losses import VICRegLoss
 from vicreg_lab.models import build_encoder, build_expander
 
-__all__ = ["VICReg", "LARS", "lr_at_step"]
+__all__ = ["VICReg", "LARS", "init_distributed", "lr_at_step"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
 CHECKPOINT_NAME = "last.ckpt"
@@ -121,8 +122,13 @@ def _stack_images(items) -> torch.Tensor:
     return torch.stack([torch.as_tensor(_image_of(item)) for item in items])
 
 
-def _seeded_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def _seeded_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def augment_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator:
+    """The generator that draws the augmentations of one epoch on one rank."""
+    return _seeded_generator(seed + 1 + 1000 * rank, epoch, device)
 
 
 # ------------------------------------------------------------------ the estimator
@@ -264,7 +270,9 @@ class VICReg:
 
     def _resolve_device(self) -> torch.device:
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            if not torch.cuda.is_available():
+                return torch.device("cpu")
+            return torch.device("cuda", torch.cuda.current_device())  # set per rank by torchrun
         return torch.device(self.device)
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -420,9 +428,7 @@ class VICReg:
     ):
         self.encoder_.train()
         self.expander_.train()
-        generator = _seeded_generator(self.seed + 1, epoch)
-        if device.type == "cuda":
-            generator = torch.Generator(device).manual_seed(self.seed * 1_000_003 + epoch + 1)
+        generator = augment_generator(self.seed, epoch, _rank(), device)
         tick = time.perf_counter()
         for i, batch in enumerate(self._loader(data, epoch)):
             step = epoch * steps_per_epoch + i
@@ -676,8 +682,30 @@ def _len(data) -> int:
     return len(data.dataset) if isinstance(data, DataLoader) else len(data)
 
 
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return _rank() == 0
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Uses NCCL when CUDA is available (and selects the GPU ``LOCAL_RANK``), else gloo.
+    Without ``torchrun`` (no ``WORLD_SIZE`` > 1) it does nothing.
+
+    Returns
+    -------
+    rank, world_size : int
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return _rank(), world_size
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
