@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from vicreg_lab.cli import main
@@ -50,16 +51,44 @@ def test_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, capsys):
     assert target.read_text() == "precious"
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--epochs", "0"], "expected a positive integer"),
+        (["train", "--shape", "4"], "expected a shape like 48"),
+        (["train", "--var", "-1"], "expected a number >= 0"),
+        (["train", "--optimizer", "sgd"], "invalid choice"),
+    ],
+)
+def test_train_rejects_bad_values_with_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_on_a_missing_nifti_folder_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--profile", "ci", "--nifti", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_demo_writes_report_and_shows_collapse(tmp_path, capsys):
+def test_demo_trains_and_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["demo", "--profile", "ci", "--out", str(out)]) == 0
     assert str(out / "index.html") in capsys.readouterr().out
-    for name in ["index.html", "index.md", "loss_terms.png", "spectrum.png", "diagnostics.png"]:
+    figures = ["cohort.png", "loss_terms.png", "collapse.png", "spectrum.png", "umap.png"]
+    for name in ["index.html", "index.md", "probes.csv", "model.ckpt", *figures]:
         assert (out / name).stat().st_size > 0, name
-    summary = json.loads((out / "diagnostics.json").read_text())
-    runs = summary["runs"]
-    assert runs["standard (25/25/1)"]["collapse_report"]["verdict"] == "healthy"
-    assert runs["no variance (25/0/1)"]["collapse_report"]["verdict"] == "complete collapse"
-    assert "loss_terms.png" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert all(name in page for name in figures)
+    probes = pd.read_csv(out / "probes.csv")
+    expected = {"VICReg", "random init (eval BN)", "random init (recalibrated BN)"}
+    assert expected | {"raw voxels 16^3"} == set(probes["embedding"])
+    assert {"age", "site", "sex"} == set(probes["target"])
+    history = json.loads((out / "history.json").read_text())
+    assert history and "collapse" in history[-1]
+    assert (out / "checkpoints" / "last.ckpt").exists()
     assert not list(out.glob(".*.tmp*")), "temporary files left behind"

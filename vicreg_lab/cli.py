@@ -6,12 +6,53 @@ Examples
 
     vicreg-lab --help
     vicreg-lab demo --out demo-report
+    vicreg-lab train --profile cpu --epochs 20 --out runs/cpu
+    vicreg-lab train --nifti /data/my_bids --out runs/mine
+    torchrun --nproc_per_node=4 -m vicreg_lab.cli train --openbhb /data/openBHB --profile gpu
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    if len(parts) == 1:
+        parts = parts * 3
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 8:
+        raise argparse.ArgumentTypeError(f"expected a shape like 48 or 48x48x48 (>= 8), got {text}")
+    return shape
+
+
+def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help="report folder (default: %(default)s)")
+    parser.add_argument(
+        "--profile",
+        choices=["ci", "cpu", "gpu"],
+        default=None,
+        help="run size (default: $VICREG_LAB_PROFILE, else gpu if CUDA is available, else cpu)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -25,18 +66,37 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the main job end to end and write a report folder",
-        description="Run the end-to-end demo and write a report folder with figures.",
+        help="train on the synthetic cohort and write a report folder (what `make demo` runs)",
+        description="Synthetic cohort -> VICReg training -> report folder with figures.",
     )
-    demo.add_argument("--out", default="demo-report", help="report folder (default: %(default)s)")
-    demo.add_argument(
-        "--profile",
-        choices=["ci", "cpu", "gpu"],
-        default=None,
-        help="run size (default: $VICREG_LAB_PROFILE, else gpu if CUDA is available, else cpu)",
-    )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _common(demo, "demo-report")
     demo.set_defaults(func=_run_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train VICReg on the synthetic cohort, a NIfTI folder or OpenBHB",
+        description="Train VICReg and write a report folder (model.ckpt, checkpoints/, figures).",
+    )
+    _common(train, "vicreg-run")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--nifti", metavar="DIR", help="BIDS-like folder: participants.tsv + NIfTI")
+    source.add_argument("--openbhb", metavar="ROOT", help="OpenBHB root (see vicreg_lab.data)")
+    train.add_argument("--modality", default="vbm", choices=["vbm", "quasiraw"], help="OpenBHB")
+    train.add_argument("--subjects", type=_positive_int, help="synthetic cohort size")
+    train.add_argument("--shape", type=_shape, help="volume shape, e.g. 48 or 64x64x64")
+    train.add_argument("--encoder", help="encoder name, e.g. small_cnn or resnet18_3d")
+    train.add_argument("--expander", help='expander spec, e.g. "8192-8192-8192"')
+    train.add_argument("--epochs", type=_positive_int, dest="max_epochs")
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--lr", type=_non_negative_float)
+    train.add_argument("--optimizer", choices=["adamw", "lars"])
+    train.add_argument("--augmentation", choices=["batched", "torchio"])
+    train.add_argument("--inv", type=_non_negative_float, dest="inv_coeff", help="default 25")
+    train.add_argument("--var", type=_non_negative_float, dest="var_coeff", help="default 25")
+    train.add_argument("--cov", type=_non_negative_float, dest="cov_coeff", help="default 1")
+    train.add_argument("--workers", type=int, default=0, dest="num_workers")
+    train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
+    train.set_defaults(func=_run_train)
     return parser
 
 
@@ -50,9 +110,40 @@ def _run_demo(args: argparse.Namespace) -> int:
     from vicreg_lab.demo import run_demo
     from vicreg_lab.profiles import get_profile
 
-    profile = get_profile(args.profile)
-    report = run_demo(args.out, profile=profile, seed=args.seed)
+    report = run_demo(args.out, profile=get_profile(args.profile), seed=args.seed)
     print(f"vicreg-lab demo: report written to {report}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from vicreg_lab.demo import run_train
+    from vicreg_lab.profiles import get_profile
+    from vicreg_lab.train import init_distributed
+
+    init_distributed()
+    profile = get_profile(args.profile)
+    shape = args.shape or profile.shape
+    if args.nifti:
+        from vicreg_lab.data import NiftiFolder
+
+        dataset = NiftiFolder(args.nifti, shape=shape)
+    elif args.openbhb:
+        from vicreg_lab.data import OpenBHB
+
+        dataset = OpenBHB(args.openbhb, modality=args.modality, split="train", shape=shape)
+    else:
+        from vicreg_lab.data import SyntheticCohort
+
+        n = args.subjects or profile.n_subjects
+        dataset = SyntheticCohort(n_subjects=n, shape=shape, seed=args.seed)
+    keys = ("encoder", "expander", "max_epochs", "batch_size", "lr", "optimizer", "augmentation")
+    keys += ("inv_coeff", "var_coeff", "cov_coeff", "num_workers")
+    overrides = {key: getattr(args, key) for key in keys}
+    _, report = run_train(
+        dataset, args.out, profile=profile, seed=args.seed, resume=args.resume, **overrides
+    )
+    if report is not None:
+        print(f"vicreg-lab train: report written to {report}")
     return 0
 
 

@@ -128,7 +128,7 @@ def train_toy(
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimiser.step()
-        values = {key: float(value) for key, value in terms.items()}
+        values = {key: float(value.detach()) for key, value in terms.items()}
         history["step"].append(step)
         for key, value in values.items():
             history[key].append(value)

@@ -1,0 +1,180 @@
+"""The report folder of a training run: figures, the probe table, and a summary page.
+
+:func:`training_report` writes, into one folder (each file atomically):
+
+- ``loss_terms.png``: the four loss terms over the steps;
+- ``collapse.png``: collapse diagnostics of a held batch after every epoch;
+- ``spectrum.png``: singular value spectra of the trained and random-init embeddings;
+- ``umap.png``: UMAP of the trained embeddings coloured by age and by site;
+- ``probes.csv``: cross-validated probes of the trained encoder and of the baselines;
+- ``history.json``: the per-epoch history;
+- ``index.md`` and ``index.html``: a summary page with a plain-language reading.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vicreg_lab._io import save_figure, write_text
+
+TRAINED = "VICReg"
+RANDOM_EVAL = "random init (eval BN)"
+RANDOM_RECAL = "random init (recalibrated BN)"
+RAW = "raw voxels 16^3"
+
+
+def _volumes(dataset) -> torch.Tensor:
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([item["image"] if isinstance(item, dict) else item[0] for item in items])
+
+
+def embeddings_with_baselines(model, dataset, seed: int = 0) -> dict[str, np.ndarray]:
+    """Embeddings of ``dataset`` by the trained encoder and by the two baselines.
+
+    The baselines are a randomly initialised encoder of the same architecture (reported
+    with eval-mode BatchNorm and with BatchNorm statistics recalibrated on the data) and
+    the raw voxels, average-pooled to 16^3.
+    """
+    from vicreg_lab.evaluate import encode, raw_voxel_features
+    from vicreg_lab.models import build_encoder
+
+    volumes = model._resize(_volumes(dataset))
+    torch.manual_seed(seed + 12345)
+    random_encoder = build_encoder(model.encoder).eval()
+    return {
+        TRAINED: model.transform(volumes),
+        RANDOM_EVAL: encode(random_encoder, volumes, bn_mode="eval"),
+        RANDOM_RECAL: encode(random_encoder, volumes, bn_mode="recalibrate"),
+        RAW: raw_voxel_features(volumes, size=16),
+    }
+
+
+def read_probes(table: pd.DataFrame) -> list[str]:
+    """Plain-language sentences about a probe table, whatever it says."""
+    linear = table[table["probe"] == "linear"].set_index(["embedding", "target", "metric"])
+    sentences = []
+
+    def score(name, target, metric):
+        key = (name, target, metric)
+        return linear.loc[key, "mean"] if key in linear.index else None
+
+    age = {name: score(name, "age", "r2") for name in table["embedding"].unique()}
+    if age.get(TRAINED) is not None:
+        best = max((v, k) for k, v in age.items() if k != TRAINED and v is not None)
+        verb = "beats" if age[TRAINED] > best[0] else "does not beat"
+        sentences.append(
+            f"Age: a linear probe on the VICReg embedding reaches R^2 = {age[TRAINED]:.2f}; "
+            f"it {verb} the best baseline ({best[1]}, R^2 = {best[0]:.2f})."
+        )
+    site = score(TRAINED, "site", "balanced_accuracy")
+    if site is not None:
+        chance = float(table[(table["target"] == "site")]["chance"].iloc[0])
+        sentences.append(
+            f"Scanner site: balanced accuracy {site:.2f} against a chance level of "
+            f"{chance:.2f}; the higher it is, the more the embedding encodes the scanner "
+            "rather than the brain."
+        )
+    sentences.append(
+        "A short CPU run does not converge VICReg: expect the baselines to be strong "
+        "(raw voxels carry age directly; a random encoder is a fair feature extractor)."
+    )
+    return sentences
+
+
+def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_figures=()) -> Path:
+    """Write the report folder of a fitted :class:`vicreg_lab.VICReg` on a labelled dataset.
+
+    Parameters
+    ----------
+    model : VICReg
+        A fitted estimator.
+    dataset : Dataset
+        Items as dicts with ``image`` and factors; needs a ``participants`` DataFrame
+        (as :class:`vicreg_lab.SyntheticCohort`, :class:`vicreg_lab.NiftiFolder` and
+        :class:`vicreg_lab.OpenBHB` have) for the probes and the UMAP.
+    out : str or Path
+        The report folder.
+    seeds : sequence of int
+        Seeds of the cross-validation splits of the probes.
+    cv : int
+        Folds per seed.
+    extra_figures : sequence of str
+        Files already in ``out`` to show first on the summary page (e.g. ``cohort.png``).
+
+    Returns
+    -------
+    Path
+        ``index.html`` in ``out``.
+    """
+    from vicreg_lab import viz
+    from vicreg_lab.evaluate import probe_table
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    history = model.history_
+    figures = {
+        "loss_terms.png": viz.plot_loss_terms(pd.DataFrame(history["step"])),
+        "collapse.png": viz.plot_collapse_history(history["epoch"]),
+    }
+    embeddings = embeddings_with_baselines(model, dataset, seed=model.seed)
+    factors = dataset.participants.reset_index(drop=True)
+    figures["spectrum.png"] = viz.plot_spectrum(
+        [embeddings[TRAINED], embeddings[RANDOM_RECAL]], labels=[TRAINED, RANDOM_RECAL]
+    )
+    figures["umap.png"] = viz.plot_umap(embeddings[TRAINED], factors, columns=("age", "site"))
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+
+    table = probe_table(embeddings, factors, cv=min(cv, len(factors) // 2), seeds=seeds)
+    write_text(out / "probes.csv", table.to_csv(index=False))
+    write_text(out / "history.json", json.dumps(history["epoch"], indent=1) + "\n")
+    reading = read_probes(table)
+    last = history["epoch"][-1]
+    facts = [
+        f"Encoder {model.encoder}, expander {model.expander}, weights "
+        f"{model.inv_coeff:g}/{model.var_coeff:g}/{model.cov_coeff:g}, "
+        f"{len(history['step'])} steps over {len(history['epoch'])} epochs, "
+        f"{len(dataset)} volumes of shape {tuple(model.input_size_)}.",
+        f"Loss {history['epoch'][0]['loss']:.3f} (first epoch) -> {last['loss']:.3f} (last); "
+        f"collapse verdict of the representation: {last['collapse']['verdict']} "
+        f"(RankMe {last['collapse']['rankme']:.1f} of {last['collapse']['n_dims']}).",
+    ]
+    linear = table[table["probe"] == "linear"]
+    pivot = linear.pivot_table(index="embedding", columns=["target", "metric"], values="mean")
+    pivot = pivot.reindex([k for k in embeddings if k in pivot.index])
+    shown = [*extra_figures, *figures]
+    write_text(out / "index.md", _markdown(facts, pivot, reading, shown))
+    return write_text(out / "index.html", _html(facts, pivot, reading, shown))
+
+
+def _markdown(facts, pivot: pd.DataFrame, reading, figures) -> str:
+    header = ["embedding"] + [f"{t} {m}" for t, m in pivot.columns]
+    rows = [[name] + [f"{v:.3f}" for v in values] for name, values in pivot.iterrows()]
+    lines = ["# vicreg-lab training report", "", *facts, "", "## Linear probes (mean over splits)"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "All probes, kNN included, with sd: `probes.csv`.", "", *reading, ""]
+    lines += [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _html(facts, pivot: pd.DataFrame, reading, figures) -> str:
+    esc = html.escape
+    table = pivot.to_html(float_format=lambda v: f"{v:.3f}", border=0)
+    paragraphs = "".join(f"<p>{esc(s)}</p>" for s in facts)
+    readings = "".join(f"<li>{esc(s)}</li>" for s in reading)
+    images = "".join(f'<p><img src="{esc(n)}" alt="{esc(n)}"></p>' for n in figures)
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>vicreg-lab report</title>'
+        "<style>body{font-family:sans-serif;max-width:64em;margin:auto}"
+        "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}</style></head><body>"
+        f"<h1>vicreg-lab training report</h1>{paragraphs}<h2>Linear probes</h2>{table}"
+        '<p>All probes, kNN included, with sd: <a href="probes.csv">probes.csv</a>.</p>'
+        f"<ul>{readings}</ul>{images}</body></html>\n"
+    )
