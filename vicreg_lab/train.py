@@ -449,7 +449,7 @@ class VICReg:
             self.optimizer_.step()
             now = time.perf_counter()
             record = {"epoch": epoch, "step": step, **values, "lr": lr}
-            record["volumes_per_s"] = 2 * view1.shape[0] / max(now - tick, 1e-9)
+            record["volumes_per_s"] = view1.shape[0] / max(now - tick, 1e-9)  # 2 views each
             tick = now
             self.history_["step"].append(record)
             if bar is not None:
