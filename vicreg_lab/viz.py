@@ -178,6 +178,8 @@ def plot_collapse_reports(reports):
     >>> len(fig.axes)
     4
     """
+    from vicreg_lab.diagnostics import COMPLETE_STD
+
     if not reports:
         raise ValueError("reports is empty; pass {name: collapse_report(z)}")
     rows = {name: dict(r.to_dict() if hasattr(r, "to_dict") else r) for name, r in reports.items()}
@@ -202,6 +204,7 @@ def plot_collapse_reports(reports):
         axis.bar_label(bars, fmt="%.3g", fontsize="small")
         axis.set_title(title)
         axis.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
+    axes[0].axhline(COMPLETE_STD, color="tab:red", ls=":", lw=0.8)  # default collapse threshold
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
     maxima = [row["rankme"] / row["rankme_fraction"] for row in rows.values()]
     axes[2].plot(x, maxima, "kx", ls="none")
@@ -247,6 +250,228 @@ def _loss_columns(history) -> dict:
 
 
 # ---------------------------------------------------------------- data (cohort, subjects)
+
+
+def plot_subject(image, affine, title=None, display_mode="ortho", cut_coords=None, **kwargs):
+    """Show one brain volume as orthogonal slices with nilearn's ``plot_anat``.
+
+    Parameters
+    ----------
+    image : torch.Tensor or numpy.ndarray
+        Volume (D, H, W) or (1, D, H, W), e.g. ``cohort[0]["image"]``.
+    affine : numpy.ndarray
+        Its 4x4 voxel-to-world (mm) affine, e.g. ``cohort.affine`` or
+        ``dataset.get_affine(i)``; nilearn uses it to place the slices in MNI space.
+    title : str, optional
+        Title drawn on the figure.
+    display_mode : str
+        nilearn display mode: ``"ortho"`` (three views), ``"z"``, ``"x"``, ...
+    cut_coords : sequence of float, optional
+        Where to cut (mm); nilearn chooses when None.
+    **kwargs
+        Passed to :func:`nilearn.plotting.plot_anat` (``vmin``, ``vmax``, ``cmap``...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from vicreg_lab.data import SyntheticCohort
+    >>> cohort = SyntheticCohort(2, shape=(32, 32, 32))
+    >>> fig = plot_subject(cohort[0]["image"], cohort.affine, title="sub-0000")
+    >>> type(fig).__name__
+    'Figure'
+    """
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    volume = _as_volume(image, "plot_subject: image")
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        raise ValueError(f"plot_subject: affine must be 4x4, got shape {affine.shape}")
+    fig = plt.figure(figsize=(7.5, 2.8) if display_mode == "ortho" else (3.5, 3.5))
+    plt.close(fig)
+    kwargs.setdefault("draw_cross", False)
+    plotting.plot_anat(
+        nib.Nifti1Image(volume, affine),
+        figure=fig,
+        title=title,
+        display_mode=display_mode,
+        cut_coords=cut_coords,
+        **kwargs,
+    )
+    return fig
+
+
+def plot_cohort_grid(dataset, by="age", n=8, modality=None):
+    """A grid of subjects ordered by age or grouped by site, titled with their factors.
+
+    All panels share one grey scale, so scanner differences in brightness and
+    contrast show as they are.
+
+    Parameters
+    ----------
+    dataset : SyntheticCohort, NiftiFolder or OpenBHB
+        Needs ``participants`` with the column named by ``by``.
+    by : {"age", "site"}
+        ``"age"``: ``n`` subjects from youngest to oldest (evenly spaced in age
+        rank), an axial row above a coronal row. ``"site"``: one row per site,
+        ``n`` subjects each (youngest first), axial slices.
+    n : int
+        Subjects per row.
+    modality : {"t1", "gm"}, optional
+        For a :class:`SyntheticCohort`, the modality to draw (default: its own).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from vicreg_lab.data import SyntheticCohort
+    >>> fig = plot_cohort_grid(SyntheticCohort(16, shape=(32, 32, 32)), by="site", n=2)
+    >>> len(fig.axes)
+    8
+    """
+    import matplotlib.pyplot as plt
+
+    table = dataset.participants.reset_index(drop=True)
+    if by not in ("age", "site"):
+        raise ValueError(f"plot_cohort_grid: by must be 'age' or 'site', got {by!r}")
+    if by not in table.columns:
+        raise ValueError(f"plot_cohort_grid: the dataset's participants have no {by!r} column")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"plot_cohort_grid: n must be a positive int, got {n!r}")
+    if by == "age":
+        ranked = np.argsort(table["age"].to_numpy(), kind="stable")
+        spots = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
+        picks = ranked[np.unique(spots)]
+        rows = [("axial", picks), ("coronal", picks)]
+    else:
+        rows = []
+        for site, group in table.groupby("site", sort=True):
+            order = group.sort_values("age") if "age" in group else group
+            rows.append((str(site), order.index.to_numpy()[:n]))
+    volumes = {i: _subject_volume(dataset, int(i), modality) for _, idx in rows for i in idx}
+    vmax = float(np.percentile(np.concatenate([v.ravel() for v in volumes.values()]), 99.5))
+    columns = max(len(idx) for _, idx in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.6 * columns, 1.9 * len(rows)), squeeze=False
+    )
+    plt.close(fig)
+    for r, (label, idx) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_axis_off()
+            if c >= len(idx):
+                continue
+            i = int(idx[c])
+            view = "coronal" if label == "coronal" else "axial"
+            section = _section(volumes[i], dataset.get_affine(i), view)
+            ax.imshow(section.T, origin="lower", cmap="gray", vmin=0, vmax=max(vmax, 1e-6))
+            ax.set_title(_subject_label(table.iloc[i], by, first=c == 0), fontsize="x-small")
+    fig.suptitle("subjects ordered by age" if by == "age" else "subjects grouped by site")
+    fig.tight_layout()
+    return fig
+
+
+def plot_factors(cohort, n=128):
+    """What the synthetic cohort's factors do: grey matter against age, intensities by site.
+
+    Three panels: grey-matter volume (mL) against age, coloured by sex (head size
+    separates the sexes); grey-matter fraction of intracranial volume against age
+    (atrophy, with head size divided out); and T1 intensity histograms inside the
+    brain, one per site (the scanner's look).
+
+    Parameters
+    ----------
+    cohort : SyntheticCohort
+        The cohort (its tissue maps are used, so no other dataset will do).
+    n : int
+        Number of subjects used (the first ``n``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from vicreg_lab.data import SyntheticCohort
+    >>> fig = plot_factors(SyntheticCohort(24, shape=(24, 24, 24)))
+    >>> len(fig.axes)
+    3
+    """
+    import matplotlib.pyplot as plt
+
+    if not hasattr(cohort, "tissue_maps"):
+        raise TypeError(f"plot_factors needs a SyntheticCohort, got {type(cohort).__name__}")
+    index = list(range(min(n, len(cohort))))
+    table = cohort.participants.iloc[index]
+    maps = cohort.tissue_maps(index)
+    gm = maps["gm"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
+    icv = maps["mask"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
+    t1 = cohort.generate(index, modality="t1").numpy()
+    inside = maps["mask"].numpy() > 0.5
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    plt.close(fig)
+    for sex, color in (("F", "tab:red"), ("M", "tab:blue")):
+        chosen = (table["sex"] == sex).to_numpy()
+        axes[0].scatter(table["age"][chosen], gm[chosen], s=10, color=color, label=sex)
+        axes[1].scatter(table["age"][chosen], 100 * gm[chosen] / icv[chosen], s=10, color=color)
+    axes[0].set(xlabel="age (years)", ylabel="grey matter (mL)", title="GM volume by sex")
+    axes[0].legend(title="sex", fontsize="small")
+    axes[1].set(xlabel="age (years)", ylabel="GM / intracranial volume (%)", title="atrophy")
+    sites = table["site"].to_numpy()
+    top = float(np.percentile(t1[inside], 99.5))
+    for site in sorted(set(sites)):
+        values = t1[sites == site][inside[sites == site]]
+        axes[2].hist(values, bins=80, range=(0, top), histtype="step", density=True, label=site)
+    axes[2].set(xlabel="T1 intensity in the brain", ylabel="density", title="scanner look")
+    axes[2].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _as_volume(volume, name: str) -> np.ndarray:
+    """A (D, H, W) float32 array from a tensor or array (D, H, W) or (1, D, H, W)."""
+    if hasattr(volume, "detach"):
+        volume = volume.detach().cpu().numpy()
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 3:
+        raise ValueError(f"{name} must be (D, H, W) or (1, D, H, W), got shape {volume.shape}")
+    return volume
+
+
+def _subject_volume(dataset, index: int, modality=None) -> np.ndarray:
+    """Volume ``index`` of a dataset as (D, H, W), whatever its item convention."""
+    if hasattr(dataset, "generate"):
+        return dataset.generate([index], modality=modality)[0, 0].numpy()
+    item = dataset[index]
+    return _as_volume(item["image"] if isinstance(item, dict) else item[0], "image")
+
+
+def _section(volume: np.ndarray, affine: np.ndarray, view: str) -> np.ndarray:
+    """Axial (z = 15 mm) or coronal (y = -15 mm) slice through the lateral ventricles."""
+    ijk = np.linalg.inv(affine) @ np.array([0.0, -15.0, 15.0, 1.0])
+    axis = 2 if view == "axial" else 1
+    k = int(np.clip(round(ijk[axis]), 0, volume.shape[axis] - 1))
+    return np.take(volume, k, axis=axis)
+
+
+def _subject_label(row, by: str, first: bool) -> str:
+    parts = []
+    if "age" in row.index:
+        parts.append(f"{row['age']:.0f} y")
+    if "sex" in row.index:
+        parts.append(str(row["sex"]))
+    if "site" in row.index and (by == "age" or first):
+        parts.append(str(row["site"]))
+    return " ".join(parts)
+
 
 # ---------------------------------------------------------------- augmented views
 
@@ -315,5 +540,95 @@ def _as_3d(volume, name: str) -> np.ndarray:
     if volume.ndim == 4 and volume.shape[0] == 1:
         volume = volume[0]
     if volume.ndim != 3:
-        raise ValueError(f"plot_views: {name} must be (D, H, W) or (1, D, H, W), got {volume.shape}")
+        raise ValueError(
+            f"plot_views: {name} must be (D, H, W) or (1, D, H, W), got {volume.shape}"
+        )
     return volume
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def plot_collapse_history(epochs):
+    """Collapse diagnostics over training, from ``VICReg.history_["epoch"]``.
+
+    Parameters
+    ----------
+    epochs : list of dict
+        Per-epoch records holding ``collapse`` (the representation's report) and
+        optionally ``collapse_expander`` (the expander's).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three panels over epochs: mean std per dimension, normalised std x sqrt(D)
+        and RankMe, for the representation and the expander output.
+    """
+    import matplotlib.pyplot as plt
+
+    if not epochs:
+        raise ValueError("no epochs recorded: train first (history_['epoch'] is empty)")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    x = [r["epoch"] + 1 for r in epochs]
+    for key, label in (("collapse", "representation"), ("collapse_expander", "expander")):
+        if key not in epochs[0]:
+            continue
+        reports = [r[key] for r in epochs]
+        axes[0].plot(x, [c["mean_std"] for c in reports], marker="o", label=label)
+        scaled = [c["normalized_std"] * c["n_dims"] ** 0.5 for c in reports]
+        axes[1].plot(x, scaled, marker="o", label=label)
+        axes[2].plot(x, [c["rankme"] for c in reports], marker="o", label=label)
+    titles = ("mean std per dimension", "normalised std x sqrt(D)", "RankMe")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=15):
+    """UMAP of embeddings, one panel per factor (continuous factors get a colour bar).
+
+    Parameters
+    ----------
+    embeddings : array-like (N, F)
+    factors : pandas.DataFrame
+        One row per embedding, holding ``columns``.
+    columns : sequence of str
+        Factors to colour by.
+    seed : int
+        UMAP random state.
+    n_neighbors : int
+        UMAP neighbourhood size (capped at N - 1).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import umap
+
+    X = np.asarray(embeddings, dtype=np.float32)
+    if len(X) != len(factors):
+        raise ValueError(f"{len(X)} embeddings but {len(factors)} rows of factors")
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed)
+    xy = reducer.fit_transform(X)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        values = factors[column]
+        if pd.api.types.is_numeric_dtype(values):
+            points = ax.scatter(xy[:, 0], xy[:, 1], c=values, s=12, cmap="viridis")
+            fig.colorbar(points, ax=ax, label=column)
+        else:
+            for level in sorted(values.unique()):
+                keep = (values == level).to_numpy()
+                ax.scatter(xy[keep, 0], xy[keep, 1], s=12, label=str(level))
+            ax.legend(fontsize=7, markerscale=1.5)
+        ax.set_title(f"UMAP coloured by {column}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

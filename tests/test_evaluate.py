@@ -1,0 +1,270 @@
+"""Probes on synthetic embeddings, the tidy table, guard rails, baselines and encode."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from vicreg_lab.evaluate import (
+    TABLE_COLUMNS,
+    encode,
+    probe,
+    probe_table,
+    raw_voxel_features,
+    recalibrate_batchnorm,
+)
+from vicreg_lab.models import build_encoder
+
+
+def _rows(rows):
+    return {(r["probe"], r["metric"]): r for r in rows}
+
+
+@pytest.fixture
+def linear_data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 10))
+    y = X @ rng.normal(size=10) + 0.1 * rng.normal(size=120)
+    return X, y
+
+
+@pytest.fixture
+def clusters():
+    """Three well separated Gaussian clusters in 6-D, 30 points each."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["a", "b", "c"], 30)
+    centres = {"a": 0.0, "b": 6.0, "c": -6.0}
+    X = rng.normal(size=(90, 6)) + np.array([centres[c] for c in labels])[:, None]
+    return X, labels
+
+
+def test_ridge_reads_a_linear_target(linear_data):
+    X, y = linear_data
+    rows = _rows(probe(X, y, task="regression"))
+    assert set(rows) == {("linear", "r2"), ("linear", "mae"), ("knn", "r2"), ("knn", "mae")}
+    assert rows["linear", "r2"]["mean"] > 0.9
+    assert rows["linear", "r2"]["chance"] == 0.0
+    assert rows["linear", "mae"]["mean"] < 0.3 * rows["linear", "mae"]["chance"]
+    assert rows["linear", "r2"]["mean"] > rows["knn", "r2"]["mean"]  # the truth is linear
+    assert rows["linear", "r2"]["n_splits"] == 5 and rows["linear", "r2"]["sd"] > 0
+
+
+def test_shuffled_target_gives_no_r2(linear_data):
+    X, y = linear_data
+    y = np.random.default_rng(2).permutation(y)
+    rows = _rows(probe(X, y, task="regression"))
+    assert rows["linear", "r2"]["mean"] < 0.1
+    assert rows["knn", "r2"]["mean"] < 0.1
+
+
+def test_classification_of_separable_clusters(clusters):
+    X, labels = clusters
+    rows = _rows(probe(X, labels, task="classification"))
+    assert set(rows) == {("linear", "balanced_accuracy"), ("knn", "balanced_accuracy")}
+    for row in rows.values():
+        assert row["mean"] > 0.95
+        assert row["chance"] == pytest.approx(1 / 3)
+
+
+def test_random_labels_are_near_chance(clusters):
+    X, _ = clusters
+    labels = np.random.default_rng(3).integers(0, 3, size=len(X))
+    for row in probe(X, labels, task="classification"):
+        assert abs(row["mean"] - 1 / 3) < 0.15
+
+
+def test_same_seed_same_result_and_another_seed_another_split(linear_data):
+    X, y = linear_data
+    assert probe(X, y, seed=4) == probe(X, y, seed=4)
+    assert probe(X, y, seed=4) != probe(X, y, seed=5)
+
+
+def test_probe_table_rows_and_columns(linear_data):
+    X, age = linear_data
+    rng = np.random.default_rng(4)
+    targets = pd.DataFrame(
+        {
+            "age": age,
+            "site": rng.choice(["s1", "s2", "s3"], size=len(X)),
+            "sex": rng.choice(["F", "M"], size=len(X)),
+        }
+    )
+    embeddings = {"good": X, "noise": rng.normal(size=(len(X), 4))}
+    table = probe_table(embeddings, targets, cv=3, seeds=(0, 1))
+    assert list(table.columns) == TABLE_COLUMNS
+    assert len(table) == 2 * (4 + 2 + 2)
+    assert not table.duplicated(["embedding", "target", "probe", "metric"]).any()
+    assert list(table["embedding"].unique()) == ["good", "noise"]
+    assert list(table["target"].unique()) == ["age", "site", "sex"]
+    assert (table["n_splits"] == 6).all()  # 2 seeds x 3 folds, pooled
+    chance = table.set_index(["embedding", "target", "metric"])["chance"]
+    assert chance["good", "site", "balanced_accuracy"].iloc[0] == pytest.approx(1 / 3)
+    assert chance["good", "sex", "balanced_accuracy"].iloc[0] == pytest.approx(1 / 2)
+    r2 = table.query("target == 'age' and probe == 'linear' and metric == 'r2'")
+    assert (
+        r2.set_index("embedding")["mean"]["good"] > 0.9 > r2.set_index("embedding")["mean"]["noise"]
+    )
+    pd.testing.assert_frame_equal(table, probe_table(embeddings, targets, cv=3, seeds=(0, 1)))
+
+
+def test_probe_table_defaults_to_the_columns_present_and_accepts_a_dict(linear_data):
+    X, y = linear_data
+    table = probe_table({"x": X}, {"age": y, "other": y}, cv=3)
+    assert set(table["target"]) == {"age"}
+    table = probe_table({"x": X}, {"bmi": y}, columns={"bmi": "regression"}, cv=3)
+    assert set(table["target"]) == {"bmi"} and (table["n_splits"] == 3).all()
+
+
+def test_probe_table_several_seeds_pool_the_folds(linear_data):
+    X, y = linear_data
+    one = [probe_table({"x": X}, {"age": y}, cv=3, seeds=(s,)) for s in (0, 1)]
+    both = probe_table({"x": X}, {"age": y}, cv=3, seeds=(0, 1))
+    np.testing.assert_allclose(both["mean"], (one[0]["mean"] + one[1]["mean"]) / 2)
+
+
+def test_bad_probe_inputs_are_rejected(linear_data):
+    X, y = linear_data
+    with pytest.raises(ValueError, match=r"N=8, need N >= 2 \* cv = 10"):
+        probe(X[:8], y[:8], cv=5)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        probe(bad, y)
+    with pytest.raises(ValueError, match="X has 120 rows, y has shape \\(119,\\)"):
+        probe(X, y[:-1])
+    with pytest.raises(ValueError, match="task must be one of"):
+        probe(X, y, task="ranking")
+    with pytest.raises(ValueError, match="cv must be an int >= 2"):
+        probe(X, y, cv=1)
+    with pytest.raises(ValueError, match="missing values"):
+        probe(X, np.where(np.arange(len(y)) == 0, np.nan, y))
+    with pytest.raises(ValueError, match="numeric y"):
+        probe(X, np.array(["a"] * len(y)), task="regression")
+
+
+def test_rare_classes_reduce_the_folds_or_fail(clusters):
+    X, labels = clusters
+    labels = labels.astype(object)
+    labels[:3] = "rare"
+    with pytest.warns(UserWarning, match="'rare'.*3 members.*using 3 folds"):
+        rows = probe(X, labels, task="classification", cv=5)
+    assert all(r["n_splits"] == 3 for r in rows)
+    labels[:2] = "a"  # 'rare' now has a single member
+    with pytest.raises(ValueError, match=r"\['rare'\] have a single member"):
+        probe(X, labels, task="classification")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        probe(X, np.zeros(len(X)), task="classification")
+
+
+def test_bad_table_inputs_are_rejected(linear_data):
+    X, y = linear_data
+    with pytest.raises(ValueError, match="no column \\['site'\\]"):
+        probe_table({"x": X}, {"age": y}, columns={"site": "classification"})
+    with pytest.raises(ValueError, match="unknown tasks \\{'age': 'ordinal'\\}"):
+        probe_table({"x": X}, {"age": y}, columns={"age": "ordinal"})
+    with pytest.raises(ValueError, match="none of the default columns"):
+        probe_table({"x": X}, {"bmi": y})
+    with pytest.raises(ValueError, match="'short' has 100 rows but targets has 120"):
+        probe_table({"x": X, "short": X[:100]}, {"age": y})
+
+
+# ---------------------------------------------------------------- baselines & encode
+
+
+def test_raw_voxel_features_shape_and_mean_intensity():
+    volumes = torch.rand(3, 1, 32, 24, 16) * torch.arange(1, 4).view(3, 1, 1, 1, 1)
+    features = raw_voxel_features(volumes, size=8)
+    assert features.shape == (3, 512) and features.dtype == np.float32
+    np.testing.assert_allclose(features.mean(1), volumes.mean(dim=(1, 2, 3, 4)), rtol=1e-5)
+    np.testing.assert_array_equal(features, raw_voxel_features(volumes.numpy(), size=8))
+    with pytest.raises(ValueError, match=r"\(N, C, D, H, W\), got \(32, 24, 16\)"):
+        raw_voxel_features(volumes[0, 0])
+    with pytest.raises(ValueError, match="larger than the volume"):
+        raw_voxel_features(volumes, size=20)
+
+
+def _bn_stats(module):
+    return [
+        (m.running_mean.clone(), m.running_var.clone())
+        for m in module.modules()
+        if isinstance(m, nn.BatchNorm3d)
+    ]
+
+
+@pytest.fixture
+def untrained():
+    torch.manual_seed(0)
+    encoder = build_encoder("small_cnn", widths=(8, 8, 16, 16))
+    volumes = 3.0 + 2.0 * torch.rand(12, 1, 32, 32, 32)  # far from BN's initial mean 0 / var 1
+    return encoder, volumes
+
+
+def test_encode_in_eval_mode_leaves_the_encoder_as_it_was(untrained):
+    encoder, volumes = untrained
+    before = _bn_stats(encoder)
+    out = encode(encoder, volumes, batch_size=5)
+    assert out.shape == (12, 16) and out.dtype == np.float32
+    assert encoder.training  # flag restored
+    for (m0, v0), (m1, v1) in zip(before, _bn_stats(encoder), strict=True):
+        assert torch.equal(m0, m1) and torch.equal(v0, v1)
+    encoder.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, encoder(volumes).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_recalibration_changes_the_copy_only_and_the_embeddings(untrained):
+    encoder, volumes = untrained
+    before = _bn_stats(encoder)
+    copy = recalibrate_batchnorm(encoder, volumes, batch_size=4)
+    assert copy is not encoder and not copy.training
+    for (m0, _), (m1, _) in zip(before, _bn_stats(copy), strict=True):
+        assert not torch.allclose(m0, m1)
+    for (m0, v0), (m1, v1) in zip(before, _bn_stats(encoder), strict=True):
+        assert torch.equal(m0, m1) and torch.equal(v0, v1)
+    eval_out = encode(encoder, volumes, bn_mode="eval")
+    recal_out = encode(encoder, volumes, bn_mode="recalibrate")
+    assert not np.allclose(eval_out, recal_out, rtol=1e-2)
+    np.testing.assert_allclose(recal_out, encode(encoder, volumes, bn_mode="recalibrate"))
+
+
+def test_recalibration_is_a_cumulative_average_over_all_batches():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv3d(1, 3, 3), nn.BatchNorm3d(3), nn.AdaptiveAvgPool3d(1), nn.Flatten()
+    )
+    volumes = torch.randn(8, 1, 8, 8, 8) + torch.arange(8.0).view(8, 1, 1, 1, 1)
+    copy = recalibrate_batchnorm(net, volumes, batch_size=2)
+    with torch.no_grad():
+        expected = net[0](volumes).mean(dim=(0, 2, 3, 4))  # equal batches: mean of means
+    torch.testing.assert_close(copy[1].running_mean, expected)
+    assert copy[1].momentum is None
+
+
+def test_encode_accepts_loaders_in_order(untrained):
+    encoder, volumes = untrained
+    dataset = torch.utils.data.TensorDataset(volumes, torch.arange(len(volumes)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5)
+    for bn_mode in ("eval", "recalibrate"):
+        np.testing.assert_allclose(
+            encode(encoder, loader, bn_mode=bn_mode),
+            encode(encoder, volumes, batch_size=5, bn_mode=bn_mode),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    dicts = [{"image": volumes[:6]}, {"image": volumes[6:]}]
+    assert encode(encoder, dicts).shape == (12, 16)
+
+
+def test_bad_encode_inputs_are_rejected(untrained):
+    encoder, volumes = untrained
+    with pytest.raises(ValueError, match="re-iterable"):
+        encode(encoder, iter([volumes]), bn_mode="recalibrate")
+    with pytest.raises(ValueError, match="bn_mode must be"):
+        encode(encoder, volumes, bn_mode="train")
+    with pytest.raises(ValueError, match="no data"):
+        encode(encoder, [])
+    with pytest.raises(ValueError, match="without an 'image' key"):
+        encode(encoder, [{"t1": volumes}])
+    with pytest.raises(ValueError, match=r"must return \(B, F\)"):
+        encode(nn.Conv3d(1, 2, 3), volumes)

@@ -1,0 +1,100 @@
+"""AugmentationPanel driven headless, and the plot_views figure it shows."""
+
+import ipywidgets as widgets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from vicreg_lab.augment import BatchedAugment, SimCLRTransform
+from vicreg_lab.augment.params import LIMITS, AugmentParams
+from vicreg_lab.viz import plot_views
+from vicreg_lab.widgets import SLIDERS, AugmentationPanel
+
+
+@pytest.fixture(scope="module")
+def brain():
+    """MNI152 template (bundled with nilearn) as a (1, 24, 28, 24) float32 tensor."""
+    from nilearn.datasets import load_mni152_template
+
+    data = load_mni152_template(resolution=2).get_fdata()
+    volume = torch.from_numpy(np.asarray(data, dtype=np.float32))[None, None]
+    return F.interpolate(volume, size=(24, 28, 24), mode="trilinear", align_corners=False)[0]
+
+
+@pytest.fixture(params=[SimCLRTransform, "batched"])
+def panel(request, brain):
+    return AugmentationPanel(brain, transform_cls=request.param, input_size=16, seed=0)
+
+
+def test_panel_is_built_and_draws_once(panel):
+    assert isinstance(panel.widget, widgets.VBox)
+    assert set(panel.sliders) == set(SLIDERS)
+    assert all(not s.continuous_update for s in panel.sliders.values())
+    assert panel.n_redraws == 1 and isinstance(panel.figure, Figure)
+    assert panel.image.value[:4] == b"\x89PNG"
+    assert [tuple(v.shape) for v in panel.views] == [(1, 16, 16, 16)] * 2
+    assert not torch.equal(*panel.views)
+    assert panel.transform.params == AugmentParams()  # sliders start at the defaults
+
+
+def test_moving_a_slider_changes_the_transform_and_the_views(panel):
+    before, png = panel.views, panel.image.value
+    panel.sliders["crop_scale_min"].value = 0.9
+    assert panel.transform.params.crop_scale == (0.9, 1.0)
+    assert panel.n_redraws == 2 and panel.image.value != png
+    assert not torch.equal(before[0], panel.views[0])
+
+    panel.sliders["gamma_max"].value = 0.6
+    panel.sliders["blur_sigma_max"].value = 2.0
+    assert panel.transform.params.gamma == (-0.6, 0.6)
+    assert panel.transform.params.blur_sigma == (0.0, 2.0)
+    assert panel.n_redraws == 4
+
+
+def test_slider_moves_keep_the_sample_and_the_button_draws_a_new_one(panel):
+    first = panel.views[0].clone()
+    panel.sliders["noise_std_max"].value = 0.05  # unchanged value: no redraw
+    assert panel.n_redraws == 1
+    panel.sliders["rotation_degrees"].value = 1.0
+    panel.sliders["rotation_degrees"].value = 0.0  # back: the same sample again
+    assert torch.equal(panel.views[0], first)
+
+    panel.button.click()
+    assert panel.sample == 1 and panel.n_redraws == 4
+    assert not torch.equal(panel.views[0], first)
+    assert panel.transform.seed == 1
+
+
+def test_batched_panel_uses_batched_augment(brain):
+    assert isinstance(AugmentationPanel(brain, "batched").transform, BatchedAugment)
+    default = AugmentationPanel(brain[:, :12, :14, :12])
+    assert default.views[0].shape == (1, 12, 14, 12)  # small volumes keep their size
+
+
+def test_slider_ranges_are_valid_augment_params():
+    for name, (_, lo, hi, _) in SLIDERS.items():
+        knob = name.removesuffix("_min").removesuffix("_max")
+        assert LIMITS[knob][0] <= lo <= hi <= LIMITS[knob][1], name
+
+
+def test_panel_refuses_bad_input(brain):
+    with pytest.raises(TypeError, match="floating-point"):
+        AugmentationPanel(torch.zeros(1, 16, 16, 16, dtype=torch.int16))
+    with pytest.raises(ValueError, match="4-D tensor"):
+        AugmentationPanel(brain[None])
+    with pytest.raises(ValueError, match="transform_cls must be"):
+        AugmentationPanel(brain, transform_cls="monai")
+
+
+def test_plot_views_shows_three_volumes_as_mid_slices(brain):
+    view = torch.rand(1, 16, 16, 16)
+    fig = plot_views(brain, view, view[0].numpy(), title="views")
+    assert isinstance(fig, Figure) and len(fig.axes) == 9
+    assert fig._suptitle.get_text() == "views"
+    first = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(first, brain[0, 12].numpy().T)  # D mid-slice, transposed
+    assert fig.axes[3].get_ylabel() == "view 1"
+    with pytest.raises(ValueError, match=r"view 2 must be \(D, H, W\)"):
+        plot_views(brain, view, torch.rand(2, 2))

@@ -1,0 +1,22 @@
+"""Augmented views for SimCLR/VICReg on 3D volumes.
+
+- :class:`SimCLRTransform`: per-sample views from TorchIO transforms (DataLoader workers).
+- :class:`BatchedAugment`: the same augmentations on a whole batch, on its device.
+- :class:`TwoViewsCollate`: a collate function giving ``(view1, view2, targets)``.
+- :class:`AugmentParams`: the strengths shared by all three (and the widget).
+"""
+
+from .batched import BatchedAugment, gaussian_blur, gaussian_matrices
+from .collate import TwoViewsCollate
+from .params import AugmentParams
+from .torchio_views import RandomResizedCrop, SimCLRTransform
+
+__all__ = [
+    "AugmentParams",
+    "BatchedAugment",
+    "RandomResizedCrop",
+    "SimCLRTransform",
+    "TwoViewsCollate",
+    "gaussian_blur",
+    "gaussian_matrices",
+]

@@ -1,0 +1,108 @@
+"""The MNI152 templates the synthetic cohort is made of (shipped with nilearn, loaded offline).
+
+Everything here is computed once per process and cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+# Channels of the template stack, in order.
+CHANNELS = ("gm", "wm", "csf", "gm_near_csf", "mask")
+
+
+@lru_cache(maxsize=1)
+def mni_templates() -> dict:
+    """Load nilearn's 2 mm MNI152 templates and derive what the generator needs.
+
+    Returns
+    -------
+    dict
+        ``"stack"``: float32 tensor (5, 99, 117, 95) holding :data:`CHANNELS`:
+        grey matter, white matter and CSF probabilities (CSF = brain mask minus GM
+        and WM), grey matter weighted by its proximity to CSF (the part that atrophy
+        removes), and the brain mask. ``"t1"``: the T1 template (99, 117, 95).
+        ``"affine"``: the 4x4 voxel-to-MNI affine. ``"brain_center"``,
+        ``"brain_extent"``: centre and size (mm) of the mask's bounding box.
+        ``"ventricles"``: CSF probability of the ventricles (99, 117, 95).
+        ``"ventricle_push"``: float32 (3, 99, 117, 95), a smooth field (max norm 1,
+        world axes) pointing into the ventricles; sampling the template at
+        ``x + s * push(x)`` moves the ventricle walls outwards by up to ``s`` mm.
+    """
+    from nilearn import datasets
+    from scipy import ndimage
+
+    t1 = datasets.load_mni152_template(resolution=2)
+    gm = datasets.load_mni152_gm_template(resolution=2).get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=2).get_fdata(dtype=np.float32)
+    mask_img = datasets.load_mni152_brain_mask(resolution=2)
+    mask = (mask_img.get_fdata(dtype=np.float32) > 0).astype(np.float32)
+    affine = mask_img.affine.copy()
+
+    gm[gm < 1e-4], wm[wm < 1e-4] = 0.0, 0.0  # the templates hold denormal specks
+    csf = np.clip(mask - gm - wm, 0.0, 1.0)
+    # Proximity to CSF (sulci, ventricles, and the brain's outer surface): where
+    # grey matter borders CSF, ageing thins it first.
+    near_csf = np.clip(1.5 * ndimage.gaussian_filter(csf + (1.0 - mask), sigma=1.0), 0.0, 1.0)
+    stack = np.stack([gm, wm, csf, gm * near_csf, mask])
+
+    world = _voxel_world(affine, mask.shape)
+    inside = world[mask > 0]
+    lo, hi = inside.min(0), inside.max(0)
+
+    # Ventricles: the large CSF components in a central box around the midline. Their
+    # blurred map's gradient points into them: sampling along it dilates them.
+    x, y, z = world[..., 0], world[..., 1], world[..., 2]
+    box = (np.abs(x) < 30) & (y > -45) & (y < 30) & (z > -5) & (z < 35)
+    labels, n = ndimage.label((csf > 0.5) & box)
+    sizes = ndimage.sum(np.ones_like(csf), labels, index=np.arange(1, n + 1))
+    ventricles = np.isin(labels, 1 + np.flatnonzero(sizes >= 100)) * csf
+    smooth = ndimage.gaussian_filter(ventricles, sigma=3.0)
+    push = np.stack(np.gradient(smooth, *np.diag(affine)[:3]))  # world axes = voxel axes
+    push /= np.sqrt((push**2).sum(0)).max()
+
+    return {
+        "stack": torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)),
+        "t1": torch.from_numpy(t1.get_fdata(dtype=np.float32)),
+        "affine": affine,
+        "brain_center": (lo + hi) / 2,
+        "brain_extent": hi - lo,
+        "ventricles": ventricles,
+        "ventricle_push": torch.from_numpy(np.ascontiguousarray(push, dtype=np.float32)),
+    }
+
+
+def _voxel_world(affine: np.ndarray, shape) -> np.ndarray:
+    """World (mm) coordinates of every voxel centre, shape ``(*shape, 3)``."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return (ijk @ affine[:3, :3].T + affine[:3, 3]).astype(np.float32)
+
+
+def grid_affine(shape, margin: float = 1.15) -> np.ndarray:
+    """Voxel-to-MNI affine of an output grid of ``shape`` around the template brain.
+
+    Voxels are isotropic; the field of view covers the brain's bounding box times
+    ``margin`` along every axis (room for larger heads and deformations) and is
+    centred on the brain.
+
+    Parameters
+    ----------
+    shape : tuple of 3 int
+        Output grid shape (D, H, W).
+    margin : float
+        Field of view relative to the template brain's extent.
+
+    Returns
+    -------
+    numpy.ndarray
+        4x4 affine.
+    """
+    info = mni_templates()
+    shape = np.asarray(shape, dtype=float)
+    voxel = float(np.max(info["brain_extent"] * margin / shape))
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    affine[:3, 3] = info["brain_center"] - voxel * (shape - 1) / 2
+    return affine
