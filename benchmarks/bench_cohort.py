@@ -56,8 +56,7 @@ def main(argv=None) -> None:
         for modality in args.modality:
             seconds, rate = _measure(n, size, modality)
             print(
-                f"| {size}^3 | {modality} | {n} | {seconds:.1f} | {rate:.1f} "
-                f"| {1000 / rate:.0f} |"
+                f"| {size}^3 | {modality} | {n} | {seconds:.1f} | {rate:.1f} | {1000 / rate:.0f} |"
             )
 
 

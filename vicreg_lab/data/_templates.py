@@ -16,7 +16,10 @@ CHANNELS = ("gm", "wm", "csf", "gm_near_csf", "mask")
 
 @lru_cache(maxsize=1)
 def mni_templates() -> dict:
-    """Load nilearn's 2 mm MNI152 templates and derive what the generator needs.
+    """Load nilearn's 2 mm MNI152 tissue templates and derive what the generator needs.
+
+    The grey matter, white matter and brain mask templates are used (the T1 image
+    is composed from them, so atrophy can change it).
 
     Returns
     -------
@@ -24,9 +27,9 @@ def mni_templates() -> dict:
         ``"stack"``: float32 tensor (5, 99, 117, 95) holding :data:`CHANNELS`:
         grey matter, white matter and CSF probabilities (CSF = brain mask minus GM
         and WM), grey matter weighted by its proximity to CSF (the part that atrophy
-        removes), and the brain mask. ``"t1"``: the T1 template (99, 117, 95).
-        ``"affine"``: the 4x4 voxel-to-MNI affine. ``"brain_center"``,
-        ``"brain_extent"``: centre and size (mm) of the mask's bounding box.
+        removes), and the brain mask. ``"affine"``: the 4x4 voxel-to-MNI affine.
+        ``"brain_center"``, ``"brain_extent"``: centre and size (mm) of the mask's
+        bounding box.
         ``"ventricles"``: CSF probability of the ventricles (99, 117, 95).
         ``"ventricle_push"``: float32 (3, 99, 117, 95), a smooth field (max norm 1,
         world axes) pointing into the ventricles; sampling the template at
@@ -35,7 +38,6 @@ def mni_templates() -> dict:
     from nilearn import datasets
     from scipy import ndimage
 
-    t1 = datasets.load_mni152_template(resolution=2)
     gm = datasets.load_mni152_gm_template(resolution=2).get_fdata(dtype=np.float32)
     wm = datasets.load_mni152_wm_template(resolution=2).get_fdata(dtype=np.float32)
     mask_img = datasets.load_mni152_brain_mask(resolution=2)
@@ -66,7 +68,6 @@ def mni_templates() -> dict:
 
     return {
         "stack": torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)),
-        "t1": torch.from_numpy(t1.get_fdata(dtype=np.float32)),
         "affine": affine,
         "brain_center": (lo + hi) / 2,
         "brain_extent": hi - lo,
