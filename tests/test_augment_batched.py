@@ -12,16 +12,6 @@ from vicreg_lab.augment.batched import _affine_grid
 OFF = dict(p_blur=0.0, p_noise=0.0, p_intensity=0.0)  # geometry only
 
 
-@pytest.fixture(scope="module")
-def brain():
-    """MNI152 template (bundled with nilearn) as a (1, 32, 32, 32) float32 tensor."""
-    from nilearn.datasets import load_mni152_template
-
-    data = load_mni152_template(resolution=2).get_fdata()
-    volume = torch.from_numpy(np.asarray(data, dtype=np.float32))[None, None]
-    return F.interpolate(volume, size=(32, 32, 32), mode="trilinear", align_corners=False)[0]
-
-
 def _rescaled(x):
     return (x - x.min()) / (x.max() - x.min())
 

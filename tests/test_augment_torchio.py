@@ -2,10 +2,8 @@
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchio as tio
 from torch.utils.data import DataLoader
 
@@ -18,16 +16,6 @@ from vicreg_lab.augment import (
 )
 
 OFF = dict(p_blur=0.0, p_noise=0.0, p_intensity=0.0)  # geometry only
-
-
-@pytest.fixture(scope="module")
-def brain():
-    """MNI152 template (bundled with nilearn) as a (1, 32, 32, 32) float32 tensor."""
-    from nilearn.datasets import load_mni152_template
-
-    data = load_mni152_template(resolution=2).get_fdata()
-    volume = torch.from_numpy(np.asarray(data, dtype=np.float32))[None, None]
-    return F.interpolate(volume, size=(32, 32, 32), mode="trilinear", align_corners=False)[0]
 
 
 def test_view_has_input_size_and_float32_for_every_input_type(brain):

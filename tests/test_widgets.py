@@ -4,7 +4,7 @@ import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import mni_brain
 from matplotlib.figure import Figure
 
 from vicreg_lab.augment import BatchedAugment, SimCLRTransform
@@ -15,12 +15,7 @@ from vicreg_lab.widgets import SLIDERS, AugmentationPanel
 
 @pytest.fixture(scope="module")
 def brain():
-    """MNI152 template (bundled with nilearn) as a (1, 24, 28, 24) float32 tensor."""
-    from nilearn.datasets import load_mni152_template
-
-    data = load_mni152_template(resolution=2).get_fdata()
-    volume = torch.from_numpy(np.asarray(data, dtype=np.float32))[None, None]
-    return F.interpolate(volume, size=(24, 28, 24), mode="trilinear", align_corners=False)[0]
+    return mni_brain((24, 28, 24))
 
 
 @pytest.fixture(params=[SimCLRTransform, "batched"])
