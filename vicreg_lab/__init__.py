@@ -30,6 +30,10 @@ _EXPORTS = {
     "TwoViewsCollate": "vicreg_lab.augment",
     "BatchedAugment": "vicreg_lab.augment",
     "get_profile": "vicreg_lab.profiles",
+    "VICReg": "vicreg_lab.train",
+    "build_encoder": "vicreg_lab.models",
+    "build_expander": "vicreg_lab.models",
+    "probe_table": "vicreg_lab.evaluate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
