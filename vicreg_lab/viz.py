@@ -511,7 +511,7 @@ def plot_views(original, view1, view2, title=None):
     fig, axes = plt.subplots(3, 3, figsize=(7.2, 7.2), squeeze=False)
     plt.close(fig)
     for row, (name, volume) in zip(axes, rows.items(), strict=True):
-        volume = _as_3d(volume, name)
+        volume = _as_volume(volume, f"plot_views: {name}")
         vmin, vmax = np.percentile(volume, [0.5, 99.5])
         for axis, ax in enumerate(row):
             mid = volume.shape[axis] // 2
@@ -530,20 +530,6 @@ def plot_views(original, view1, view2, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def _as_3d(volume, name: str) -> np.ndarray:
-    """A (D, H, W) float numpy array from a tensor or array (D, H, W) or (1, D, H, W)."""
-    if hasattr(volume, "detach"):
-        volume = volume.detach().cpu().numpy()
-    volume = np.asarray(volume, dtype=np.float32)
-    if volume.ndim == 4 and volume.shape[0] == 1:
-        volume = volume[0]
-    if volume.ndim != 3:
-        raise ValueError(
-            f"plot_views: {name} must be (D, H, W) or (1, D, H, W), got {volume.shape}"
-        )
-    return volume
 
 
 # ---------------------------------------------------------------- training runs
