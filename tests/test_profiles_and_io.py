@@ -20,7 +20,7 @@ def test_unset_profile_falls_back_to_hardware(monkeypatch):
 
 
 def test_unknown_profile_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown profile 'big'.*\['ci', 'cpu', 'gpu'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'big'.*\['ci', 'cpu', 'gpu', 'long'\]"):
         get_profile("big")
 
 

@@ -34,6 +34,7 @@ _EXPORTS = {
     "build_encoder": "vicreg_lab.models",
     "build_expander": "vicreg_lab.models",
     "probe_table": "vicreg_lab.evaluate",
+    "load_pretrained": "vicreg_lab.pretrained",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

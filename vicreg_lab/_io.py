@@ -30,9 +30,17 @@ def atomic_path(path: str | os.PathLike):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files: give the usual permissions
+            tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -50,4 +58,25 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    return path
+
+
+CACHE_ENV_VAR = "VICREG_LAB_CACHE"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder for results worth keeping between runs (sweeps, cohorts), created if missing.
+
+    ``$VICREG_LAB_CACHE`` if set, else ``~/.cache/vicreg-lab``; ``parts`` name a sub-folder.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ["VICREG_LAB_CACHE"] = tempfile.mkdtemp()
+    >>> cache_dir("sweeps").name
+    'sweeps'
+    """
+    root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "vicreg-lab"
+    path = Path(root).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
     return path

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vicreg_lab.profiles import PROFILES
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -48,7 +50,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help="report folder (default: %(default)s)")
     parser.add_argument(
         "--profile",
-        choices=["ci", "cpu", "gpu"],
+        choices=sorted(PROFILES),
         default=None,
         help="run size (default: $VICREG_LAB_PROFILE, else gpu if CUDA is available, else cpu)",
     )

@@ -1,7 +1,8 @@
 """Run profiles: one place that sizes every notebook and the command line.
 
 ``VICREG_LAB_PROFILE`` selects one of ``ci`` (seconds, for the test suite),
-``cpu`` (a laptop or Binder: 1-2 cores, 2 GB RAM) and ``gpu`` (full size).
+``cpu`` (a laptop or Binder: 1-2 cores, 2 GB RAM), ``gpu`` (full size) and
+``long`` (the project's hour-long CPU run that made the shipped checkpoint).
 When it is unset, ``gpu`` is used if CUDA is available, else ``cpu``.
 """
 
@@ -20,7 +21,7 @@ class Profile:
     Parameters
     ----------
     name : str
-        ``"ci"``, ``"cpu"`` or ``"gpu"``.
+        ``"ci"``, ``"cpu"``, ``"gpu"`` or ``"long"``.
     n_subjects : int
         Subjects in the synthetic cohort.
     shape : tuple of int
@@ -55,6 +56,9 @@ PROFILES = {
     "ci": Profile("ci", 48, (32, 32, 32), 16, 1, "small_cnn", "128-128", "cpu"),
     "cpu": Profile("cpu", 256, (48, 48, 48), 32, 10, "small_cnn", "512-512", "cpu"),
     "gpu": Profile("gpu", 1024, (128, 128, 128), 64, 100, "resnet18_3d", "2048-2048-2048", "cuda"),
+    # The project's long CPU run behind ``load_pretrained("synthetic-small")``:
+    # the small encoder at the ci shape, a bigger cohort and batch, 4096 steps.
+    "long": Profile("long", 1024, (32, 32, 32), 64, 256, "small_cnn", "256-256", "cpu"),
 }
 
 
