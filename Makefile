@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.vicreg-lab-installed
 OUT ?= demo-report
 
-.PHONY: demo test lint format lab bench clean-venv
+.PHONY: demo test e2e lint format lab bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Everything under tests/ and notebooks/, the browser tests (tests/e2e) included.
 test: lint
 	VICREG_LAB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest
+
+# The browser tests alone: the notebooks in a real JupyterLab driven by headless Chromium
+# (Debian's /usr/bin/chromium; skipped, loudly, without it). See docs/testing.md.
+e2e: $(STAMP)
+	VICREG_LAB_PROFILE=ci $(BIN)/python -m pytest tests/e2e -m e2e
 
 format: $(STAMP)
 	$(BIN)/ruff format .
