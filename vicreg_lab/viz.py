@@ -354,7 +354,7 @@ def plot_cohort_grid(dataset, by="age", n=8, modality=None):
         for site, group in table.groupby("site", sort=True):
             order = group.sort_values("age") if "age" in group else group
             rows.append((str(site), order.index.to_numpy()[:n]))
-    volumes = {i: _subject_volume(dataset, int(i), modality) for _, idx in rows for i in idx}
+    volumes = _subject_volumes(dataset, [int(i) for _, idx in rows for i in idx], modality)
     vmax = float(np.percentile(np.concatenate([v.ravel() for v in volumes.values()]), 99.5))
     columns = max(len(idx) for _, idx in rows)
     fig, axes = plt.subplots(
@@ -408,11 +408,7 @@ def plot_factors(cohort, n=128):
         raise TypeError(f"plot_factors needs a SyntheticCohort, got {type(cohort).__name__}")
     index = list(range(min(n, len(cohort))))
     table = cohort.participants.iloc[index]
-    maps = cohort.tissue_maps(index)
-    gm = maps["gm"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
-    icv = maps["mask"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
-    t1 = cohort.generate(index, modality="t1").numpy()
-    inside = maps["mask"].numpy() > 0.5
+    gm, icv, t1_inside = _factor_measures(cohort, index)
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     plt.close(fig)
@@ -424,14 +420,32 @@ def plot_factors(cohort, n=128):
     axes[0].legend(title="sex", fontsize="small")
     axes[1].set(xlabel="age (years)", ylabel="GM / intracranial volume (%)", title="atrophy")
     sites = table["site"].to_numpy()
-    top = float(np.percentile(t1[inside], 99.5))
+    top = float(np.percentile(np.concatenate(t1_inside), 99.5))
     for site in sorted(set(sites)):
-        values = t1[sites == site][inside[sites == site]]
+        values = np.concatenate([v for v, s in zip(t1_inside, sites, strict=True) if s == site])
         axes[2].hist(values, bins=80, range=(0, top), histtype="step", density=True, label=site)
     axes[2].set(xlabel="T1 intensity in the brain", ylabel="density", title="scanner look")
     axes[2].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _factor_measures(cohort, index, chunk=16):
+    """Grey matter (mL), intracranial volume (mL) and T1 values inside the brain, per subject.
+
+    Subjects are measured ``chunk`` at a time, so memory does not grow with
+    their number (only the T1 values inside each brain are kept).
+    """
+    gm, icv, t1_inside = [], [], []
+    for start in range(0, len(index), chunk):
+        part = index[start : start + chunk]
+        maps = cohort.tissue_maps(part)
+        gm.append(maps["gm"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml)
+        icv.append(maps["mask"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml)
+        t1 = cohort.generate(part, modality="t1").numpy()
+        inside = maps["mask"].numpy() > 0.5
+        t1_inside += [volume[mask] for volume, mask in zip(t1, inside, strict=True)]
+    return np.concatenate(gm), np.concatenate(icv), t1_inside
 
 
 def _as_volume(volume, name: str) -> np.ndarray:
@@ -446,12 +460,21 @@ def _as_volume(volume, name: str) -> np.ndarray:
     return volume
 
 
-def _subject_volume(dataset, index: int, modality=None) -> np.ndarray:
-    """Volume ``index`` of a dataset as (D, H, W), whatever its item convention."""
+def _subject_volumes(dataset, indices, modality=None) -> dict[int, np.ndarray]:
+    """``{index: (D, H, W) volume}`` of a dataset, whatever its item convention.
+
+    A :class:`SyntheticCohort` generates them all in one call (in batches,
+    several times faster than one subject at a time).
+    """
+    indices = list(dict.fromkeys(indices))  # unique, in order
     if hasattr(dataset, "generate"):
-        return dataset.generate([index], modality=modality)[0, 0].numpy()
-    item = dataset[index]
-    return _as_volume(item["image"] if isinstance(item, dict) else item[0], "image")
+        stack = dataset.generate(indices, modality=modality)
+        return {i: volume[0].numpy() for i, volume in zip(indices, stack, strict=True)}
+    volumes = {}
+    for i in indices:
+        item = dataset[i]
+        volumes[i] = _as_volume(item["image"] if isinstance(item, dict) else item[0], "image")
+    return volumes
 
 
 def _section(volume: np.ndarray, affine: np.ndarray, view: str) -> np.ndarray:
@@ -530,6 +553,120 @@ def plot_views(original, view1, view2, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# One augmentation at a time, at a visible strength: AugmentParams knobs set on _NO_AUGMENTATION.
+GALLERY = {
+    "crop": {"crop_scale": (0.3, 0.3)},
+    "flip": {"flip_prob": 1.0},
+    "rotation": {"rotation_degrees": 20.0},
+    "blur": {"blur_sigma": (1.5, 1.5), "p_blur": 1.0},
+    "noise": {"noise_std": (0.1, 0.1), "p_noise": 1.0},
+    "gamma": {"gamma": (0.7, 0.7), "p_intensity": 1.0},
+    "bias field": {"bias_field": 0.8, "p_intensity": 1.0},
+}
+# Every knob off: the view is the volume rescaled to [0, 1] and resized to the output size.
+_NO_AUGMENTATION = {
+    "crop_scale": (1.0, 1.0),
+    "flip_prob": 0.0,
+    "rotation_degrees": 0.0,
+    "blur_sigma": 0.0,
+    "noise_std": 0.0,
+    "gamma": 0.0,
+    "bias_field": 0.0,
+    "p_blur": 0.0,
+    "p_noise": 0.0,
+    "p_intensity": 0.0,
+}
+
+
+def plot_augmentation_gallery(volume, augmentations=None, input_size=None, seed=0, axis=2):
+    """Each augmentation alone on the same brain: the original, then one column each.
+
+    Every column is a view drawn by :class:`~vicreg_lab.augment.SimCLRTransform`
+    (TorchIO) with all knobs off except the ones named for that column, so each
+    augmentation is seen on its own. The first column, "original", has every
+    knob off: the volume min-max rescaled to [0, 1] and resized to the view
+    size, as every view is before it is augmented. All panels share the grey
+    scale [0, 1], so intensity changes (gamma, bias field) show as they are.
+
+    Parameters
+    ----------
+    volume : torch.Tensor or numpy.ndarray
+        Volume (D, H, W) or (1, D, H, W), e.g. ``cohort[0]["image"]``.
+    augmentations : dict of str to dict, optional
+        ``{column title: {knob: value}}`` with knobs of
+        :class:`~vicreg_lab.augment.AugmentParams`. Default: :data:`GALLERY`
+        (crop, flip, rotation, blur, noise, gamma, bias field).
+    input_size : int or tuple of int, optional
+        Size of the views; by default the volume's own shape.
+    seed : int
+        Seed of every column's transform (the same seed for each).
+    axis : {0, 1, 2}
+        The axis across which the middle slice is drawn (2: axial slices of
+        RAS-oriented volumes such as the synthetic cohort's).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of ``1 + len(augmentations)`` images.
+
+    Raises
+    ------
+    ValueError
+        For a knob that is not an ``AugmentParams`` field, or a value outside
+        its range (the message names the column).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = np.random.default_rng(0).random((16, 16, 16))
+    >>> fig = plot_augmentation_gallery(volume, {"blur": {"blur_sigma": 1.0, "p_blur": 1.0}})
+    >>> [ax.get_title() for ax in fig.axes]
+    ['original', 'blur']
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    volume = torch.from_numpy(_as_volume(volume, "plot_augmentation_gallery: volume"))[None]
+    if axis not in (0, 1, 2):
+        raise ValueError(f"plot_augmentation_gallery: axis must be 0, 1 or 2, got {axis!r}")
+    augmentations = GALLERY if augmentations is None else dict(augmentations)
+    size = tuple(volume.shape[1:]) if input_size is None else input_size
+    columns = {"original": {}, **augmentations}
+    fig, axes = plt.subplots(1, len(columns), figsize=(1.9 * len(columns), 2.3), squeeze=False)
+    plt.close(fig)
+    for ax, (name, knobs) in zip(axes[0], columns.items(), strict=True):
+        transform = _gallery_transform(name, knobs, size, seed)
+        view = transform(volume)[0].numpy()
+        section = np.take(view, view.shape[axis] // 2, axis=axis)
+        ax.imshow(section.T, origin="lower", cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_title(name, fontsize="small")
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def _gallery_transform(name, knobs, size, seed):
+    """A SimCLRTransform with every knob off but ``knobs`` (errors name the column)."""
+    from vicreg_lab.augment import AugmentParams, SimCLRTransform
+
+    if not isinstance(knobs, dict):
+        raise ValueError(
+            f"plot_augmentation_gallery: augmentation {name!r} must be a dict of "
+            f"AugmentParams knobs, got {knobs!r}"
+        )
+    unknown = sorted(set(knobs) - set(_NO_AUGMENTATION))
+    if unknown:
+        raise ValueError(
+            f"plot_augmentation_gallery: augmentation {name!r} has unknown knob(s) {unknown}; "
+            f"expected AugmentParams fields {sorted(_NO_AUGMENTATION)}"
+        )
+    try:
+        params = AugmentParams(**{**_NO_AUGMENTATION, **knobs})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"plot_augmentation_gallery: augmentation {name!r}: {exc}") from None
+    return SimCLRTransform(input_size=size, seed=seed, **params.as_dict())
 
 
 # ---------------------------------------------------------------- training runs

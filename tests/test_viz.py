@@ -1,0 +1,131 @@
+"""plot_augmentation_gallery: each augmentation alone, on a real brain, through real TorchIO."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import mni_brain
+
+from vicreg_lab.augment import SimCLRTransform
+from vicreg_lab.viz import _NO_AUGMENTATION, GALLERY, plot_augmentation_gallery
+
+
+@pytest.fixture(scope="module")
+def brain():
+    return mni_brain((15, 17, 15))  # odd sides: a flip maps the middle slice onto itself
+
+
+def _images(fig):
+    return [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+
+
+@pytest.fixture(scope="module")
+def gallery(brain):
+    return plot_augmentation_gallery(brain, seed=0)
+
+
+def test_gallery_has_the_original_then_one_column_per_augmentation(gallery):
+    assert [ax.get_title() for ax in gallery.axes] == ["original", *GALLERY]
+    assert all(ax.images[0].get_clim() == (0.0, 1.0) for ax in gallery.axes)
+
+
+def test_original_column_is_the_rescaled_volume(brain, gallery):
+    volume = brain[0].numpy()
+    rescaled = (volume - volume.min()) / (volume.max() - volume.min())
+    assert np.allclose(_images(gallery)[0], rescaled[:, :, 7].T, atol=1e-6)
+
+
+def test_every_augmentation_changes_the_view(gallery):
+    original, *augmented = _images(gallery)
+    for title, image in zip(GALLERY, augmented, strict=True):
+        assert np.abs(image - original).max() > 0.02, title
+
+
+def test_flip_column_is_the_original_flipped_in_plane(gallery):
+    images = dict(zip(["original", *GALLERY], _images(gallery), strict=True))
+    assert np.allclose(images["flip"], images["original"][::-1, ::-1], atol=1e-6)
+
+
+def test_gamma_darkens_and_noise_keeps_the_mean(gallery):
+    images = dict(zip(["original", *GALLERY], _images(gallery), strict=True))
+    assert images["gamma"].mean() < images["original"].mean() - 0.05  # gamma = e^0.7 > 1
+    assert abs(images["noise"].mean() - images["original"].mean()) < 0.03
+
+
+def test_custom_augmentations_size_and_axis(brain):
+    fig = plot_augmentation_gallery(brain, {"blur": {"blur_sigma": 2.0}}, input_size=12, axis=0)
+    original, blur = _images(fig)
+    assert original.shape == blur.shape == (12, 12)
+    assert np.allclose(original, blur)  # p_blur stays 0: named knobs only are switched on
+
+
+def test_gallery_is_repeatable_and_uses_the_seed(brain):
+    knobs = {"crop": {"crop_scale": (0.3, 0.5)}}
+    first = _images(plot_augmentation_gallery(brain, knobs, seed=3))
+    again = _images(plot_augmentation_gallery(brain, knobs, seed=3))
+    other = _images(plot_augmentation_gallery(brain, knobs, seed=4))
+    assert np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_gallery_matches_a_simclr_transform_with_the_same_knobs(brain):
+    fig = plot_augmentation_gallery(brain, {"noise": GALLERY["noise"]}, seed=5)
+    transform = SimCLRTransform(input_size=brain.shape[1:], seed=5,
+                                **{**_NO_AUGMENTATION, **GALLERY["noise"]})  # fmt: skip
+    expected = transform(brain)[0].numpy()[:, :, 7].T
+    assert np.allclose(_images(fig)[1], expected)
+
+
+def test_gallery_refuses_bad_input(brain):
+    with pytest.raises(ValueError, match="'warp'.*unknown knob.*'strength'"):
+        plot_augmentation_gallery(brain, {"warp": {"strength": 1.0}})
+    with pytest.raises(ValueError, match="'noise'.*noise_std must lie in"):
+        plot_augmentation_gallery(brain, {"noise": {"noise_std": 5.0}})
+    with pytest.raises(ValueError, match="'blur' must be a dict"):
+        plot_augmentation_gallery(brain, {"blur": 1.0})
+    with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):
+        plot_augmentation_gallery(brain, axis=3)
+    with pytest.raises(ValueError, match=r"\(D, H, W\) or \(1, D, H, W\)"):
+        plot_augmentation_gallery(torch.zeros(2, 8, 8, 8))
+
+
+def test_cohort_grid_shows_each_subjects_own_slice(tmp_path):
+    from vicreg_lab.data import NiftiFolder, SyntheticCohort
+    from vicreg_lab.viz import _section, plot_cohort_grid
+
+    cohort = SyntheticCohort(12, shape=(20, 24, 20), seed=1)
+    table = cohort.participants
+    picks = [g.sort_values("age").index[:2] for _, g in table.groupby("site", sort=True)]
+    folder = NiftiFolder(cohort.to_bids(tmp_path, indices=range(12)), shape=None)
+    for dataset in (cohort, folder):  # generated in one batch / read file by file
+        fig = plot_cohort_grid(dataset, by="site", n=2)
+        shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+        expected = [
+            _section(cohort.generate([int(i)])[0, 0].numpy(), cohort.affine, "axial").T
+            for idx in picks
+            for i in idx
+        ]
+        assert len(shown) == len(expected)
+        for got, want in zip(shown, expected, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_plot_factors_measures_every_subject_across_chunks():
+    from vicreg_lab.data import SyntheticCohort
+    from vicreg_lab.viz import plot_factors
+
+    cohort = SyntheticCohort(20, shape=(16, 20, 16), seed=2)  # 20 subjects: chunks of 16 and 4
+    fig = plot_factors(cohort, n=20)
+    maps = cohort.tissue_maps(range(20))
+    gm = maps["gm"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
+    icv = maps["mask"].sum((1, 2, 3, 4)).numpy() * cohort.voxel_volume_ml
+    table = cohort.participants
+    for sex, volume_points, fraction_points in zip(
+        ("F", "M"), fig.axes[0].collections, fig.axes[1].collections, strict=True
+    ):
+        chosen = (table["sex"] == sex).to_numpy()
+        np.testing.assert_allclose(volume_points.get_offsets()[:, 0], table["age"][chosen])
+        np.testing.assert_allclose(volume_points.get_offsets()[:, 1], gm[chosen], rtol=1e-5)
+        np.testing.assert_allclose(
+            fraction_points.get_offsets()[:, 1], 100 * gm[chosen] / icv[chosen], rtol=1e-5
+        )
+    assert len(fig.axes[2].patches) == table["site"].nunique()  # one histogram per site
