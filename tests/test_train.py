@@ -173,3 +173,68 @@ def test_killed_run_resumes_to_the_same_weights_and_history(tmp_path):
         for key, value in a[part].items():
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
     _same_history(a["history"], b["history"])
+
+
+def flip_with_geometry(x, generator):
+    """noisy_flip that also returns each view's (B, 3, 4) view-index -> source-index map."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    views = torch.where(flip[:, None, None, None, None], x.flip(-1), x)
+    views = views + 0.1 * torch.randn(x.shape, generator=generator)
+    geometry = torch.eye(3, 4).repeat(x.shape[0], 1, 1)
+    geometry[flip, 2, 2], geometry[flip, 2, 3] = -1.0, x.shape[-1] - 1.0
+    return views, geometry
+
+
+def test_vicregl_trains_records_local_terms_and_round_trips(tmp_path):
+    model = make_model(
+        max_epochs=2,
+        loss="vicregl",
+        alpha=0.5,
+        num_matches=16,
+        local_expander="16-16",
+        encoder_kwargs={"output_stride": 4},
+        augmentation=flip_with_geometry,
+    ).fit(Blobs())
+    assert model.local_expander_[-1].out_channels == 16
+    for record in model.history_["step"] + model.history_["epoch"]:
+        for key in ("loss", "global", "local", "local_invariance", "local_covariance"):
+            assert math.isfinite(record[key]), key
+        assert record["loss"] == pytest.approx(0.5 * record["global"] + 0.5 * record["local"])
+    maps = model.feature_maps(Blobs())
+    assert maps.shape == (24, model.representation_size_, 4, 4, 4)  # 16^3 at stride 4
+    np.testing.assert_allclose(maps.mean((2, 3, 4)), model.transform(Blobs()), rtol=1e-4, atol=1e-5)
+    loaded = VICReg.load(model.save(tmp_path / "vicregl.ckpt"))
+    assert loaded.loss == "vicregl" and loaded.encoder_kwargs == {"output_stride": 4}
+    np.testing.assert_array_equal(loaded.feature_maps(Blobs()), maps)
+    for key, value in model.local_expander_.state_dict().items():
+        assert torch.equal(value, loaded.local_expander_.state_dict()[key]), key
+
+
+def test_vicregl_with_batched_augment_lowers_the_local_term():
+    model = make_model(
+        max_epochs=3,
+        batch_size=4,
+        lr=3e-3,
+        loss="vicregl",
+        alpha=0.0,
+        local_expander="16-16",
+        encoder_kwargs={"output_stride": 8},
+        augmentation="batched",
+    ).fit(Blobs(n=16))
+    local = [r["local"] for r in model.history_["epoch"]]
+    assert local[-1] < local[0]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(loss="vicregl"), "needs the geometry of every view"),  # noisy_flip: views only
+        (dict(loss="vicregl", augmentation="torchio"), "TorchIO views do not record it"),
+        (dict(loss="vicregl", alpha=2.0), r"alpha must lie in \[0, 1\]"),
+        (dict(loss="vicregl", num_matches=0), "num_matches must be a positive int"),
+        (dict(loss="simclr"), "loss must be 'vicreg' or 'vicregl'"),
+    ],
+)
+def test_vicregl_bad_settings(params, message):
+    with pytest.raises(ValueError, match=message):
+        make_model(**params).fit(Blobs())

@@ -35,6 +35,9 @@ _EXPORTS = {
     "build_expander": "vicreg_lab.models",
     "probe_table": "vicreg_lab.evaluate",
     "load_pretrained": "vicreg_lab.pretrained",
+    "VICRegLLoss": "vicreg_lab.vicregl",
+    "vicregl_loss": "vicreg_lab.vicregl",
+    "build_local_expander": "vicreg_lab.models",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

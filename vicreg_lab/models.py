@@ -6,7 +6,10 @@ with global average pooling. Every built-in encoder has
 - ``representation_size``: the int ``F``, known without a forward pass;
 - ``forward_features(x)``: the last 3D feature map ``(B, C, d, h, w)`` before pooling
   (local features, e.g. for VICRegL);
-- ``forward(x)``: the pooled representation ``(B, F)``.
+- ``forward(x)``: the pooled representation ``(B, F)``;
+- ``feature_grid``: ``(stride, offset)``: cell ``j`` of the feature map (along any axis)
+  is centred on input voxel index ``offset + stride * j``, the centre of its receptive
+  field (VICRegL uses it to place every cell in the source volume).
 
 Encoders by name (see :func:`list_encoders`):
 
@@ -14,6 +17,9 @@ Encoders by name (see :func:`list_encoders`):
   (stem conv 7 stride 2 + max pool, four stages of widths 64-128-256-512);
 - ``small_cnn``: a four-convolution CNN with a stride-4 "patchify" stem, fast enough to
   train on a laptop CPU at 48^3 (several hundred volumes per second forward+backward).
+
+:func:`build_local_expander` is the dense counterpart of :func:`build_expander`: the same
+layers as 1x1x1 convolutions, applied to every cell of a feature map (VICRegL).
 
 Examples
 --------
@@ -31,7 +37,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["build_encoder", "build_expander", "count_parameters", "list_encoders"]
+__all__ = [
+    "build_encoder",
+    "build_expander",
+    "build_local_expander",
+    "count_parameters",
+    "list_encoders",
+]
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list:
@@ -56,6 +68,7 @@ class _Encoder3d(nn.Module):
     """Base class: ``forward`` pools ``forward_features`` and flattens."""
 
     representation_size: int
+    feature_grid: tuple[int, float]  # (stride, offset) of the feature map's cell centres
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
@@ -131,6 +144,9 @@ class ResNet3d(_Encoder3d):
             )
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        # Every strided layer (conv 7 pad 3, max pool 3 pad 1, conv 3 pad 1, conv 1 pad 0)
+        # centres output i on input 2 i: cell j sees a window centred on voxel 32 j.
+        self.feature_grid = (32, 0.0)
         _init_weights(self)
         if zero_init_residual:
             for m in self.modules():
@@ -159,25 +175,42 @@ class SmallCNN(_Encoder3d):
         Input channels.
     widths : sequence of 4 int
         Channels of the four convolutions; the last is ``representation_size``.
+    output_stride : {16, 8, 4}, default=16
+        Input voxels per feature-map cell along each axis. 8 drops the stride of the last
+        convolution, 4 of the last two: a finer map (4^3 cells at 32^3 instead of 2^3) for
+        local features (VICRegL, dense probes), for a little more compute. The weights
+        are the same shapes whatever the stride.
     """
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        output_stride: int = 16,
+    ) -> None:
         super().__init__()
         if len(widths) != 4 or min(widths) < 1:
             raise ValueError(f"widths must be 4 positive ints, got {widths}")
+        strides = {16: (2, 2), 8: (2, 1), 4: (1, 1)}
+        if output_stride not in strides:
+            raise ValueError(f"output_stride must be 16, 8 or 4, got {output_stride!r}")
         c1, c2, c3, c4 = widths
+        s3, s4 = strides[output_stride]
         self.in_channels = in_channels
         self.representation_size = int(c4)
         self.features = nn.Sequential(
             *_conv_bn_relu(in_channels, c1, 4, 4, 0),
             *_conv_bn_relu(c1, c2, 3, 1, 1),
-            *_conv_bn_relu(c2, c3, 3, 2, 1),
-            *_conv_bn_relu(c3, c4, 3, 2, 1),
+            *_conv_bn_relu(c2, c3, 3, s3, 1),
+            *_conv_bn_relu(c3, c4, 3, s4, 1),
         )
+        # The stem's cell i covers voxels 4 i .. 4 i + 3 (centre 4 i + 1.5); the padded
+        # 3^3 convolutions centre output i on input (stride * i): cell j -> 1.5 + stride * j.
+        self.feature_grid = (int(output_stride), 1.5)
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Last feature map ``(B, widths[-1], ~D/16, ~H/16, ~W/16)``."""
+        """Last feature map ``(B, widths[-1], ~D/s, ~H/s, ~W/s)``, ``s = output_stride``."""
         self._check_input(x)
         return self.features(x)
 
@@ -224,7 +257,7 @@ def build_encoder(
         Spatial shape of the dry run (user modules only).
     **kwargs
         Passed to the named constructor: ``width`` and ``zero_init_residual`` for the
-        ResNets, ``widths`` for ``small_cnn``.
+        ResNets, ``widths`` and ``output_stride`` for ``small_cnn``.
 
     Returns
     -------
@@ -339,6 +372,51 @@ def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential
     for f_in, f_out in zip(sizes[:-2], sizes[1:-1], strict=True):
         layers += [nn.Linear(f_in, f_out), nn.BatchNorm1d(f_out), nn.ReLU(inplace=True)]
     layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+def build_local_expander(in_channels: int, spec: str | Sequence[int]) -> nn.Sequential:
+    """The dense (per-location) expander of VICRegL: :func:`build_expander` as 1x1x1 convolutions.
+
+    For ``spec="a-b"`` and ``C`` input channels: ``Conv3d(C, a, 1), BatchNorm3d(a), ReLU,
+    Conv3d(a, b, 1, bias=False)``. Every cell of a feature map ``(B, C, d, h, w)`` goes
+    through the same small MLP (as the official VICRegL's ``maps_projector`` on each
+    location); BatchNorm statistics are taken over the batch and all the cells.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels ``C`` of the feature map (``encoder.representation_size`` for the
+        built-in encoders).
+    spec : str or sequence of int
+        Output channels of the convolutions, e.g. ``"512-512"`` (official VICRegL:
+        ``"512-512-512"``).
+
+    Returns
+    -------
+    nn.Sequential
+        Maps ``(B, C, d, h, w)`` to ``(B, spec[-1], d, h, w)``.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is empty, not dash-separated ints, or has a size < 1.
+
+    Examples
+    --------
+    >>> head = build_local_expander(128, "256-64")
+    >>> head(torch.randn(2, 128, 3, 3, 3)).shape
+    torch.Size([2, 64, 3, 3, 3])
+    >>> head[-1]
+    Conv3d(256, 64, kernel_size=(1, 1, 1), stride=(1, 1, 1), bias=False)
+    """
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    sizes = [in_channels, *_parse_spec(spec)]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(sizes[:-2], sizes[1:-1], strict=True):
+        layers += [nn.Conv3d(c_in, c_out, 1), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+    layers.append(nn.Conv3d(sizes[-2], sizes[-1], 1, bias=False))
     return nn.Sequential(*layers)
 
 

@@ -11,6 +11,15 @@ One training step, as in the official implementation (facebookresearch/vicreg)::
     loss = VICRegLoss(inv, var, cov)(z1, z2)["loss"]   # bf16 autocast on CUDA
     loss.backward(); optimizer.step()                  # LARS or AdamW, warm-up + cosine
 
+With ``loss="vicregl"`` (VICRegL, see :mod:`vicreg_lab.vicregl`) each view also keeps its
+feature map and where the augmentation took it from::
+
+    (view1, geometry1), (view2, geometry2) = augment(x), augment(x)
+    maps = encoder.forward_features(view)              # (B, F, d, h, w)
+    z = expander(avg_pool(maps)); m = local_expander(maps)   # 1x1x1 convolutions
+    locations = feature_locations(geometry, maps.shape[2:], view.shape[2:], encoder.feature_grid)
+    loss = VICRegLLoss(alpha, ...)(z1, z2, m1, m2, locations1, locations2)["loss"]
+
 Reproducibility: the shuffling and the augmentation of epoch ``e`` are drawn from
 generators seeded with ``(seed, e)``, so a run resumed from the checkpoint written at
 the end of an epoch continues exactly as the uninterrupted run would have (on CPU).
@@ -27,17 +36,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vicreg_lab._io import atomic_path
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.losses import VICRegLoss
-from vicreg_lab.models import build_encoder, build_expander
+from vicreg_lab.models import build_encoder, build_expander, build_local_expander
+from vicreg_lab.vicregl import TERMS as VICREGL_TERMS
+from vicreg_lab.vicregl import VICRegLLoss, feature_locations
 
 __all__ = ["VICReg", "LARS", "init_distributed", "lr_at_step"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
+LOSSES = ("vicreg", "vicregl")
 CHECKPOINT_NAME = "last.ckpt"
 
 
@@ -179,15 +192,39 @@ class VICReg:
         ``"epoch"``; see :class:`vicreg_lab.callbacks.LiveLossPlot` for a live plot.
     sync_batchnorm : bool, default=False
         Convert BatchNorm to SyncBatchNorm under torch.distributed.
+    loss : {"vicreg", "vicregl"}, default="vicreg"
+        "vicregl" adds VICRegL's local term on the encoder's feature maps
+        (:class:`vicreg_lab.vicregl.VICRegLLoss`). It needs the geometry of every view:
+        ``augmentation="batched"``, or a callable returning ``(views, geometry)``; and an
+        encoder with ``forward_features`` (all built-in encoders).
+    alpha : float, default=0.75
+        VICRegL only: weight of the global term (the local term gets ``1 - alpha``).
+    num_matches : int, optional
+        VICRegL only: matched cells kept per view and matching (default: 20/49 of the
+        cells, the official ratio).
+    l2_all_matches : bool, default=False
+        VICRegL only: keep every feature-distance match (the official code's default).
+    local_expander : str, default="512-512"
+        VICRegL only: the dense expander on the feature maps, 1x1x1 convolutions laid
+        out as the expander (official VICRegL: ``"512-512-512"``).
+    encoder_kwargs : dict, optional
+        Passed to :func:`vicreg_lab.models.build_encoder` with a named encoder, e.g.
+        ``{"output_stride": 8}`` for a finer ``small_cnn`` feature map, or
+        ``{"width": 0.5}`` for a ResNet. Stored in checkpoints.
 
     Attributes
     ----------
     encoder_, expander_ : nn.Module
         The trained networks.
+    local_expander_ : nn.Module
+        VICRegL only: the trained dense expander.
     history_ : dict
-        ``"step"``: one record per step (epoch, step, the four loss terms, lr, volumes/s);
+        ``"step"``: one record per step (epoch, step, the loss terms, lr, volumes/s);
         ``"epoch"``: one record per epoch (mean terms, lr, volumes/s, seconds, and
-        ``collapse`` / ``collapse_expander``: collapse reports of a held batch).
+        ``collapse`` / ``collapse_expander``: collapse reports of a held batch). The loss
+        terms are those of :class:`vicreg_lab.VICRegLoss`; VICRegL adds ``"global"``,
+        ``"local"`` and ``"local_invariance"``, ``"local_variance"``,
+        ``"local_covariance"`` (see :func:`vicreg_lab.vicregl.vicregl_loss`).
     representation_size_ : int
 
     Examples
@@ -222,6 +259,12 @@ class VICReg:
         progress: bool = True,
         callbacks: Sequence[Callable] = (),
         sync_batchnorm: bool = False,
+        loss: str = "vicreg",
+        alpha: float = 0.75,
+        num_matches: int | None = None,
+        l2_all_matches: bool = False,
+        local_expander: str = "512-512",
+        encoder_kwargs: dict | None = None,
     ):
         self.encoder = encoder
         self.expander = expander
@@ -245,6 +288,12 @@ class VICReg:
         self.progress = progress
         self.callbacks = callbacks
         self.sync_batchnorm = sync_batchnorm
+        self.loss = loss
+        self.alpha = alpha
+        self.num_matches = num_matches
+        self.l2_all_matches = l2_all_matches
+        self.local_expander = local_expander
+        self.encoder_kwargs = encoder_kwargs
 
     # ---------------------------------------------------------------- set-up
 
@@ -267,6 +316,23 @@ class VICReg:
                 "augmentation must be 'batched', 'torchio' or a callable, "
                 f"got {self.augmentation!r}"
             )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be 'vicreg' or 'vicregl', got {self.loss!r}")
+        if self.loss == "vicregl":
+            self._check_vicregl_params()
+
+    def _check_vicregl_params(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        n = self.num_matches
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"num_matches must be a positive int or None, got {n!r}")
+        if self.augmentation == "torchio":
+            raise ValueError(
+                "loss='vicregl' needs the geometry of every view (where each cell of the "
+                "feature map comes from): use augmentation='batched' or a callable "
+                "returning (views, geometry); TorchIO views do not record it"
+            )
 
     def _resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -282,19 +348,31 @@ class VICReg:
 
     def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
         torch.manual_seed(self.seed)
+        self.__dict__.pop("local_expander_", None)  # left by an earlier VICRegL fit
         self.input_size_ = tuple(self.input_size or image_shape[-3:])
-        self.encoder_ = build_encoder(self.encoder)
+        self.encoder_ = build_encoder(self.encoder, **dict(self.encoder_kwargs or {}))
         self.representation_size_ = int(self.encoder_.representation_size)
         self.expander_ = build_expander(self.representation_size_, self.expander)
-        self.encoder_.to(device)
-        self.expander_.to(device)
+        networks = [self.encoder_, self.expander_]
+        if self.loss == "vicregl":
+            if not callable(getattr(self.encoder_, "forward_features", None)):
+                raise ValueError(
+                    "loss='vicregl' needs an encoder with forward_features(x) returning its "
+                    f"feature map (B, F, d, h, w); {type(self.encoder_).__name__} has none"
+                )
+            self.local_expander_ = build_local_expander(
+                self.representation_size_, self.local_expander
+            )
+            networks.append(self.local_expander_)
+        for network in networks:
+            network.to(device)
         if device.type == "cuda":
             self.encoder_.to(memory_format=torch.channels_last_3d)
         lr = self.lr
         if lr is None:
             lr = 0.2 * self.batch_size / 256 if self.optimizer == "lars" else 1e-3
         self.base_lr_ = lr
-        groups = _param_groups([self.encoder_, self.expander_], self.weight_decay)
+        groups = _param_groups(networks, self.weight_decay)
         if self.optimizer == "lars":
             self.optimizer_ = LARS(groups, lr=lr)
         else:
@@ -303,14 +381,16 @@ class VICReg:
         self.history_ = {"step": [], "epoch": []}
 
     def _make_augment(self, device: torch.device):
+        """``f(x, generator) -> (views, geometry or None)``, or None for TorchIO."""
         params = dict(self.augment_params or {})
         if callable(self.augmentation):
-            return self.augmentation
+            augmentation = self.augmentation
+            return lambda x, generator: _views_and_geometry(augmentation(x, generator))
         if self.augmentation == "batched":
             from vicreg_lab.augment import BatchedAugment
 
             augment = BatchedAugment(input_size=self.input_size_, **params)
-            return lambda x, generator: augment(x, generator=generator)[0]
+            return lambda x, generator: augment(x, generator=generator)
         return None  # torchio: the views come from the DataLoader's collate function
 
     def _loader(self, data, epoch: int, shuffle: bool = True) -> DataLoader:
@@ -346,8 +426,9 @@ class VICReg:
     # ---------------------------------------------------------------- training
 
     def _views(self, batch, device: torch.device, generator: torch.Generator):
+        """``(view1, view2), (geometry1, geometry2)``; geometries are None if unknown."""
         if isinstance(batch, (tuple, list)) and len(batch) == 3:  # (view1, view2, targets)
-            return batch[0].to(device), batch[1].to(device)
+            return (batch[0].to(device), batch[1].to(device)), (None, None)
         x = _image_of(batch) if not torch.is_tensor(batch) else batch
         x = x.to(device, non_blocking=True)
         if self._augment is None:
@@ -355,12 +436,57 @@ class VICReg:
                 "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
                 "or a DataLoader with TwoViewsCollate yielding (view1, view2, targets)"
             )
-        return self._augment(x, generator), self._augment(x, generator)
+        view1, geometry1 = self._augment(x, generator)
+        view2, geometry2 = self._augment(x, generator)
+        return (view1, view2), (geometry1, geometry2)
 
     def _embed(self, view: torch.Tensor) -> torch.Tensor:
         if view.device.type == "cuda":
             view = view.contiguous(memory_format=torch.channels_last_3d)
         return self._expander_module(self._encoder_module(view))
+
+    def _loss_terms(self, criterion, views, geometries) -> dict:
+        if self.loss == "vicreg":
+            return criterion(self._embed(views[0]), self._embed(views[1]))
+        if geometries[0] is None or geometries[1] is None:
+            raise ValueError(
+                "loss='vicregl' needs the geometry of every view: the augmentation callable "
+                "must return (views, geometry) with geometry (B, 3, 4) view-index -> "
+                "source-index maps (as BatchedAugment does), and a DataLoader may not yield "
+                "ready-made (view1, view2, targets)"
+            )
+        grid = getattr(self.encoder_, "feature_grid", None)
+        outputs = []
+        for view, geometry in zip(views, geometries, strict=True):
+            if view.device.type == "cuda":
+                view = view.contiguous(memory_format=torch.channels_last_3d)
+            maps = self._features_module(view)
+            z = self._expander_module(torch.flatten(F.adaptive_avg_pool3d(maps, 1), 1))
+            geometry = geometry.to(device=maps.device, dtype=torch.float32)
+            where = feature_locations(geometry, maps.shape[2:], view.shape[2:], grid)
+            outputs.append((z, self._local_module(maps), where))
+        (z1, m1, where1), (z2, m2, where2) = outputs
+        return criterion(z1, z2, m1, m2, where1, where2)
+
+    def _criterion(self, distributed: bool):
+        # finiteness is checked on the terms, after the step
+        coeffs = (self.inv_coeff, self.var_coeff, self.cov_coeff)
+        if self.loss == "vicreg":
+            return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
+        return VICRegLLoss(
+            alpha=self.alpha,
+            num_matches=self.num_matches,
+            l2_all_matches=self.l2_all_matches,
+            inv_coeff=coeffs[0],
+            var_coeff=coeffs[1],
+            cov_coeff=coeffs[2],
+            gather_distributed=distributed,
+            check_finite=False,
+        )
+
+    @property
+    def _term_names(self) -> tuple[str, ...]:
+        return VICREGL_TERMS if self.loss == "vicregl" else TERMS
 
     def fit(self, data, resume: bool = False) -> VICReg:
         """Train on ``data``: a Dataset of volumes (1, D, H, W) or a DataLoader.
@@ -391,15 +517,12 @@ class VICReg:
             start_epoch = self._restore_checkpoint()
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self._encoder_module, self._expander_module = self.encoder_, self.expander_
+        if self.loss == "vicregl":
+            self._features_module = _FeatureMaps(self.encoder_)
+            self._local_module = self.local_expander_
         if distributed:
             self._wrap_distributed(device)
-        criterion = VICRegLoss(  # finiteness is checked on the terms, after the step
-            self.inv_coeff,
-            self.var_coeff,
-            self.cov_coeff,
-            gather_distributed=distributed,
-            check_finite=False,
-        )
+        criterion = self._criterion(distributed)
         autocast_dtype = self._autocast_dtype(device)
         held = self._held_batch(data, device)
         steps_per_epoch = len(self._loader(data, 0))
@@ -419,15 +542,20 @@ class VICReg:
         if bar is not None:
             bar.close()
         self._encoder_module = self._expander_module = None
-        self.encoder_.eval()
-        self.expander_.eval()
+        self._features_module = self._local_module = None
+        for network in self._networks():
+            network.eval()
         return self
+
+    def _networks(self) -> list[nn.Module]:
+        local = getattr(self, "local_expander_", None)
+        return [self.encoder_, self.expander_] + ([local] if local is not None else [])
 
     def _train_epoch(
         self, data, epoch, device, criterion, autocast_dtype, steps_per_epoch, total, warmup, bar
     ):
-        self.encoder_.train()
-        self.expander_.train()
+        for network in self._networks():
+            network.train()
         generator = augment_generator(self.seed, epoch, _rank(), device)
         tick = time.perf_counter()
         for i, batch in enumerate(self._loader(data, epoch)):
@@ -435,21 +563,21 @@ class VICReg:
             lr = lr_at_step(step, total, warmup, self.base_lr_)
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
-            view1, view2 = self._views(batch, device, generator)
+            views, geometries = self._views(batch, device, generator)
             with torch.autocast(
                 device.type,
                 dtype=autocast_dtype or torch.float32,
                 enabled=autocast_dtype is not None,
             ):
-                terms = criterion(self._embed(view1), self._embed(view2))
-            values = {k: float(terms[k].detach()) for k in TERMS}
+                terms = self._loss_terms(criterion, views, geometries)
+            values = {k: float(terms[k].detach()) for k in self._term_names}
             self._check_finite(values, step, epoch)
             self.optimizer_.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer_.step()
             now = time.perf_counter()
             record = {"epoch": epoch, "step": step, **values, "lr": lr}
-            record["volumes_per_s"] = view1.shape[0] / max(now - tick, 1e-9)  # 2 views each
+            record["volumes_per_s"] = views[0].shape[0] / max(now - tick, 1e-9)  # 2 views each
             tick = now
             self.history_["step"].append(record)
             if bar is not None:
@@ -458,11 +586,9 @@ class VICReg:
             self._notify("step", record)
 
     def _check_finite(self, values: dict, step: int, epoch: int) -> None:
-        bad = [
-            k
-            for k in ("invariance", "variance", "covariance", "loss")
-            if not math.isfinite(values[k])
-        ]
+        order = ("invariance", "variance", "covariance", "loss")  # the first culprit first
+        names = [*order, *(k for k in self._term_names if k not in order)]
+        bad = [k for k in names if not math.isfinite(values[k])]
         if not bad:
             return
         where = (
@@ -493,7 +619,7 @@ class VICReg:
     def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
         steps = [r for r in self.history_["step"] if r["epoch"] == epoch]
         record = {"epoch": epoch, "steps": len(steps)}
-        for key in (*TERMS, "volumes_per_s"):
+        for key in (*self._term_names, "volumes_per_s"):
             record[key] = float(np.mean([r[key] for r in steps]))
         record["lr"] = steps[-1]["lr"]
         with torch.no_grad():
@@ -518,9 +644,15 @@ class VICReg:
         if self.sync_batchnorm:
             self.encoder_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_)
             self.expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.expander_)
+            if self.loss == "vicregl":
+                self.local_expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.local_expander_)
         ids = [device.index] if device.type == "cuda" else None
         self._encoder_module = DDP(self.encoder_, device_ids=ids)
         self._expander_module = DDP(self.expander_, device_ids=ids)
+        if self.loss == "vicregl":
+            # DDP only synchronises what runs through its forward: wrap forward_features.
+            self._features_module = DDP(_FeatureMaps(self.encoder_), device_ids=ids)
+            self._local_module = DDP(self.local_expander_, device_ids=ids)
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -532,9 +664,14 @@ class VICReg:
             "input_size": list(self.input_size_),
             "encoder": self.encoder_.state_dict(),
             "expander": self.expander_.state_dict(),
+            **self._local_state(),
             "optimizer": self.optimizer_.state_dict(),
             "history": self.history_,
         }
+
+    def _local_state(self) -> dict:
+        local = getattr(self, "local_expander_", None)
+        return {} if local is None else {"local_expander": local.state_dict()}
 
     def _save_checkpoint(self, path: Path, epochs_done: int) -> Path:
         with atomic_path(path) as tmp:
@@ -548,11 +685,18 @@ class VICReg:
         if not path.exists():
             return 0
         state = load_checkpoint(path)
-        self.encoder_.load_state_dict(state["encoder"])
-        self.expander_.load_state_dict(state["expander"])
+        self._load_weights(state)
         self.optimizer_.load_state_dict(state["optimizer"])
         self.history_ = state["history"]
         return int(state["epochs_done"])
+
+    def _load_weights(self, state: dict) -> None:
+        self.encoder_.load_state_dict(state["encoder"])
+        self.expander_.load_state_dict(state["expander"])
+        if getattr(self, "local_expander_", None) is not None:
+            if "local_expander" not in state:
+                raise ValueError("the checkpoint has no local_expander weights for VICRegL")
+            self.local_expander_.load_state_dict(state["local_expander"])
 
     def save(self, path: str | Path) -> Path:
         """Save the trained estimator (weights, parameters, history) atomically."""
@@ -569,11 +713,10 @@ class VICReg:
         model = cls(**state["params"])
         model.device = device
         model._build((1, *state["input_size"]), torch.device(device))
-        model.encoder_.load_state_dict(state["encoder"])
-        model.expander_.load_state_dict(state["expander"])
+        model._load_weights(state)
         model.history_ = state["history"]
-        model.encoder_.eval()
-        model.expander_.eval()
+        for network in model._networks():
+            network.eval()
         return model
 
     # ---------------------------------------------------------------- inference
@@ -595,6 +738,29 @@ class VICReg:
         numpy.ndarray of shape (N, representation_size_)
         """
         self._check_fitted()
+        return self._encode(data, batch_size, self.encoder_)
+
+    @torch.no_grad()
+    def feature_maps(self, data, batch_size: int | None = None) -> np.ndarray:
+        """The trained encoder's feature maps (before pooling and before any expander).
+
+        Parameters
+        ----------
+        data : Dataset, DataLoader or tensor of shape (N, 1, D, H, W)
+
+        Returns
+        -------
+        numpy.ndarray of shape (N, representation_size_, d, h, w)
+            Cell ``j`` along an axis is centred on voxel ``offset + stride * j`` of the
+            (resized) volume, with ``(stride, offset) = encoder_.feature_grid``.
+        """
+        self._check_fitted()
+        if not callable(getattr(self.encoder_, "forward_features", None)):
+            raise ValueError(f"{type(self.encoder_).__name__} has no forward_features(x)")
+        return self._encode(data, batch_size, self.encoder_.forward_features)
+
+    def _encode(self, data, batch_size: int | None, network) -> np.ndarray:
+        self._check_fitted()
         device = next(self.encoder_.parameters()).device
         self.encoder_.eval()
         if torch.is_tensor(data):
@@ -610,7 +776,7 @@ class VICReg:
             x = self._resize(x).to(device)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last_3d)
-            out.append(self.encoder_(x).float().cpu())
+            out.append(network(x).float().cpu())
         return torch.cat(out).numpy()
 
     def fit_transform(self, data, **fit_params) -> np.ndarray:
@@ -656,10 +822,17 @@ def _plain_params(model: VICReg) -> dict:
         "augmentation",
         "precision",
         "seed",
+        "loss",
+        "alpha",
+        "num_matches",
+        "l2_all_matches",
+        "local_expander",
     ):
         value = getattr(model, key)
         if isinstance(value, (str, int, float, type(None))):
             params[key] = value
+    if model.encoder_kwargs:
+        params["encoder_kwargs"] = dict(model.encoder_kwargs)
     if model.input_size is not None:
         params["input_size"] = list(model.input_size)
     if model.augment_params:
@@ -676,6 +849,24 @@ def _plain_report(report) -> dict:
         elif np.ndim(value) == 0:
             plain[key] = float(value)
     return plain
+
+
+class _FeatureMaps(nn.Module):
+    """``encoder.forward_features`` as a module's forward (so that DDP can wrap it)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(x)
+
+
+def _views_and_geometry(output):
+    """An augmentation callable's output: views, or ``(views, geometry)``."""
+    if isinstance(output, (tuple, list)) and len(output) == 2 and torch.is_tensor(output[1]):
+        return output[0], output[1]
+    return output, None
 
 
 def _len(data) -> int:

@@ -1,0 +1,372 @@
+"""Local features: per-cell targets, a dense linear probe, and figures (notebook 06).
+
+A 3D encoder's feature map ``(N, C, d, h, w)`` has one feature vector per cell; cell
+``j`` along an axis is centred on voxel ``offset + stride * j`` (the encoder's
+``feature_grid``). These helpers ask what the cells know about their own part of
+the brain:
+
+- :func:`cell_average`: a voxel map (e.g. grey matter) averaged over each cell's
+  voxels, the per-cell target;
+- :func:`dense_probe`: a ridge probe from each cell's features to that target, fitted
+  on some subjects and scored on the others, overall and *within cell* (after removing
+  each cell's average, what is left is this subject's own anatomy: local atrophy);
+- :func:`cells_to_volume`, :func:`plot_cell_map` (nilearn) and
+  :func:`plot_location_matches` (VICRegL's location matching on a slice).
+
+Every voxel belongs to the cell whose centre is nearest (ties to the lower index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from vicreg_lab.vicregl import cell_centres
+
+__all__ = [
+    "cell_average",
+    "cells_to_volume",
+    "dense_probe",
+    "feature_maps",
+    "plot_cell_map",
+    "plot_location_matches",
+]
+
+RIDGE_ALPHAS = np.logspace(-3, 5, 17)
+
+
+def _assignment(n_voxels: int, centres: torch.Tensor) -> torch.Tensor:
+    """(m, n) one-hot: voxel i belongs to the cell with the nearest centre."""
+    voxels = torch.arange(n_voxels, dtype=torch.float32)
+    nearest = (voxels[:, None] - centres[None, :]).abs().argmin(dim=1)
+    return torch.nn.functional.one_hot(nearest, len(centres)).T.float()
+
+
+def _axis_assignments(map_shape, view_shape, grid) -> list[torch.Tensor]:
+    centres = cell_centres(map_shape, view_shape, grid)
+    first = [centres[:, 0, 0, 0], centres[0, :, 0, 1], centres[0, 0, :, 2]]
+    return [_assignment(n, c) for n, c in zip(view_shape, first, strict=True)]
+
+
+def cell_average(
+    volumes, map_shape: Sequence[int], grid: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Average of each volume over the voxels of every feature-map cell.
+
+    Parameters
+    ----------
+    volumes : tensor or array (N, D, H, W) or (N, 1, D, H, W)
+        Voxel maps at the size the encoder saw (e.g. grey-matter probability).
+    map_shape : sequence of 3 int
+        ``(d, h, w)`` of the feature map.
+    grid : (stride, offset), optional
+        The encoder's ``feature_grid``; None splits the volume evenly.
+
+    Returns
+    -------
+    numpy.ndarray (N, d, h, w), float32
+        A cell that no voxel is nearest to (a grid wider than the volume) gets NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> v = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 2, 2)
+    >>> cell_average(v, (2, 1, 1), grid=(2, 0.5))[0, :, 0, 0]
+    array([0.5, 2.5], dtype=float32)
+    """
+    x = torch.as_tensor(np.asarray(volumes), dtype=torch.float32)
+    if x.ndim == 5 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 4:
+        raise ValueError(f"volumes must be (N, D, H, W) or (N, 1, D, H, W), got {tuple(x.shape)}")
+    pd, ph, pw = _axis_assignments(map_shape, x.shape[1:], grid)
+    sums = torch.einsum("nDHW,dD,hH,wW->ndhw", x, pd, ph, pw)
+    counts = torch.einsum("d,h,w->dhw", pd.sum(1), ph.sum(1), pw.sum(1))
+    return (sums / counts).numpy()
+
+
+def cells_to_volume(
+    cells, volume_shape: Sequence[int], grid: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Paint per-cell values back on the voxels (each voxel takes its cell's value).
+
+    Parameters
+    ----------
+    cells : array (d, h, w) or (N, d, h, w)
+    volume_shape : sequence of 3 int
+        ``(D, H, W)`` of the volume the encoder saw.
+    grid : (stride, offset), optional
+        The encoder's ``feature_grid``; None splits the volume evenly.
+
+    Returns
+    -------
+    numpy.ndarray of shape ``(D, H, W)`` (or ``(N, D, H, W)``), float32
+
+    Examples
+    --------
+    >>> cells_to_volume(np.array([[[1.0]], [[2.0]]]), (4, 1, 1), grid=(2, 0.5))[:, 0, 0]
+    array([1., 1., 2., 2.], dtype=float32)
+    """
+    c = torch.as_tensor(np.asarray(cells), dtype=torch.float32)
+    single = c.ndim == 3
+    c = c[None] if single else c
+    if c.ndim != 4:
+        raise ValueError(f"cells must be (d, h, w) or (N, d, h, w), got {tuple(c.shape)}")
+    pd, ph, pw = _axis_assignments(c.shape[1:], tuple(volume_shape), grid)
+    out = torch.einsum("ndhw,dD,hH,wW->nDHW", c, pd, ph, pw).numpy()
+    return out[0] if single else out
+
+
+@torch.no_grad()
+def feature_maps(encoder, volumes, batch_size: int = 32) -> np.ndarray:
+    """Feature maps of a frozen encoder (eval mode, no grad), in batches.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        An encoder with ``forward_features`` (all built-in encoders); its train/eval
+        flag is restored afterwards.
+    volumes : tensor or array (N, C, D, H, W)
+    batch_size : int, default=32
+
+    Returns
+    -------
+    numpy.ndarray (N, F, d, h, w), float32
+
+    Examples
+    --------
+    >>> from vicreg_lab.models import build_encoder
+    >>> feature_maps(build_encoder("small_cnn"), torch.zeros(3, 1, 32, 32, 32)).shape
+    (3, 128, 2, 2, 2)
+    """
+    if not callable(getattr(encoder, "forward_features", None)):
+        raise ValueError(f"{type(encoder).__name__} has no forward_features(x)")
+    x = torch.as_tensor(np.asarray(volumes), dtype=torch.float32)
+    if x.ndim != 5:
+        raise ValueError(f"volumes must be (N, C, D, H, W), got shape {tuple(x.shape)}")
+    param = next(encoder.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    training = encoder.training
+    encoder.eval()
+    try:
+        out = [encoder.forward_features(b.to(device)).float().cpu() for b in x.split(batch_size)]
+    finally:
+        encoder.train(training)
+    return torch.cat(out).numpy()
+
+
+def dense_probe(
+    maps,
+    targets,
+    train_size: float = 0.75,
+    seed: int = 0,
+    mask=None,
+) -> dict:
+    """Ridge probe from each cell's features to a per-cell target, on held-out subjects.
+
+    Subjects (not cells) are split into training and test sets, so that no subject is
+    seen in both. Two probes are fitted, each with features standardised on the
+    training cells and ``RidgeCV`` (alpha in ``logspace(-3, 5, 17)``):
+
+    - **overall**: features -> target. Much of it is *where* the cell is (a cell at the
+      cortex holds more grey matter than one in the white matter);
+    - **within cell**: features and target minus their training average over the
+      subjects *at the same cell*: what varies between subjects at a fixed place, such
+      as local atrophy. Position alone scores 0 here.
+
+    Parameters
+    ----------
+    maps : array (N, C, d, h, w)
+        Feature maps (:meth:`vicreg_lab.VICReg.feature_maps`).
+    targets : array (N, d, h, w)
+        Per-cell targets (:func:`cell_average`).
+    train_size : float, default=0.75
+        Fraction of the subjects used for fitting.
+    seed : int, default=0
+        Seed of the subject split.
+    mask : array of bool (d, h, w), optional
+        Cells to use (e.g. those inside the brain); default all.
+
+    Returns
+    -------
+    dict
+        ``"r2"`` and ``"r2_within_cell"`` (R^2 on the test subjects' cells);
+        ``"prediction"`` and ``"prediction_within_cell"`` (the two probes' predictions,
+        arrays (n_test, d, h, w), NaN outside ``mask``; the second is a deviation from
+        the cell's training average); ``"test_index"`` (the test subjects, array of int).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> maps = rng.normal(size=(40, 8, 2, 2, 2))
+    >>> out = dense_probe(maps, maps[:, 0] + 0.1 * rng.normal(size=(40, 2, 2, 2)))
+    >>> round(out["r2"], 2), out["prediction"].shape
+    (0.99, (10, 2, 2, 2))
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    maps, targets = np.asarray(maps, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+    if maps.ndim != 5 or targets.shape != (maps.shape[0], *maps.shape[2:]):
+        raise ValueError(
+            f"maps must be (N, C, d, h, w) and targets (N, d, h, w) with the same N and "
+            f"cells, got {maps.shape} and {targets.shape}"
+        )
+    if not 0 < train_size < 1:
+        raise ValueError(f"train_size must lie in (0, 1), got {train_size}")
+    n = maps.shape[0]
+    n_train = int(round(train_size * n))
+    if not 2 <= n_train <= n - 2:
+        raise ValueError(f"need at least 2 training and 2 test subjects, got N = {n}")
+    mask = np.ones(maps.shape[2:], bool) if mask is None else np.asarray(mask, bool)
+    order = np.random.default_rng(seed).permutation(n)
+    train, test = np.sort(order[:n_train]), np.sort(order[n_train:])
+    x = maps.transpose(0, 2, 3, 4, 1)[:, mask]  # (N, cells, C)
+    y = targets[:, mask]  # (N, cells)
+
+    def fit_score(x, y):
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+        model.fit(x[train].reshape(-1, x.shape[-1]), y[train].ravel())
+        pred = model.predict(x[test].reshape(-1, x.shape[-1])).reshape(y[test].shape)
+        return float(r2_score(y[test].ravel(), pred.ravel())), pred
+
+    def painted(pred):
+        out = np.full((len(test), *maps.shape[2:]), np.nan)
+        out[:, mask] = pred
+        return out
+
+    r2, pred = fit_score(x, y)
+    r2_within, pred_within = fit_score(x - x[train].mean(0), y - y[train].mean(0))
+    return {
+        "r2": r2,
+        "r2_within_cell": r2_within,
+        "prediction": painted(pred),
+        "prediction_within_cell": painted(pred_within),
+        "test_index": test,
+    }
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_cell_map(cells, background, affine, grid=None, title=None, **kwargs):
+    """Per-cell values painted on a brain with nilearn's ``plot_stat_map``.
+
+    Parameters
+    ----------
+    cells : array (d, h, w)
+        One value per feature-map cell (NaN cells are left transparent).
+    background : tensor or array (D, H, W) or (1, D, H, W)
+        The volume the encoder saw (e.g. the T1 image).
+    affine : array (4, 4)
+        Voxel-to-mm affine of ``background`` (``cohort.affine``).
+    grid : (stride, offset), optional
+        The encoder's ``feature_grid``.
+    title : str, optional
+    **kwargs
+        Passed to :func:`nilearn.plotting.plot_stat_map` (``cmap``, ``vmax``,
+        ``cut_coords``: by default the volume's centre, so that figures align).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    bg = np.asarray(background.detach().cpu() if hasattr(background, "detach") else background)
+    bg = bg[0] if bg.ndim == 4 else bg
+    volume = cells_to_volume(np.nan_to_num(np.asarray(cells, dtype=np.float32)), bg.shape, grid)
+    affine = np.asarray(affine, dtype=float)
+    fig = plt.figure(figsize=(7.5, 2.8))
+    plt.close(fig)
+    if "cut_coords" not in kwargs:  # the volume's centre: figures of one subject align
+        centre = (np.asarray(bg.shape, dtype=float) - 1) / 2
+        kwargs["cut_coords"] = tuple(affine[:3, :3] @ centre + affine[:3, 3])
+    kwargs.setdefault("draw_cross", False)
+    kwargs.setdefault("cmap", "viridis")
+    kwargs.setdefault("threshold", 1e-6)
+    kwargs.setdefault("transparency", 0.65)  # the brain shows through the cells
+    plotting.plot_stat_map(
+        nib.Nifti1Image(volume, affine),
+        bg_img=nib.Nifti1Image(bg.astype(np.float32), affine),
+        figure=fig,
+        title=title,
+        **kwargs,
+    )
+    return fig
+
+
+def plot_location_matches(source, locations1, locations2, num_matches=None, axis=2):
+    """VICRegL's location matching on one slice of the source volume.
+
+    Shows the cells of the middle layer (along ``axis``) of view 1's feature map
+    (circles) and of view 2's (crosses), at their source positions, and a line from
+    each kept view-1 cell to its nearest view-2 cell (in 3D).
+
+    Parameters
+    ----------
+    source : tensor or array (D, H, W) or (1, D, H, W)
+        The source volume.
+    locations1, locations2 : tensor (d, h, w, 3)
+        Source coordinates of the cells of one sample (:func:`feature_locations`).
+    num_matches : int, optional
+        Pairs kept, as in the loss (default: 20/49 of the cells).
+    axis : int, default=2
+        Axis cut by the slice (0: D, 1: H, 2: W; for RAS arrays sagittal, coronal,
+        axial).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from vicreg_lab.vicregl import _n_matches, nearest_neighbour_matches
+
+    src = np.asarray(source.detach().cpu() if hasattr(source, "detach") else source)
+    src = src[0] if src.ndim == 4 else src
+    p1 = torch.as_tensor(locations1, dtype=torch.float32)
+    p2 = torch.as_tensor(locations2, dtype=torch.float32)
+    flat1, flat2 = p1.reshape(1, -1, 3), p2.reshape(1, -1, 3)
+    k = _n_matches(num_matches, flat1.shape[1])
+    query, match = nearest_neighbour_matches(torch.cdist(flat1, flat2), k)
+    layer1 = _middle_layer(p1.shape[:3], axis)
+    layer2 = _middle_layer(p2.shape[:3], axis)
+    cut = float(flat1[0, layer1, axis].mean())
+    plane = [a for a in range(3) if a != axis]
+    # as vicreg_lab.viz.plot_views: the slice transposed, origin at the bottom (RAS arrays
+    # show as sagittal, coronal, axial views)
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    index = int(np.clip(round(cut), 0, src.shape[axis] - 1))
+    ax.imshow(np.take(src, index, axis=axis).T, cmap="gray", origin="lower")
+    for i, j in zip(query[0].tolist(), match[0].tolist(), strict=True):
+        if layer1[i]:
+            a, b = flat1[0, i, plane].tolist(), flat2[0, j, plane].tolist()
+            ax.plot([a[0], b[0]], [a[1], b[1]], color="gold", lw=1.2)
+    ax.scatter(flat1[0, layer1, plane[0]], flat1[0, layer1, plane[1]], s=28,
+               facecolors="none", edgecolors="tab:cyan", label="view 1 cells")  # fmt: skip
+    ax.scatter(flat2[0, layer2, plane[0]], flat2[0, layer2, plane[1]], s=28, marker="x",
+               color="tab:red", label="view 2 cells")  # fmt: skip
+    ax.set(xlim=(-0.5, src.shape[plane[0]] - 0.5), ylim=(-0.5, src.shape[plane[1]] - 0.5))
+    ax.set_title(f"location matches (slice {index} of axis {axis})", fontsize="medium")
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _middle_layer(map_shape, axis: int) -> torch.Tensor:
+    """Flat boolean mask of the cells in the middle layer of a map along ``axis``."""
+    mask = torch.zeros(tuple(map_shape), dtype=torch.bool)
+    index = [slice(None)] * 3
+    index[axis] = map_shape[axis] // 2
+    mask[tuple(index)] = True
+    return mask.flatten()
