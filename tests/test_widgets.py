@@ -1,4 +1,4 @@
-"""AugmentationPanel driven headless, and the plot_views figure it shows."""
+"""AugmentationPanel and LossWeightsPanel driven headless, and the figures they show."""
 
 import ipywidgets as widgets
 import numpy as np
@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from vicreg_lab.augment import BatchedAugment, SimCLRTransform
 from vicreg_lab.augment.params import LIMITS, AugmentParams
 from vicreg_lab.viz import plot_views
-from vicreg_lab.widgets import SLIDERS, AugmentationPanel
+from vicreg_lab.widgets import LOSS_WEIGHTS, SLIDERS, AugmentationPanel, LossWeightsPanel
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,66 @@ def test_plot_views_shows_three_volumes_as_mid_slices(brain):
     assert fig.axes[3].get_ylabel() == "view 1"
     with pytest.raises(ValueError, match=r"view 2 must be \(D, H, W\)"):
         plot_views(brain, view, torch.rand(2, 2))
+
+
+# ---------------------------------------------------------------- LossWeightsPanel
+
+
+@pytest.fixture
+def loss_panel():
+    return LossWeightsPanel(steps=150, n=256, seed=0)
+
+
+def test_loss_panel_is_built_for_browsers_and_trains_once(loss_panel):
+    assert "vicreg-loss-panel" in loss_panel.widget._dom_classes
+    assert "vicreg-loss-readout" in loss_panel.readout._dom_classes
+    assert "vicreg-loss-figure" in loss_panel.image._dom_classes
+    assert "vicreg-loss-reset" in loss_panel.reset_button._dom_classes
+    assert isinstance(loss_panel.readout, widgets.HTML)
+    sliders = loss_panel.sliders
+    assert [s.description for s in sliders.values()] == ["invariance", "variance", "covariance"]
+    assert all(isinstance(s, widgets.FloatLogSlider) for s in sliders.values())
+    assert all(not s.continuous_update for s in sliders.values())
+    assert [f"vicreg-loss-{key}" in s._dom_classes for key, s in sliders.items()] == [True] * 3
+    assert loss_panel.weights == {"inv_coeff": 25.0, "var_coeff": 25.0, "cov_coeff": 1.0}
+    assert loss_panel.n_updates == 1 and len(loss_panel.run["history"]["step"]) == 150
+    assert loss_panel.image.value[:4] == b"\x89PNG"
+    assert loss_panel.report.verdict == "healthy"
+    assert 'data-verdict="healthy"' in loss_panel.readout.value
+
+
+def test_variance_weight_near_zero_collapses_and_the_readout_says_so(loss_panel):
+    readout, png = loss_panel.readout.value, loss_panel.image.value
+    loss_panel.sliders["var"].value = 1e-3  # what releasing the slider does
+    assert loss_panel.n_updates == 2
+    assert loss_panel.run["weights"]["var_coeff"] == pytest.approx(1e-3)
+    assert loss_panel.report.verdict == "complete collapse"
+    assert loss_panel.report.mean_std < 0.1
+    assert loss_panel.readout.value != readout and loss_panel.image.value != png
+    assert 'data-verdict="complete-collapse"' in loss_panel.readout.value
+    assert "var 0.001" in loss_panel.readout.value
+
+
+def test_set_weights_retrains_once_and_reset_restores_the_paper(loss_panel):
+    loss_panel.set_weights(var=25.0, cov=1e-3)
+    assert loss_panel.n_updates == 2
+    assert loss_panel.report.verdict == "dimensional collapse"
+    loss_panel.reset_button.click()
+    assert loss_panel.n_updates == 3
+    assert loss_panel.weights == {"inv_coeff": 25.0, "var_coeff": 25.0, "cov_coeff": 1.0}
+    assert loss_panel.report.verdict == "healthy"
+
+
+def test_a_failed_run_is_shown_in_the_readout(loss_panel):
+    loss_panel.lr = -1.0  # Adam refuses a negative learning rate
+    loss_panel.sliders["inv"].value = 10.0
+    assert "training failed" in loss_panel.readout.value
+    assert "learning rate" in loss_panel.readout.value.lower()
+
+
+def test_loss_panel_refuses_weights_off_the_sliders():
+    assert set(LOSS_WEIGHTS) == {"inv", "var", "cov"}
+    with pytest.raises(ValueError, match=r"var_coeff must be a number in \[0.001, 100\]"):
+        LossWeightsPanel(var_coeff=0.0)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        LossWeightsPanel(steps=0)

@@ -2,7 +2,8 @@
 
 A callback is any callable ``callback(estimator, event, record)``; ``event`` is
 ``"step"`` or ``"epoch"`` and ``record`` the dict just appended to
-``estimator.history_[event]``.
+``estimator.history_[event]``. The ``"epoch"`` call comes after that epoch's
+checkpoint is written.
 """
 
 from __future__ import annotations
@@ -73,3 +74,48 @@ class LiveLossPlot:
         self.redraws += 1
         if self._handle is not None:
             self._handle.update(self.figure)
+
+
+class SimulatedInterruption(KeyboardInterrupt):
+    """Raised by :class:`InterruptAfter`: training stopped as if the kernel had been interrupted.
+
+    A subclass of ``KeyboardInterrupt`` (what the Stop button of Jupyter raises), so
+    that ``except Exception`` blocks let it through, as they would a real interruption.
+    """
+
+
+class InterruptAfter:
+    """Interrupt training at the end of an epoch, to rehearse resuming from a checkpoint.
+
+    Parameters
+    ----------
+    epochs : int
+        Raise :class:`SimulatedInterruption` at the end of this epoch (counting from 1,
+        over the whole run: a resumed run that already did ``epochs`` epochs stops after
+        its first new one). The epoch's checkpoint is written before callbacks run, so
+        ``fit(resume=True)`` continues from there.
+
+    Examples
+    --------
+    >>> from vicreg_lab import VICReg
+    >>> model = VICReg(max_epochs=4, checkpoint_dir="ckpt", callbacks=[InterruptAfter(2)])
+    >>> try:
+    ...     model.fit(cohort)  # doctest: +SKIP
+    ... except SimulatedInterruption as stop:
+    ...     print(stop)
+    training interrupted after epoch 2 of 4 (InterruptAfter(2))
+    >>> VICReg(max_epochs=4, checkpoint_dir="ckpt").fit(cohort, resume=True)  # doctest: +SKIP
+    """
+
+    def __init__(self, epochs: int):
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self.epochs = epochs
+
+    def __call__(self, estimator, event: str, record: dict) -> None:
+        done = record["epoch"] + 1
+        if event == "epoch" and done >= self.epochs:
+            raise SimulatedInterruption(
+                f"training interrupted after epoch {done} of {estimator.max_epochs} "
+                f"(InterruptAfter({self.epochs}))"
+            )

@@ -692,6 +692,7 @@ def plot_collapse_history(epochs):
     if not epochs:
         raise ValueError("no epochs recorded: train first (history_['epoch'] is empty)")
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    plt.close(fig)  # returned, so shown once in notebooks
     x = [r["epoch"] + 1 for r in epochs]
     for key, label in (("collapse", "representation"), ("collapse_expander", "expander")):
         if key not in epochs[0]:
@@ -740,6 +741,7 @@ def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed)
     xy = reducer.fit_transform(X)
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
+    plt.close(fig)  # returned, so shown once in notebooks
     for ax, column in zip(axes[0], columns, strict=True):
         values = factors[column]
         if pd.api.types.is_numeric_dtype(values):

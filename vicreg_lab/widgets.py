@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import ipywidgets as widgets
@@ -189,3 +190,224 @@ def _params_from(params: AugmentParams, values: dict) -> AugmentParams:
     }
     changes.update({k: v for k, v in values.items() if k in LIMITS})
     return params.replace(**changes)
+
+
+# ---------------------------------------------------------------- loss weights
+
+# slider key -> (description, train_toy keyword, standard value of the paper)
+LOSS_WEIGHTS = {
+    "inv": ("invariance", "inv_coeff", 25.0),
+    "var": ("variance", "var_coeff", 25.0),
+    "cov": ("covariance", "cov_coeff", 1.0),
+}
+WEIGHT_EXPONENTS = (-3.0, 2.0)  # the sliders span 10^-3 .. 10^2
+_VERDICT_COLOURS = {
+    "healthy": "#2e7d32",
+    "dimensional collapse": "#ef6c00",
+    "complete collapse": "#c62828",
+}
+
+
+class LossWeightsPanel:
+    """Sliders for the three VICReg loss weights, on a toy problem that trains in a second.
+
+    Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.toy` from the same seed
+    with the new weights, then shows the loss terms, the embeddings coloured by cluster,
+    their spread along each principal axis, and the collapse verdict of
+    :func:`vicreg_lab.diagnostics.collapse_report`. Set the variance weight near 0 and
+    the embeddings collapse to a point; the covariance weight near 0 and they flatten
+    onto a few directions.
+
+    Parameters
+    ----------
+    inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
+        Starting weights, within ``[1e-3, 1e2]`` (the sliders are logarithmic).
+    steps : int, default=200
+        Training steps per run (full batch).
+    n : int, default=512
+        Toy points.
+    seed : int, default=0
+        Seed of every run (data, initialisation, views): only the weights change.
+    lr : float, default=3e-3
+        Adam learning rate.
+
+    Attributes
+    ----------
+    sliders : dict of str to ipywidgets.FloatLogSlider
+        Keys ``"inv"``, ``"var"``, ``"cov"``; descriptions "invariance", "variance",
+        "covariance"; CSS classes ``vicreg-loss-inv`` etc.; they report only when
+        released (``continuous_update=False``).
+    reset_button : ipywidgets.Button
+        Back to the paper's weights 25 / 25 / 1 (CSS class ``vicreg-loss-reset``).
+    readout : ipywidgets.HTML
+        The weights, the final unweighted terms and the verdict (CSS class
+        ``vicreg-loss-readout``; the verdict is a ``span.vicreg-loss-verdict`` whose
+        ``data-verdict`` attribute is the verdict with dashes, e.g. ``complete-collapse``).
+    image : ipywidgets.Image
+        PNG of the last figure (CSS class ``vicreg-loss-figure``).
+    widget : ipywidgets.VBox
+        The whole panel (CSS class ``vicreg-loss-panel``).
+    run : dict
+        The last :func:`vicreg_lab.toy.train_toy` result.
+    report : CollapseReport
+        Collapse diagnostics of the last run's embeddings.
+    figure : matplotlib.figure.Figure
+        The last figure.
+    n_updates : int
+        How many runs were trained.
+    seconds : float
+        Wall time of the last update (training and drawing).
+
+    Examples
+    --------
+    >>> from vicreg_lab.widgets import LossWeightsPanel
+    >>> panel = LossWeightsPanel(steps=100)
+    >>> panel.report.verdict
+    'healthy'
+    >>> panel.sliders["var"].value = 0.001  # releasing a slider retrains
+    >>> panel.n_updates, panel.report.verdict
+    (2, 'complete collapse')
+    """
+
+    def __init__(
+        self,
+        inv_coeff: float = 25.0,
+        var_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+        steps: int = 200,
+        n: int = 512,
+        seed: int = 0,
+        lr: float = 3e-3,
+    ):
+        start = {"inv": inv_coeff, "var": var_coeff, "cov": cov_coeff}
+        for key, value in start.items():
+            _check_weight(LOSS_WEIGHTS[key][1], value)
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not isinstance(n, int) or n < 2:
+            raise ValueError(f"n must be an int >= 2, got {n!r}")
+        self.steps, self.n, self.seed, self.lr = steps, n, int(seed), lr
+        self.n_updates = 0
+        self._hold = False
+        self._build_widgets(start)
+        self.update()
+
+    def _build_widgets(self, start: dict) -> None:
+        """Sliders, reset button, readout and image, with the CSS classes browser tests use."""
+        lo, hi = WEIGHT_EXPONENTS
+        self.sliders = {
+            key: widgets.FloatLogSlider(
+                value=start[key],
+                base=10,
+                min=lo,
+                max=hi,
+                step=0.1,
+                description=label,
+                continuous_update=False,
+                readout_format=".3g",
+                style={"description_width": "80px"},
+            )
+            for key, (label, _, _) in LOSS_WEIGHTS.items()
+        }
+        for key, slider in self.sliders.items():
+            slider.add_class(f"vicreg-loss-{key}")
+            slider.observe(self._on_slider, names="value")
+        self.reset_button = widgets.Button(description="Paper: 25 / 25 / 1", icon="undo")
+        self.reset_button.add_class("vicreg-loss-reset")
+        self.reset_button.on_click(self._on_reset)
+        self.readout = widgets.HTML().add_class("vicreg-loss-readout")
+        self.image = widgets.Image(format="png").add_class("vicreg-loss-figure")
+        controls = widgets.HBox([widgets.VBox(list(self.sliders.values())), self.reset_button])
+        self.widget = widgets.VBox([controls, self.readout, self.image])
+        self.widget.add_class("vicreg-loss-panel")
+
+    @property
+    def weights(self) -> dict:
+        """The slider values as :func:`vicreg_lab.toy.train_toy` keywords."""
+        return {LOSS_WEIGHTS[key][1]: float(s.value) for key, s in self.sliders.items()}
+
+    def set_weights(self, inv=None, var=None, cov=None) -> None:
+        """Move several sliders at once, then retrain once (``None`` leaves a slider)."""
+        values = {"inv": inv, "var": var, "cov": cov}
+        for key, value in values.items():
+            if value is not None:
+                _check_weight(LOSS_WEIGHTS[key][1], value)
+        self._hold = True
+        try:
+            for key, value in values.items():
+                if value is not None:
+                    self.sliders[key].value = value
+        finally:
+            self._hold = False
+        self.update()
+
+    def update(self) -> None:
+        """Train the toy problem with the current weights and show the result."""
+        import time
+
+        from .diagnostics import collapse_report
+        from .toy import plot_toy_run, train_toy
+
+        tick = time.perf_counter()
+        self.readout.value = f"<i>training with {_weights_text(self.weights)} ...</i>"
+        self.run = train_toy(**self.weights, steps=self.steps, n=self.n, seed=self.seed, lr=self.lr)
+        self.report = collapse_report(self.run["embeddings"])
+        self.figure = plot_toy_run(self.run, title=_weights_text(self.weights))
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=72)
+        self.image.value = buffer.getvalue()
+        self.n_updates += 1
+        self.seconds = time.perf_counter() - tick
+        self.readout.value = _readout_html(self.weights, self.run["history"], self.report)
+
+    def display(self) -> None:
+        """Show the panel in a notebook."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _ipython_display_(self):
+        self.display()
+
+    def _on_slider(self, change) -> None:
+        if not self._hold:
+            self._safe_update()
+
+    def _on_reset(self, _button) -> None:
+        self.set_weights(**{key: standard for key, (_, _, standard) in LOSS_WEIGHTS.items()})
+
+    def _safe_update(self) -> None:
+        """Update from a widget callback: show an error in the readout instead of losing it."""
+        try:
+            self.update()
+        except (ValueError, FloatingPointError, RuntimeError) as error:
+            self.readout.value = f"<b>training failed:</b> {html.escape(str(error))}"
+
+
+def _check_weight(name: str, value) -> None:
+    lo, hi = (10.0**e for e in WEIGHT_EXPONENTS)
+    if not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ValueError(
+            f"{name} must be a number in [{lo:g}, {hi:g}] (the sliders are logarithmic), "
+            f"got {value!r}"
+        )
+
+
+def _weights_text(weights: dict) -> str:
+    return "inv {inv_coeff:.3g} · var {var_coeff:.3g} · cov {cov_coeff:.3g}".format(**weights)
+
+
+def _readout_html(weights: dict, history: dict, report) -> str:
+    """The readout: weights, final unweighted terms, and the collapse verdict."""
+    terms = ", ".join(f"{term} {history[term][-1]:.4g}" for term, _, _ in LOSS_WEIGHTS.values())
+    colour = _VERDICT_COLOURS.get(report.verdict, "black")
+    verdict = (
+        f'<span class="vicreg-loss-verdict" data-verdict="{report.verdict.replace(" ", "-")}" '
+        f'style="color:{colour}"><b>{report.verdict}</b></span>'
+    )
+    return (
+        f"<b>weights</b> {_weights_text(weights)}<br>"
+        f"<b>after {len(history['step'])} steps</b> (unweighted): {terms}<br>"
+        f"<b>verdict</b>: {verdict} (mean std {report.mean_std:.3g}, "
+        f"RankMe {report.rankme:.3g} of {min(report.n_samples - 1, report.n_dims)})"
+    )
