@@ -238,3 +238,9 @@ def test_vicregl_with_batched_augment_lowers_the_local_term():
 def test_vicregl_bad_settings(params, message):
     with pytest.raises(ValueError, match=message):
         make_model(**params).fit(Blobs())
+
+
+def test_repr_shows_only_changed_parameters():
+    text = repr(VICReg(max_epochs=3, expander="64-64"))
+    assert text == "VICReg(expander='64-64', max_epochs=3)"
+    assert repr(VICReg()) == "VICReg()"

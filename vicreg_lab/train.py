@@ -27,6 +27,7 @@ the end of an epoch continues exactly as the uninterrupted run would have (on CP
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -720,6 +721,22 @@ class VICReg:
         return model
 
     # ---------------------------------------------------------------- inference
+
+    def __repr__(self) -> str:
+        """scikit-learn style: the class and the parameters that differ from the defaults."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = []
+        for name, param in defaults.items():
+            if name == "self" or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            try:
+                same = bool(value == param.default)
+            except Exception:  # e.g. tensors or modules: show them
+                same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoder_"):
