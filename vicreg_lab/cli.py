@@ -8,6 +8,7 @@ Examples
     vicreg-lab demo --out demo-report
     vicreg-lab train --profile cpu --epochs 20 --out runs/cpu
     vicreg-lab train --nifti /data/my_bids --out runs/mine
+    vicreg-lab assignments release student-version
     torchrun --nproc_per_node=4 -m vicreg_lab.cli train --openbhb /data/openBHB --profile gpu
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vicreg_lab.profiles import PROFILES
 
@@ -99,7 +101,33 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, dest="num_workers")
     train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
     train.set_defaults(func=_run_train)
+    _add_assignments(commands)
     return parser
+
+
+def _add_assignments(commands) -> None:
+    assignments = commands.add_parser(
+        "assignments",
+        help="classroom assignments: build the student versions",
+        description="Classroom assignments (nbgrader-compatible notebooks in assignments/).",
+    )
+    actions = assignments.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    release = actions.add_parser(
+        "release",
+        help="write the student version of every assignment into OUT_DIR",
+        description="Replace solutions with stubs, remove hidden tests, clear outputs and "
+        "lock cells, as `nbgrader generate_assignment` does (nbgrader is not needed).",
+    )
+    release.add_argument("out_dir", metavar="OUT_DIR", help="folder for the student notebooks")
+    release.add_argument(
+        "--source",
+        default=None,
+        help="source notebook or folder (default: the assignments/ folder of this checkout, "
+        "else ./assignments)",
+    )
+    release.add_argument("--force", action="store_true", help="overwrite existing notebooks")
+    release.set_defaults(func=_run_release)
 
 
 def _version() -> str:
@@ -149,13 +177,29 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_assignments() -> Path:
+    """assignments/ beside the package (a source checkout), else in the current folder."""
+    checkout = Path(__file__).resolve().parent.parent / "assignments"
+    return checkout if checkout.is_dir() else Path("assignments")
+
+
+def _run_release(args: argparse.Namespace) -> int:
+    from vicreg_lab.exercises.release import release
+
+    source = Path(args.source) if args.source else _default_assignments()
+    written = release(source, args.out_dir, force=args.force)
+    for path in written:
+        print(f"vicreg-lab assignments release: wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vicreg-lab`` command; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         parser.exit(2, f"vicreg-lab {args.command}: error: {err}\n")
 
 
