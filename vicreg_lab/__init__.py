@@ -38,6 +38,7 @@ _EXPORTS = {
     "VICRegLLoss": "vicreg_lab.vicregl",
     "vicregl_loss": "vicreg_lab.vicregl",
     "build_local_expander": "vicreg_lab.models",
+    "occlusion_sensitivity": "vicreg_lab.saliency",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

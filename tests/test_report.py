@@ -1,0 +1,29 @@
+"""The plain-language reading of a probe table says what the numbers say."""
+
+import pandas as pd
+
+from vicreg_lab.report import RAW, TRAINED, read_probes
+
+
+def _table(trained_r2, raw_r2):
+    rows = [
+        (TRAINED, "age", "r2", trained_r2, 0.0),
+        (RAW, "age", "r2", raw_r2, 0.0),
+        (TRAINED, "site", "balanced_accuracy", 0.9, 0.25),
+        (RAW, "site", "balanced_accuracy", 0.95, 0.25),
+    ]
+    table = pd.DataFrame(rows, columns=["embedding", "target", "metric", "mean", "chance"])
+    return table.assign(probe="linear", sd=0.01, n_splits=5)
+
+
+def test_a_win_is_reported_without_the_short_run_caution():
+    text = " ".join(read_probes(_table(0.73, 0.47)))
+    assert "R^2 = 0.73; it beats the best baseline (raw voxels 16^3, R^2 = 0.47)" in text
+    assert "balanced accuracy 0.90 against a chance level of 0.25" in text
+    assert "short CPU run" not in text
+
+
+def test_a_loss_is_reported_with_the_reason():
+    text = " ".join(read_probes(_table(0.22, 0.44)))
+    assert "it does not beat the best baseline (raw voxels 16^3, R^2 = 0.44)" in text
+    assert "short CPU run does not converge VICReg" in text
