@@ -39,6 +39,7 @@ _EXPORTS = {
     "vicregl_loss": "vicreg_lab.vicregl",
     "build_local_expander": "vicreg_lab.models",
     "occlusion_sensitivity": "vicreg_lab.saliency",
+    "run_ablation": "vicreg_lab.ablation",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

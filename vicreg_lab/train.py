@@ -27,6 +27,7 @@ the end of an epoch continues exactly as the uninterrupted run would have (on CP
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -624,10 +625,16 @@ class VICReg:
             record[key] = float(np.mean([r[key] for r in steps]))
         record["lr"] = steps[-1]["lr"]
         with torch.no_grad():
-            self.encoder_.eval()
-            self.expander_.eval()
-            rep = self.encoder_(held).float()
-            emb = self.expander_(rep).float()
+            # Batch statistics, on throw-away copies: early in a run BatchNorm's running
+            # statistics lag far behind the weights and eval mode would show a fake collapse.
+            # (SyncBatchNorm would synchronise across processes: keep eval mode there.)
+            encoder, expander = self.encoder_, self.expander_
+            if not self.sync_batchnorm:
+                encoder, expander = copy.deepcopy(encoder), copy.deepcopy(expander)
+            encoder.train(not self.sync_batchnorm)
+            expander.train(not self.sync_batchnorm)
+            rep = encoder(held).float()
+            emb = expander(rep).float()
         record["collapse"] = _plain_report(collapse_report(rep.cpu()))
         record["collapse_expander"] = _plain_report(collapse_report(emb.cpu()))
         self.history_["epoch"].append(record)
