@@ -1,0 +1,510 @@
+"""What every checker shares: run a student's function on cases, compare, explain.
+
+A check runs the student's function on a list of :class:`Case` objects. The first
+case that goes wrong produces the feedback: which case, what the input looked like,
+what was expected and what came back, and a hint that names the concept (or the
+typical mistake the answer matches). The solution itself is never printed.
+
+A check returns a :class:`CheckResult`; when it did not pass it raises
+:class:`CheckFailed` instead, a subclass of ``AssertionError``, so that nbgrader (and
+any test runner) counts the grade cell as failed. A stub that still raises
+``NotImplementedError`` is reported as "not implemented yet", never as a crash.
+
+In a notebook, a :class:`CheckResult` shows its report as printed text, not as a
+cell result: nbgrader reads a numeric cell result as partial credit, and printed
+text leaves the grade to the pass/fail of the cell.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Case", "CheckFailed", "CheckResult", "finish", "quiet", "run_cases"]
+
+
+class CheckFailed(AssertionError):
+    """A check did not pass; the message is the feedback for the student.
+
+    Attributes
+    ----------
+    result : CheckResult
+        The full result (points, failing cases).
+    """
+
+    def __init__(self, result: CheckResult):
+        super().__init__(result.report())
+        self.result = result
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one check.
+
+    Parameters
+    ----------
+    name : str
+        What was checked, e.g. ``"invariance_term"``.
+    max_points : float
+        Points the check is worth (0 for extra, hidden cases).
+    n_cases : int
+        Number of cases the check has.
+    failures : list of str
+        One feedback paragraph per failing case, in the order of the cases; empty
+        when the check passed.
+    not_implemented : bool
+        True when the function still raises ``NotImplementedError``.
+    details : str
+        Extra lines shown under a passed report (e.g. the measured values).
+
+    Examples
+    --------
+    >>> result = CheckResult("f", max_points=2, n_cases=3)
+    >>> result.passed, result.points
+    (True, 2)
+    >>> print(result.report())
+    PASSED f: 3/3 cases, 2/2 points
+    """
+
+    name: str
+    max_points: float
+    n_cases: int
+    failures: list[str] = field(default_factory=list)
+    not_implemented: bool = False
+    details: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """True when every case passed."""
+        return not self.failures
+
+    @property
+    def points(self) -> float:
+        """Points earned: all of them when every case passed, else 0."""
+        return self.max_points if self.passed else 0
+
+    def report(self) -> str:
+        """The feedback as text: one line when passed, the first failure in detail otherwise."""
+        score = f"{self.points:g}/{self.max_points:g} points"
+        if self.passed:
+            line = f"PASSED {self.name}: {self.n_cases}/{self.n_cases} cases, {score}"
+            return f"{line}\n{self.details}" if self.details else line
+        if self.not_implemented:
+            return f"FAILED {self.name}: {score}\n{self.failures[0]}"
+        header = f"FAILED {self.name}: {len(self.failures)} of {self.n_cases} cases failed, {score}"
+        lines = [header, "", self.failures[0]]
+        if len(self.failures) > 1:
+            others = [f.splitlines()[0] for f in self.failures[1:]]
+            lines += ["", "Also failing (fix the first one, then run this cell again):"]
+            lines += [f"  - {line}" for line in others]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def __repr__(self) -> str:
+        return self.report()
+
+    def _ipython_display_(self) -> None:
+        print(self.report())
+
+
+@dataclass
+class Case:
+    """One input of a check and what a correct function gives for it.
+
+    Parameters
+    ----------
+    name : str
+        Short description shown in the feedback, e.g. ``"2 x 3 batch, hand-computable"``.
+    args : tuple
+        Positional arguments. Tensors are cloned before every call, so a function
+        that modifies its input in place is caught and cannot spoil other cases.
+    expected : object
+        The correct output; or an exception class the function must raise.
+    kwargs : dict
+        Keyword arguments.
+    shows : str
+        How the input looks, for the feedback (default: shapes and dtypes).
+    hint : str
+        What to think about when the value is wrong.
+    mistakes : sequence of (callable, str)
+        Typical mistakes: ``(wrong_function, hint)``. When the student's output
+        matches ``wrong_function(*args, **kwargs)``, its hint is shown instead of
+        ``hint``.
+    rtol, atol : float
+        Tolerances of the value comparison.
+    unordered : bool
+        Compare the values of a tensor output as a multiset (any order).
+    grad : bool
+        Also check that the output is differentiable with respect to the tensor
+        arguments and that the gradient is finite.
+    kind : {"tensor", "number", "label"}
+        What the output must be: a torch tensor (shape and dtype of ``expected``),
+        a real number (a Python float or anything ``float()`` accepts), or one of
+        some strings.
+    """
+
+    name: str
+    args: tuple
+    expected: Any
+    kwargs: dict = field(default_factory=dict)
+    shows: str = ""
+    hint: str = ""
+    mistakes: Sequence[tuple[Callable, str]] = ()
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    unordered: bool = False
+    grad: bool = False
+    kind: str = "tensor"
+
+
+def run_cases(
+    fn: Callable,
+    cases: Sequence[Case],
+    name: str,
+    max_points: float,
+    concept: str,
+    raise_on_fail: bool = True,
+) -> CheckResult:
+    """Run ``fn`` on every case and return the :class:`CheckResult`.
+
+    Parameters
+    ----------
+    fn : callable
+        The student's function.
+    cases : sequence of Case
+    name : str
+        Name of the function, as the student wrote it.
+    max_points : float
+        Points the check is worth.
+    concept : str
+        One sentence on what the function computes; shown when it is not implemented.
+    raise_on_fail : bool, default=True
+        Raise :class:`CheckFailed` (an ``AssertionError``) when a case fails.
+
+    Returns
+    -------
+    CheckResult
+    """
+    result = CheckResult(name=name, max_points=max_points, n_cases=len(cases))
+    if not callable(fn):
+        result.failures.append(
+            f"`{name}` should be a function, but it is a {type(fn).__name__} "
+            f"({_short(fn)}). Run the cell that defines it with `def {name}(...):`."
+        )
+    else:
+        for case in cases:
+            with quiet():
+                feedback = _run_case(fn, case, name)
+            if feedback == "not implemented":
+                result.not_implemented = True
+                result.failures = [
+                    f"Not implemented yet: `{name}` still raises NotImplementedError.\n"
+                    f"Replace `raise NotImplementedError()` in its cell with your code, run "
+                    f"that cell, then run this one again.\nWhat it should do: {concept}"
+                ]
+                break
+            if feedback:
+                result.failures.append(feedback)
+    return finish(result, raise_on_fail=raise_on_fail)
+
+
+@contextmanager
+def quiet():
+    """Silence warnings: nbgrader scores a grade cell that writes to stderr as failed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def finish(result: CheckResult, raise_on_fail: bool = True) -> CheckResult:
+    """Return ``result``, or raise :class:`CheckFailed` if it failed and ``raise_on_fail``."""
+    if not result.passed and raise_on_fail:
+        raise CheckFailed(result)
+    return result
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def _run_case(fn: Callable, case: Case, name: str) -> str | None:
+    """Feedback for one case, ``"not implemented"``, or None when it passed."""
+    args = _clone(case.args, requires_grad=case.grad)
+    kwargs = _clone(case.kwargs, requires_grad=False)
+    title = f'case "{case.name}"'
+    shows = case.shows or _describe_args(case.args, case.kwargs)
+    wants_error = isinstance(case.expected, type) and issubclass(case.expected, BaseException)
+    try:
+        got = fn(*args, **kwargs)
+    except NotImplementedError:
+        return "not implemented"
+    except Exception as error:  # noqa: BLE001 - any student error becomes feedback
+        if wants_error and isinstance(error, case.expected):
+            return None
+        return _format(
+            title,
+            shows,
+            expected=(
+                f"to raise {case.expected.__name__}" if wants_error else _short(case.expected)
+            ),
+            got=f"{type(error).__name__}: {error}{_where(error, fn)}",
+            hint=case.hint if wants_error else _error_hint(error, case.hint),
+        )
+    if wants_error:
+        return _format(
+            title,
+            shows,
+            expected=f"to raise {case.expected.__name__}",
+            got=f"no error, it returned {_short(got)}",
+            hint=case.hint,
+        )
+    modified = _modified_inputs(case.args, args)
+    if modified:
+        return _format(
+            title,
+            shows,
+            expected="the inputs left unchanged",
+            got=f"`{name}` changed {modified} in place",
+            hint="Operations ending in an underscore (z.sub_(...)) and `z -= ...` modify the "
+            "caller's tensor. Write `z = z - ...` to make a new tensor instead.",
+        )
+    problem = _compare(got, case)
+    if problem is None and case.grad:
+        problem = _gradient_problem(got, args)
+    if problem is None:
+        return None
+    what, hint = problem
+    return _format(title, shows, expected=_short(case.expected), got=what, hint=hint)
+
+
+def _format(title: str, shows: str, expected: str, got: str, hint: str) -> str:
+    lines = [f"Wrong on {title}.", f"  input:    {shows}", f"  expected: {expected}"]
+    lines.append(f"  got:      {got}")
+    if hint:
+        lines.append(f"  hint:     {hint}")
+    return "\n".join(lines)
+
+
+def _compare(got, case: Case) -> tuple[str, str] | None:
+    """None if ``got`` is right, else (what was got, hint)."""
+    if got is None and case.expected is not None:
+        return "None", "Your function returned nothing: did you forget the `return` statement?"
+    if case.kind == "label":
+        if got == case.expected:
+            return None
+        return _short(got), case.hint
+    if case.kind == "number":
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            return (
+                f"a {type(got).__name__} ({_short(got)})",
+                "Return a single number (a Python float), e.g. `return float(value)`.",
+            )
+        if not math.isfinite(value):
+            return f"{value}", _nan_hint(case)
+        if math.isclose(value, float(case.expected), rel_tol=case.rtol, abs_tol=case.atol):
+            return None
+        return f"{value:.6g}", _mistake_hint(value, case)
+    return _compare_tensor(got, case)
+
+
+def _compare_tensor(got, case: Case) -> tuple[str, str] | None:
+    expected = case.expected
+    if not isinstance(got, torch.Tensor):
+        return (
+            f"a {type(got).__name__} ({_short(got)})",
+            "Return a torch tensor: stay with torch operations (no .item(), .numpy(), "
+            "float() or numpy functions), so that the loss can be backpropagated.",
+        )
+    if tuple(got.shape) != tuple(expected.shape):
+        return (
+            f"a tensor of shape {tuple(got.shape)}",
+            _shape_hint(got, case),
+        )
+    if got.dtype != expected.dtype:
+        return (
+            f"dtype {got.dtype} (expected {expected.dtype})",
+            "Keep the dtype of the input: do not convert with .float() or build new "
+            "tensors with a fixed dtype (use the input's dtype, e.g. torch.zeros_like).",
+        )
+    got_values = got.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(got_values).all()):
+        return _short(got), _nan_hint(case)
+    want = expected.detach().to("cpu", torch.float64)
+    if _close(got_values, want, case):
+        return None
+    return _short(got), _mistake_hint(got_values, case)
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, case: Case) -> bool:
+    if case.unordered:
+        got, want = got.flatten().sort().values, want.flatten().sort().values
+    return bool(torch.allclose(got, want, rtol=case.rtol, atol=case.atol))
+
+
+def _mistake_hint(value, case: Case) -> str:
+    """The hint of the first typical mistake that gives ``value``, else the case's hint."""
+    for wrong, hint in case.mistakes:
+        try:
+            with torch.no_grad():
+                candidate = wrong(*case.args, **case.kwargs)
+        except Exception:  # noqa: BLE001 - a mistake that does not apply to this case
+            continue
+        if _same(value, candidate, case):
+            return hint
+    return case.hint
+
+
+def _same(value, candidate, case: Case) -> bool:
+    if isinstance(value, float):
+        try:
+            return math.isclose(value, float(candidate), rel_tol=case.rtol, abs_tol=case.atol)
+        except (TypeError, ValueError):
+            return False
+    candidate = torch.as_tensor(candidate).detach().to("cpu", torch.float64)
+    if candidate.shape != value.shape:
+        return False
+    return bool(torch.allclose(value, candidate, rtol=case.rtol, atol=case.atol))
+
+
+def _shape_hint(got: torch.Tensor, case: Case) -> str:
+    for wrong, hint in case.mistakes:
+        try:
+            with torch.no_grad():
+                candidate = torch.as_tensor(wrong(*case.args, **case.kwargs))
+        except Exception:  # noqa: BLE001
+            continue
+        if tuple(candidate.shape) == tuple(got.shape):
+            return hint
+    if case.expected.ndim == 0:
+        return (
+            "The result must be a single number in a 0-dimensional tensor (shape ()): "
+            "reduce over every dimension, e.g. with .mean() or .sum() without dim=."
+        )
+    return f"The result must have shape {tuple(case.expected.shape)}. {case.hint}".strip()
+
+
+def _nan_hint(case: Case) -> str:
+    return (
+        "The result is NaN or infinite. Look for a division by zero (N - 1 with N = 1? "
+        "a sum of zeros?) or the square root or logarithm of zero. " + case.hint
+    ).strip()
+
+
+def _error_hint(error: Exception, hint: str) -> str:
+    if isinstance(error, RuntimeError) and "size" in str(error):
+        return "A shape mismatch: print the shapes of your intermediate tensors. " + hint
+    if isinstance(error, AttributeError | TypeError) and "numpy" in str(error):
+        return "Stay with torch tensors and torch functions. " + hint
+    return hint
+
+
+def _gradient_problem(got: torch.Tensor, args: tuple) -> tuple[str, str] | None:
+    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not got.requires_grad:
+        return (
+            "a result with no gradient (requires_grad=False)",
+            "The result is cut off from its inputs: avoid .item(), .numpy(), float(), "
+            ".detach() and torch.no_grad(); training backpropagates through this value.",
+        )
+    try:
+        grads = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+    except RuntimeError as error:
+        return f"backward() failed: {error}", "Use out-of-place operations (no `+=`, no `_()`)."
+    for grad in grads:
+        if grad is None:
+            return "no gradient for one input", "Every input must contribute to the result."
+        if not bool(torch.isfinite(grad).all()):
+            return (
+                "a NaN or infinite gradient",
+                "The derivative of sqrt(x) is infinite at x = 0: a dimension with zero "
+                "variance (collapse!) then breaks training. That is what eps is for: take "
+                "the square root of (variance + eps).",
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _clone(value, requires_grad: bool):
+    if isinstance(value, torch.Tensor):
+        out = value.detach().clone()
+        if requires_grad and out.is_floating_point():
+            out.requires_grad_(True)
+        return out
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple):
+        return tuple(_clone(v, requires_grad) for v in value)
+    if isinstance(value, list):
+        return [_clone(v, requires_grad) for v in value]
+    if isinstance(value, dict):
+        return {k: _clone(v, requires_grad) for k, v in value.items()}
+    return value
+
+
+def _modified_inputs(original: tuple, passed: tuple) -> str:
+    names = []
+    for i, (a, b) in enumerate(zip(original, passed, strict=True)):
+        if isinstance(a, torch.Tensor) and not torch.equal(a, b.detach()):
+            names.append(f"argument {i + 1}")
+    return " and ".join(names)
+
+
+def _where(error: Exception, fn: Callable) -> str:
+    """`` (line N of your function: <code>)`` for the deepest frame in the student's file."""
+    filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    first = fn.__code__.co_firstlineno
+    return f" (line {frame.lineno - first + 1} of `{fn.__name__}`: {frame.line})"
+
+
+def _describe_args(args: tuple, kwargs: dict) -> str:
+    parts = [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts)
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 12:
+            return f"{_round_list(value)} ({value.dtype})"
+        return f"tensor of shape {tuple(value.shape)} ({value.dtype})"
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} ({value.dtype})"
+    return repr(value)
+
+
+def _short(value) -> str:
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return f"to raise {value.__name__}"
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            return f"{value.item():.6g} (a 0-d tensor, {value.dtype})"
+        if value.numel() <= 12:
+            return f"{_round_list(value)} (shape {tuple(value.shape)}, {value.dtype})"
+        return f"a tensor of shape {tuple(value.shape)} ({value.dtype})"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _round_list(value: torch.Tensor):
+    values = value.detach().to("cpu", torch.float64).numpy().round(4)
+    return values.tolist()
