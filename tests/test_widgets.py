@@ -25,6 +25,9 @@ def panel(request, brain):
 
 def test_panel_is_built_and_draws_once(panel):
     assert isinstance(panel.widget, widgets.VBox)
+    assert "vicreg-augment-panel" in panel.widget._dom_classes  # for styling and browser tests
+    assert "vicreg-augment-new-sample" in panel.button._dom_classes
+    assert "vicreg-augment-views" in panel.image._dom_classes
     assert set(panel.sliders) == set(SLIDERS)
     assert all(not s.continuous_update for s in panel.sliders.values())
     assert panel.n_redraws == 1 and isinstance(panel.figure, Figure)

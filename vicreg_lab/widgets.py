@@ -56,7 +56,9 @@ class AugmentationPanel:
     image : ipywidgets.Image
         The PNG of the last figure.
     widget : ipywidgets.VBox
-        The whole panel (what a notebook displays).
+        The whole panel (what a notebook displays). CSS classes, for styling and
+        browser tests: ``vicreg-augment-panel`` (the panel), ``vicreg-augment-new-sample``
+        (the button), ``vicreg-augment-views`` (the image).
     params : AugmentParams
         The strengths set by the sliders.
     transform : SimCLRTransform or BatchedAugment
@@ -117,6 +119,9 @@ class AugmentationPanel:
         half = (len(boxes) + 1) // 2
         controls = widgets.HBox([widgets.VBox(boxes[:half]), widgets.VBox(boxes[half:])])
         self.widget = widgets.VBox([controls, self.button, self.image])
+        self.widget.add_class("vicreg-augment-panel")
+        self.button.add_class("vicreg-augment-new-sample")
+        self.image.add_class("vicreg-augment-views")
         self.redraw()
 
     def redraw(self) -> None:

@@ -9,8 +9,7 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 NOTEBOOK = "01_augmentations.ipynb"
-# The AugmentationPanel: the box holding the "New sample" button and the views' image.
-PANEL = '.widget-vbox:has(> .widget-button:has-text("New sample")):has(> .widget-image)'
+PANEL = ".vicreg-augment-panel"  # the CSS classes AugmentationPanel documents
 
 
 def test_augmentations_notebook_runs_and_its_panel_redraws(lab, notebook_copy):
@@ -24,7 +23,7 @@ def test_augmentations_notebook_runs_and_its_panel_redraws(lab, notebook_copy):
     panel.scroll_into_view_if_needed()
     panel.wait_for(state="visible")
     assert lab.widget_errors() == []
-    views = panel.locator(".widget-image").first
+    views = panel.locator(".vicreg-augment-views")
     picture = lab.wait_for_change(lambda: lab.image_digest(views), None, "the views")
     lab.screenshot("panel-before", panel)
 
@@ -37,7 +36,7 @@ def test_augmentations_notebook_runs_and_its_panel_redraws(lab, notebook_copy):
     )
     lab.screenshot("panel-after-crop", panel)
 
-    panel.locator(".widget-button", has_text="New sample").click()
+    panel.locator(".vicreg-augment-new-sample", has_text="New sample").click()
     lab.wait_for_change(lambda: lab.image_digest(views), picture, "the views after New sample")
     lab.screenshot("panel-after-new-sample", panel)
 
