@@ -174,6 +174,7 @@ def run_cases(
     max_points: float,
     concept: str,
     raise_on_fail: bool = True,
+    hidden: bool = False,
 ) -> CheckResult:
     """Run ``fn`` on every case and return the :class:`CheckResult`.
 
@@ -190,11 +191,16 @@ def run_cases(
         One sentence on what the function computes; shown when it is not implemented.
     raise_on_fail : bool, default=True
         Raise :class:`CheckFailed` (an ``AssertionError``) when a case fails.
+    hidden : bool, default=False
+        The cases are hidden tests: the report says so and they are worth 0 points
+        (the visible check of the same grade cell carries them).
 
     Returns
     -------
     CheckResult
     """
+    if hidden:
+        name, max_points = f"{name} (hidden cases)", 0
     result = CheckResult(name=name, max_points=max_points, n_cases=len(cases))
     if not callable(fn):
         result.failures.append(

@@ -166,10 +166,11 @@ def check_invariance(
     return run_cases(
         invariance_term,
         _invariance_cases(hidden),
-        name="invariance_term" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="invariance_term",
+        max_points=points,
         concept=_INV_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
@@ -270,10 +271,11 @@ def check_variance(
     return run_cases(
         variance_term,
         _variance_cases(hidden),
-        name="variance_term" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="variance_term",
+        max_points=points,
         concept=_VAR_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
@@ -346,10 +348,11 @@ def check_off_diagonal(
     return run_cases(
         off_diagonal,
         _off_diagonal_cases(hidden),
-        name="off_diagonal" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="off_diagonal",
+        max_points=points,
         concept=_OFF_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
@@ -465,10 +468,11 @@ def check_covariance(
     return run_cases(
         covariance_term,
         _covariance_cases(hidden),
-        name="covariance_term" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="covariance_term",
+        max_points=points,
         concept=_COV_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
@@ -573,10 +577,11 @@ def check_vicreg_total(
     return run_cases(
         vicreg_total,
         _total_cases(hidden),
-        name="vicreg_total" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="vicreg_total",
+        max_points=points,
         concept=_TOTAL_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 

@@ -187,10 +187,11 @@ def check_rankme(
     return run_cases(
         rankme,
         _rankme_cases(hidden),
-        name="rankme" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="rankme",
+        max_points=points,
         concept=_RANKME_HINT,
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
@@ -260,11 +261,12 @@ def check_diagnose(
     return run_cases(
         diagnose,
         cases,
-        name="diagnose" + (" (hidden cases)" if hidden else ""),
-        max_points=0 if hidden else points,
+        name="diagnose",
+        max_points=points,
         concept="return 'healthy', 'dimensional collapse' or 'complete collapse' for a batch "
         "of embeddings, from their per-dimension std and their RankMe.",
         raise_on_fail=raise_on_fail,
+        hidden=hidden,
     )
 
 
