@@ -7,6 +7,7 @@ Usage::
 
     python benchmarks/bench_notebooks.py --profile cpu              # all notebooks
     python benchmarks/bench_notebooks.py --profile cpu --cpus 0 03  # one, on one core
+    python benchmarks/bench_notebooks.py --folder assignments       # the assignments' sources
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
     parser.add_argument("--cpus", default=None, help="taskset CPU list, e.g. 0 (Binder: 1 CPU)")
+    parser.add_argument(
+        "--folder", default="notebooks", help="folder of the notebooks, relative to the root"
+    )
     parser.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 03 05")
     args = parser.parse_args(argv)
-    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    paths = sorted((ROOT / args.folder).glob("*.ipynb"))
+    if not paths:
+        parser.error(f"no notebooks in {ROOT / args.folder}")
     if args.only:
         paths = [p for p in paths if any(p.name.startswith(k) for k in args.only)]
     load = os.getloadavg()[0]
-    print(f"profile {args.profile}, cpus {args.cpus or 'all'}, load average {load:.1f}")
+    print(
+        f"{args.folder}: profile {args.profile}, cpus {args.cpus or 'all'}, load average {load:.1f}"
+    )
     print("| notebook | seconds | peak MiB | ok |\n|---|---|---|---|")
     failed = 0
     for path in paths:

@@ -89,6 +89,16 @@ def test_gm_modality_is_a_probability_map(cohort):
     assert torch.all(gm[:, :, :2] == 0)
 
 
+def test_tissue_maps_can_return_only_some_tissues(cohort, tissues):
+    # chunks of 16 subjects at 32^3 are filled in place: 20 subjects cross a chunk boundary
+    some = cohort.tissue_maps(range(20), tissues=("mask", "gm"))
+    assert list(some) == ["mask", "gm"]
+    assert torch.equal(some["gm"], tissues["gm"][:20])
+    assert torch.equal(some["mask"], tissues["mask"][:20])
+    with pytest.raises(ValueError, match=r"tissues must be some of .*'grey'"):
+        cohort.tissue_maps(range(2), tissues=("grey",))
+
+
 def test_same_seed_same_subjects_whatever_the_cohort_size():
     small = SyntheticCohort(10, shape=(24, 24, 24), seed=3)
     large = SyntheticCohort(200, shape=(24, 24, 24), seed=3, cache=False)
