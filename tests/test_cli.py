@@ -78,7 +78,12 @@ def test_train_on_a_missing_nifti_folder_exits_2(tmp_path, capsys):
 def test_demo_trains_and_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["demo", "--profile", "ci", "--out", str(out)]) == 0
-    assert str(out / "index.html") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out / "index.html") in printed
+    # the terminal gets the summary: facts, the probe table and its plain-language reading
+    assert "## Linear probes" in printed and "| VICReg |" in printed
+    assert "Age: a linear probe on the VICReg embedding reaches R^2" in printed
+    assert "Scanner site: balanced accuracy" in printed and "![" not in printed
     figures = ["cohort.png", "loss_terms.png", "collapse.png", "spectrum.png", "umap.png"]
     for name in ["index.html", "index.md", "probes.csv", "model.ckpt", *figures]:
         assert (out / name).stat().st_size > 0, name

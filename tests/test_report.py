@@ -1,8 +1,9 @@
 """The plain-language reading of a probe table says what the numbers say."""
 
 import pandas as pd
+import pytest
 
-from vicreg_lab.report import RAW, TRAINED, read_probes
+from vicreg_lab.report import RAW, TRAINED, read_probes, summary_text
 
 
 def _table(trained_r2, raw_r2):
@@ -27,3 +28,13 @@ def test_a_loss_is_reported_with_the_reason():
     text = " ".join(read_probes(_table(0.22, 0.44)))
     assert "it does not beat the best baseline (raw voxels 16^3, R^2 = 0.44)" in text
     assert "short CPU run does not converge VICReg" in text
+
+
+def test_summary_text_is_the_page_without_title_and_figures(tmp_path):
+    page = "# vicreg-lab training report\n\nfacts\n\n| a | b |\n\nreading\n![x.png](x.png)\n"
+    (tmp_path / "index.md").write_text(page)
+    expected = "facts\n\n| a | b |\n\nreading\n"
+    assert summary_text(tmp_path) == expected
+    assert summary_text(tmp_path / "index.html") == expected
+    with pytest.raises(FileNotFoundError, match=r"no report summary at .*index\.md"):
+        summary_text(tmp_path / "missing")

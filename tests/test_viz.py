@@ -129,3 +129,29 @@ def test_plot_factors_measures_every_subject_across_chunks():
             fraction_points.get_offsets()[:, 1], 100 * gm[chosen] / icv[chosen], rtol=1e-5
         )
     assert len(fig.axes[2].patches) == table["site"].nunique()  # one histogram per site
+
+
+def test_umap_panels_one_per_factor_quietly_and_reproducibly():
+    import warnings
+
+    import pandas as pd
+
+    from vicreg_lab.viz import plot_umap
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 40)
+    z = rng.normal(size=(80, 8)) + 6.0 * groups[:, None]  # two well-separated clusters
+    factors = pd.DataFrame({"age": rng.uniform(20, 80, 80), "site": groups})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. umap's n_jobs warning
+        fig = plot_umap(z, factors, columns=("age", "site"), seed=0)
+        again = plot_umap(z, factors, columns=("age", "site"), seed=0)
+    panels = [ax for ax in fig.axes if ax.collections and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["UMAP coloured by age", "UMAP coloured by site"]
+    xy = panels[0].collections[0].get_offsets()
+    np.testing.assert_allclose(xy, again.axes[0].collections[0].get_offsets())
+    centres = [np.asarray(xy)[groups == g].mean(0) for g in (0, 1)]
+    spread = np.asarray(xy)[groups == 0].std(0).max()
+    assert np.linalg.norm(centres[0] - centres[1]) > 2 * spread  # the clusters stay apart
+    with pytest.raises(ValueError, match="80 embeddings but 3 rows"):
+        plot_umap(z, factors.head(3))

@@ -141,8 +141,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     from vicreg_lab.profiles import get_profile
 
     report = run_demo(args.out, profile=get_profile(args.profile), seed=args.seed)
+    _print_summary(report)
     print(f"vicreg-lab demo: report written to {report}")
     return 0
+
+
+def _print_summary(report) -> None:
+    """The report's facts, probe table and plain-language reading, on the terminal."""
+    from vicreg_lab.report import summary_text
+
+    print(summary_text(report))
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -173,6 +181,7 @@ def _run_train(args: argparse.Namespace) -> int:
         dataset, args.out, profile=profile, seed=args.seed, resume=args.resume, **overrides
     )
     if report is not None:
+        _print_summary(report)
         print(f"vicreg-lab train: report written to {report}")
     return 0
 

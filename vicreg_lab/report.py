@@ -158,6 +158,31 @@ def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_fig
     return write_text(out / "index.html", _html(facts, pivot, reading, shown))
 
 
+def summary_text(report) -> str:
+    """The summary page as plain text for a terminal: facts, probe table, reading.
+
+    Parameters
+    ----------
+    report : str or Path
+        A report folder written by :func:`write_report`, or its ``index.html`` /
+        ``index.md``.
+
+    Returns
+    -------
+    str
+        ``index.md`` without the title and the figure lines.
+    """
+    folder = Path(report)
+    if folder.suffix in {".html", ".md"}:
+        folder = folder.parent
+    page = folder / "index.md"
+    if not page.is_file():
+        raise FileNotFoundError(f"no report summary at {page}: run write_report first")
+    lines = page.read_text().splitlines()
+    kept = [line for line in lines[1:] if not line.startswith("![")]
+    return "\n".join(kept).strip() + "\n"
+
+
 def _markdown(facts, pivot: pd.DataFrame, reading, figures) -> str:
     header = ["embedding"] + [f"{t} {m}" for t, m in pivot.columns]
     rows = [[name] + [f"{v:.3f}" for v in values] for name, values in pivot.iterrows()]

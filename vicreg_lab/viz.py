@@ -738,7 +738,8 @@ def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=
     X = np.asarray(embeddings, dtype=np.float32)
     if len(X) != len(factors):
         raise ValueError(f"{len(X)} embeddings but {len(factors)} rows of factors")
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed)
+    # a seeded UMAP runs on one thread anyway; saying so spares learners its warning
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed, n_jobs=1)
     xy = reducer.fit_transform(X)
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
     plt.close(fig)  # returned, so shown once in notebooks
