@@ -128,6 +128,26 @@ def _add_assignments(commands) -> None:
     )
     release.add_argument("--force", action="store_true", help="overwrite existing notebooks")
     release.set_defaults(func=_run_release)
+    grade = actions.add_parser(
+        "grade",
+        help="run every submission with the instructor's checks; write grades.csv",
+        description="Grade SUBMISSIONS/<student>/<notebook>.ipynb without nbgrader: put the "
+        "source's checks (hidden tests included) back, run each notebook, score each grade "
+        "cell, and write OUT/grades.csv and the executed notebooks (OUT/graded/).",
+    )
+    grade.add_argument("submissions", metavar="SUBMISSIONS", help="one folder per student")
+    grade.add_argument("--out", default="grading", help="output folder (default: grading)")
+    grade.add_argument("--source", default=None, help="source notebooks (default: assignments/)")
+    grade.add_argument(
+        "--profile",
+        choices=["ci", "cpu", "gpu"],
+        default=None,
+        help="VICREG_LAB_PROFILE of the kernels: the profile the students worked in",
+    )
+    grade.add_argument(
+        "--timeout", type=_positive_int, default=900, help="seconds per cell (default 900)"
+    )
+    grade.set_defaults(func=_run_grade)
 
 
 def _version() -> str:
@@ -186,19 +206,35 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_assignments() -> Path:
-    """assignments/ beside the package (a source checkout), else in the current folder."""
-    checkout = Path(__file__).resolve().parent.parent / "assignments"
-    return checkout if checkout.is_dir() else Path("assignments")
-
-
 def _run_release(args: argparse.Namespace) -> int:
-    from vicreg_lab.exercises.release import release
+    from vicreg_lab.exercises.release import default_source, release
 
-    source = Path(args.source) if args.source else _default_assignments()
+    source = Path(args.source) if args.source else default_source()
     written = release(source, args.out_dir, force=args.force)
     for path in written:
         print(f"vicreg-lab assignments release: wrote {path}")
+    return 0
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    from vicreg_lab.exercises.grade import grade, totals
+
+    def progress(line: str) -> None:
+        print(f"vicreg-lab assignments grade: {line}", flush=True)
+
+    table = grade(
+        args.submissions,
+        source=args.source,
+        out_dir=args.out,
+        profile=args.profile,
+        timeout=args.timeout,
+        progress=progress,
+    )
+    print(totals(table).to_string())
+    broken = table[table["status"] == "error"][["student", "notebook", "feedback"]]
+    for row in broken.drop_duplicates().itertuples(index=False):
+        print(f"vicreg-lab assignments grade: {row.student}/{row.notebook} {row.feedback}")
+    print(f"vicreg-lab assignments grade: wrote {Path(args.out) / 'grades.csv'}")
     return 0
 
 

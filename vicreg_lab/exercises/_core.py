@@ -199,9 +199,9 @@ def run_cases(
     -------
     CheckResult
     """
-    if hidden:
-        name, max_points = f"{name} (hidden cases)", 0
-    result = CheckResult(name=name, max_points=max_points, n_cases=len(cases))
+    label = f"{name} (hidden cases)" if hidden else name
+    max_points = 0 if hidden else max_points
+    result = CheckResult(name=label, max_points=max_points, n_cases=len(cases))
     if not callable(fn):
         result.failures.append(
             f"`{name}` should be a function, but it is a {type(fn).__name__} "

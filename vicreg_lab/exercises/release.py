@@ -92,6 +92,12 @@ def release_notebook(nb, name: str = "notebook"):
     return nb
 
 
+def default_source() -> Path:
+    """``assignments/`` beside the package (a source checkout), else in the current folder."""
+    checkout = Path(__file__).resolve().parents[2] / "assignments"
+    return checkout if checkout.is_dir() else Path("assignments")
+
+
 def release(source, out_dir, force: bool = False) -> list[Path]:
     """Write the student version of every source notebook into ``out_dir``.
 
