@@ -63,7 +63,9 @@ def graded(tmp_path_factory):
     (subs / "carol").mkdir()
     (subs / "carol" / NAME).write_text("{this is not a notebook")
     (subs / "bob" / "scratch.ipynb").write_text("{}")  # not an assignment: ignored
-    out = root / "grading"
+    out = subs / "grading"  # inside the submissions: its notebooks are not submissions
+    (out / "graded" / "old").mkdir(parents=True)
+    nbformat.write(SOURCE, out / "graded" / "old" / NAME)  # as left by an earlier run
     status = main(["assignments", "grade", str(subs), "--out", str(out), "--profile", "ci"])
     return status, out
 
@@ -73,7 +75,7 @@ def test_the_command_writes_grades_and_the_executed_notebooks(graded):
     assert status == 0
     table = pd.read_csv(out / "grades.csv")
     assert list(table.columns) == COLUMNS
-    assert sorted(table["student"].unique()) == ["alice", "bob", "carol", "eve"]
+    assert sorted(table["student"].unique()) == ["alice", "bob", "carol", "eve"]  # no "grading"
     assert set(table["notebook"]) == {NAME}  # scratch.ipynb was not graded
     for student in ("alice", "bob", "eve"):
         executed = nbformat.read(out / "graded" / student / NAME, as_version=4)

@@ -41,12 +41,11 @@ _SKIP_PARTS = {".ipynb_checkpoints"}
 
 def _grade_cells(nb) -> dict:
     """``grade_id`` -> cell for every grade cell (code or markdown) of a notebook."""
-    cells = {}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") and meta.get("grade_id"):
-            cells[meta["grade_id"]] = cell
-    return cells
+    return {
+        _grade_id(cell): cell
+        for cell in nb.cells
+        if _grade_id(cell) and cell.metadata["nbgrader"].get("grade")
+    }
 
 
 def _restore_checks(source, nb):
@@ -153,12 +152,19 @@ def grade_notebook(source, nb, profile: str = "ci", timeout: int = 900, cwd=None
     return rows, nb
 
 
-def _submissions(root: Path, names: set[str]) -> list[tuple[str, Path]]:
-    """(student, path) of every submitted notebook named like a source, sorted."""
+def _submissions(root: Path, names: set[str], exclude=None) -> list[tuple[str, Path]]:
+    """(student, path) of every submitted notebook named like a source, sorted.
+
+    Notebooks under ``exclude`` (the output folder, should it sit inside ``root``) and
+    in Jupyter's checkpoint folders are skipped.
+    """
+    exclude = Path(exclude).resolve() if exclude is not None else None
     found = []
     for path in sorted(root.rglob("*.ipynb")):
         relative = path.relative_to(root)
         if _SKIP_PARTS & set(relative.parts) or path.name not in names:
+            continue
+        if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
         if len(relative.parts) < 2:
             raise ValueError(
@@ -223,7 +229,7 @@ def grade(
         raise FileNotFoundError(f"assignment source {source} does not exist")
     sources = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
     sources = {path.name: nbformat.read(path, as_version=4) for path in sources}
-    found = _submissions(submissions, set(sources))
+    found = _submissions(submissions, set(sources), exclude=out_dir)
     if not found:
         raise FileNotFoundError(
             f"no submission under {submissions} is named like a source notebook "
