@@ -132,6 +132,8 @@ def test_checks_are_restored_in_place_and_deleted_ones_inserted_where_they_were(
 def test_bad_layouts_are_refused_before_anything_runs(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="submissions folder .* does not exist"):
         grade(tmp_path / "nope")
+    with pytest.raises(ValueError, match="unknown profile 'laptop'"):
+        grade(tmp_path, profile="laptop")
     (tmp_path / "notes.ipynb").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"no submission .* named like a source"):
         grade(tmp_path)

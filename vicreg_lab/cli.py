@@ -142,7 +142,8 @@ def _add_assignments(commands) -> None:
         "--profile",
         choices=["ci", "cpu", "gpu"],
         default=None,
-        help="VICREG_LAB_PROFILE of the kernels: the profile the students worked in",
+        help="VICREG_LAB_PROFILE of the kernels: the profile the students worked in "
+        "(default: VICREG_LAB_PROFILE, else cpu, or gpu with CUDA)",
     )
     grade.add_argument(
         "--timeout", type=_positive_int, default=900, help="seconds per cell (default 900)"

@@ -196,7 +196,9 @@ def grade(
     out_dir : str or Path, optional
         Where to write ``grades.csv`` and ``graded/<student>/<notebook>.ipynb``.
     profile : str, optional
-        ``VICREG_LAB_PROFILE`` for the kernels (default: the environment's, else "ci").
+        ``VICREG_LAB_PROFILE`` for the kernels: grade in the profile the students worked
+        in. Default: as :func:`vicreg_lab.get_profile` chooses it here (the environment
+        variable, else "gpu" with CUDA and "cpu" without), as a student's kernel would.
     timeout : int, default=900
         Seconds a cell may run.
     progress : callable, optional
@@ -217,12 +219,13 @@ def grade(
     import nbformat
 
     from vicreg_lab._io import atomic_path, write_text
+    from vicreg_lab.profiles import get_profile
 
     from .release import default_source
 
     submissions = Path(submissions)
     source = Path(source) if source is not None else default_source()
-    profile = profile or os.environ.get("VICREG_LAB_PROFILE") or "ci"
+    profile = get_profile(profile).name  # checks the name; None: as the students' default
     if not submissions.is_dir():
         raise FileNotFoundError(f"submissions folder {submissions} does not exist")
     if not source.exists():
