@@ -298,11 +298,12 @@ def test_experiment_sizes_follow_the_profile():
     assert aug.experiment_sizes("ci").n_subjects < aug.experiment_sizes("cpu").n_subjects
 
 
-def test_one_thread_is_restored():
+def test_the_experiment_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    seen = []
+    monkeypatch.setattr(aug, "_experiment", lambda *args: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
-    with aug._one_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    aug.augmentation_experiment({}, profile="ci")
+    assert seen == [1] and torch.get_num_threads() == before
 
 
 # ----------------------------------------------------------------------------- release

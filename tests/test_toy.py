@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from vicreg_lab.diagnostics import collapse_report
-from vicreg_lab.toy import make_toy_data, plot_toy_run, principal_axes, train_toy
+from vicreg_lab.toy import make_toy_data, plot_toy_run, principal_axes, torch_threads, train_toy
 
 
 def test_toy_data_is_seeded():
@@ -85,3 +86,22 @@ def test_collapsed_embeddings_stay_a_dot_in_the_scatter():
     emb_ax = plot_toy_run(collapsed).axes[1]
     assert emb_ax.get_xlim() == pytest.approx((-3.0, 3.0))  # fixed axes, no zooming in
     assert np.abs(emb_ax.collections[0].get_offsets()).max() < 0.5
+
+
+def test_torch_threads_sets_and_always_restores_the_thread_count():
+    outer = torch.get_num_threads()
+    with torch_threads(2):  # a known starting point, even under OMP_NUM_THREADS=1
+        _restores_to(2)
+    assert torch.get_num_threads() == outer
+
+
+def _restores_to(before):
+    assert torch.get_num_threads() == before
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None: leave it as it is
+        assert torch.get_num_threads() == before

@@ -123,7 +123,7 @@ def train_toy(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         x, labels = make_toy_data(n=n, in_dim=in_dim, seed=seed)
         torch.manual_seed(seed)
         model = toy_encoder(in_dim, embed_dim)
@@ -163,7 +163,7 @@ def train_toy(
 
 
 @contextmanager
-def _torch_threads(num_threads: int | None):
+def torch_threads(num_threads: int | None):
     """Run the block with ``num_threads`` torch threads, then restore the previous number."""
     previous = torch.get_num_threads()
     if num_threads is not None:

@@ -30,7 +30,6 @@ for most of it to go.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from vicreg_lab.losses import vicreg_loss
+from vicreg_lab.toy import torch_threads
 
 from ._core import CheckResult, finish, quiet
 
@@ -201,24 +201,10 @@ def augmentation_experiment(augment_params=None, profile=None, seed: int = 0) ->
 
     params = _as_params(augment_params, AugmentParams)
     sizes = experiment_sizes(profile)
-    with _one_thread():
+    # Small matrices (a few hundred rows) multiplied a thousand times: threads cost more than
+    # they bring, and on a busy machine (a shared CI runner) they made it five times slower.
+    with torch_threads(1):
         return _experiment(params, sizes, seed)
-
-
-@contextmanager
-def _one_thread():
-    """Run torch on one thread, then restore the setting.
-
-    The experiment multiplies small matrices (a few hundred rows) a thousand times:
-    threads cost more than they bring, and on a busy machine (a shared CI runner) they
-    made it five times slower than one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _experiment(params, sizes: ExperimentSizes, seed: int) -> ExperimentResult:
