@@ -105,6 +105,17 @@ def test_variance_off_lowers_the_expander_std(sweep):
         assert table.loc[name, "verdict"] == run_verdict(run.rep_report, run.exp_report)
         if table.loc[name, "exp_std"] < 0.1:
             assert table.loc[name, "verdict"] == "complete collapse"
+        assert (run.rep_report.scale, run.exp_report.scale) == ("free", "target_std=1")
+
+
+def test_run_verdict_reads_the_expander_against_its_target():
+    rng = np.random.default_rng(0)
+    rep = collapse_report(rng.normal(size=(64, 16)))
+    shrunk = 0.013 * rng.normal(size=(64, 16))  # an invariance-only expander
+    assert run_verdict(rep, collapse_report(shrunk, target_std=1.0)) == "complete collapse"
+    assert run_verdict(rep, collapse_report(100 * shrunk, target_std=1.0)) == "healthy"
+    with pytest.raises(ValueError, match="target_std=1.0"):
+        run_verdict(rep, collapse_report(shrunk))  # scale-free, it would read healthy
 
 
 def test_second_call_loads_the_cache_without_training(sweep, cohort, settings, cache):
@@ -173,7 +184,8 @@ def test_evaluate_model_measures_any_fitted_model(cohort, sweep):
     np.testing.assert_allclose(as_is.representation, stored)
     assert as_is.kind == "checkpoint" and as_is.n_steps == 4
     assert [r["step"] for r in as_is.dynamics] == [2, 4]  # from the model's own history
-    assert as_is.exp_report == collapse_report(as_is.expander)
+    assert as_is.exp_report == collapse_report(as_is.expander, target_std=1.0)
+    assert as_is.rep_report == collapse_report(as_is.representation)  # scale-free
     run = evaluate_model(model, cohort, "checkpoint-like")  # BatchNorm re-estimated on a copy
     assert not np.allclose(run.representation, stored)
     np.testing.assert_array_equal(model.transform(cohort), stored)  # the model is untouched

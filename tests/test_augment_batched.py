@@ -46,14 +46,24 @@ def test_full_crop_without_flip_is_identity(brain):
 
 
 def test_forced_flip_matches_torch_flip(brain):
-    views, geometry = BatchedAugment(32, crop_scale=(1, 1), flip_prob=1, **OFF)(brain[None])
+    augment = BatchedAugment(32, crop_scale=(1, 1), flip_prob=1, flip_axes=(0, 1, 2), **OFF)
+    views, geometry = augment(brain[None])
     torch.testing.assert_close(views[0], _rescaled(brain).flip(1, 2, 3), atol=1e-5, rtol=0)
     expected = torch.tensor([[-1.0, 0, 0, 31], [0, -1, 0, 31], [0, 0, -1, 31]])
     torch.testing.assert_close(geometry[0], expected)
 
 
+def test_default_flips_are_left_right_only(brain):
+    views, geometry = BatchedAugment(32, crop_scale=(1, 1), flip_prob=1, **OFF)(brain[None])
+    torch.testing.assert_close(views[0], _rescaled(brain).flip(1), atol=1e-5, rtol=0)
+    assert torch.linalg.diagonal(geometry[0, :, :3]).tolist() == [-1.0, 1.0, 1.0]
+    never = BatchedAugment(16, flip_prob=1, flip_axes=(), **OFF, seed=0)
+    _, geometry = never(brain[None].expand(20, -1, -1, -1, -1))
+    assert (torch.linalg.diagonal(geometry[:, :, :3]) > 0).all()
+
+
 def test_flip_rate_follows_flip_prob(brain):
-    _, geometry = BatchedAugment(16, flip_prob=0.3, **OFF, seed=1)(
+    _, geometry = BatchedAugment(16, flip_prob=0.3, flip_axes=(0, 1, 2), **OFF, seed=1)(
         brain[None].expand(400, -1, -1, -1, -1)
     )
     flipped = torch.linalg.diagonal(geometry[:, :, :3]) < 0  # (400, 3)

@@ -64,7 +64,11 @@ def test_full_crop_without_other_ops_only_rescales(brain):
     expected = (brain - brain.min()) / (brain.max() - brain.min())
     torch.testing.assert_close(view, expected, atol=1e-6, rtol=0)
     flipped = SimCLRTransform(32, crop_scale=(1, 1), flip_prob=1, **OFF)(brain)
-    torch.testing.assert_close(flipped, expected.flip(1, 2, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(flipped, expected.flip(1), atol=1e-6, rtol=0)  # left-right only
+    every = SimCLRTransform(32, crop_scale=(1, 1), flip_prob=1, flip_axes=(0, 1, 2), **OFF)
+    torch.testing.assert_close(every(brain), expected.flip(1, 2, 3), atol=1e-6, rtol=0)
+    never = SimCLRTransform(32, crop_scale=(1, 1), flip_prob=1, flip_axes=(), **OFF)
+    torch.testing.assert_close(never(brain), expected, atol=1e-6, rtol=0)
 
 
 def test_resized_crop_takes_the_requested_volume_fraction():
@@ -97,6 +101,8 @@ def test_each_strength_knob_changes_the_view(brain):
             kwargs[probability[knob]] = 1.0
         if knob == "bias_field":
             kwargs["gamma"] = (0.0, 0.0)
+        if knob == "flip_prob":  # a brain is nearly left-right symmetric: flip front-back
+            kwargs["flip_axes"] = (1,)
         view = SimCLRTransform(**kwargs)(brain)
         assert (view - reference).abs().mean() > 1e-3, knob
 
@@ -127,6 +133,11 @@ def test_setting_params_rebuilds_the_pipeline():
     blur = [t for t in transform.pipeline.transforms if isinstance(t, tio.RandomBlur)]
     assert len(affine) == 1 and affine[0].degrees == (-15, 15, -15, 15, -15, 15)
     assert blur[0].std_ranges == (0, 2, 0, 2, 0, 2)
+    with pytest.raises(ValueError, match="flip_axes must be distinct spatial axes"):
+        AugmentParams(flip_axes=(0, 3))
+    with pytest.raises(ValueError, match="flip_axes"):
+        AugmentParams(flip_axes=(1, 1))
+    assert AugmentParams(flip_axes=[2, 0]).flip_axes == (0, 2)
     with pytest.raises(TypeError, match="AugmentParams"):
         transform.params = {"blur_sigma": 2}
 

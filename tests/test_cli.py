@@ -91,9 +91,21 @@ def test_demo_trains_and_writes_the_report(tmp_path, capsys):
     assert all(name in page for name in figures)
     probes = pd.read_csv(out / "probes.csv")
     expected = {"VICReg", "random init (eval BN)", "random init (recalibrated BN)"}
-    assert expected | {"raw voxels 16^3"} == set(probes["embedding"])
+    expected |= {"raw voxels 16^3", "intensity histogram (16 bins)"}
+    assert expected == set(probes["embedding"])
     assert {"age", "site", "sex"} == set(probes["target"])
+    # probed on held-out subjects of the same scanners, with the per-latent table
+    assert "held-out subjects the model never saw" in printed
+    latents = pd.read_csv(out / "latents.csv", index_col=0)
+    assert {"lesion_load", "ventricle_size", "mean"} <= set(latents.index)
+    assert set(latents.columns) == expected
+    assert "## Anatomical latents" in printed and "Anatomy: over" in printed
     history = json.loads((out / "history.json").read_text())
     assert history and "collapse" in history[-1]
+    # the history and the summary say which form each verdict used
+    assert history[-1]["collapse"]["scale"] == "free"
+    assert history[-1]["collapse_expander"]["scale"] == "target_std=1"
+    assert "representation: " in printed and "(scale-free; RankMe" in printed
+    assert "of the expander output: " in printed and "(target std 1; mean std" in printed
     assert (out / "checkpoints" / "last.ckpt").exists()
     assert not list(out.glob(".*.tmp*")), "temporary files left behind"

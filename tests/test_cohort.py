@@ -61,7 +61,7 @@ def test_males_have_larger_brains(cohort, tissues):
     sex = cohort.participants.sex.to_numpy()
     test = stats.ttest_ind(brain[sex == "M"], brain[sex == "F"], alternative="greater")
     assert test.pvalue < 1e-6
-    assert 1.1 < brain[sex == "M"].mean() / brain[sex == "F"].mean() < 1.35
+    assert 1.05 < brain[sex == "M"].mean() / brain[sex == "F"].mean() < 1.15  # about 9 %
 
 
 def test_site_is_readable_from_the_head(cohort, tissues, t1):
@@ -77,7 +77,7 @@ def test_background_is_noise_of_the_sites_level(cohort, t1):
     background = np.concatenate([t1[:, 0, :3], t1[:, 0, -3:]], axis=1).reshape(N, -1)
     assert (background > 0).mean() > 0.99, "background must not be clamped to zero"
     # Rician noise on zero signal is Rayleigh: mean = sigma * sqrt(pi / 2), nothing more.
-    expected = cohort.latents["noise"].to_numpy() * np.sqrt(np.pi / 2)
+    expected = cohort.latents["scanner_noise"].to_numpy() * np.sqrt(np.pi / 2)
     np.testing.assert_allclose(background.mean(1), expected, rtol=0.06)
 
 
@@ -157,7 +157,8 @@ def test_bad_arguments_are_named():
 
 def test_without_site_every_scanner_is_the_same():
     cohort = SyntheticCohort(12, shape=(16, 16, 16), effects=Effects.without_site())
-    scanner = cohort.latents[["scale", "gamma", "bias", "noise", "blur"]]
+    scanner = cohort.latents[[c for c in cohort.latents if c.startswith("scanner_")]]
+    assert len(scanner.columns) == 6
     assert (scanner.nunique() == 1).all()
     assert cohort.participants.site.nunique() > 1  # the labels remain
 
@@ -206,3 +207,98 @@ def test_figures_come_back():
         plot_cohort_grid(cohort, by="sex")
     with pytest.raises(ValueError, match="affine must be 4x4"):
         plot_subject(cohort[0]["image"], np.eye(3))
+
+
+def test_each_parcel_loses_its_own_grey_matter(cohort, tissues):
+    """A parcel's grey matter follows its own latent, beyond what age explains."""
+    from vicreg_lab.data._templates import parcel_labels
+
+    info = mni_templates()
+    age = cohort.participants.age.to_numpy()
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), -1)
+    world = ijk @ cohort.affine[:3, :3].T + cohort.affine[:3, 3]
+    to_voxel = np.linalg.inv(info["affine"])
+    voxel = np.rint(world @ to_voxel[:3, :3].T + to_voxel[:3, 3]).astype(int)
+    voxel = np.clip(voxel, 0, np.array(info["parcels"].shape) - 1)
+    labels = info["parcels"].numpy()[voxel[..., 0], voxel[..., 1], voxel[..., 2]]
+    partial = []
+    for k, name in enumerate(parcel_labels()):
+        gm = (tissues["gm"][:, 0].numpy() * (labels == k)).sum((1, 2, 3))
+        latent = cohort.latents[f"gm_loss_{name}"].to_numpy()
+        # residuals after age: the subject's own loss in that parcel
+        res_gm = gm - np.polyval(np.polyfit(age, gm, 1), age)
+        res_latent = latent - np.polyval(np.polyfit(age, latent, 1), age)
+        partial.append(stats.pearsonr(res_gm, res_latent).statistic)
+    assert max(partial) < 0 and np.median(partial) < -0.1, partial  # more loss, less GM
+    weights = cohort.latents[[f"gm_loss_{n}" for n in parcel_labels()]].corrwith(
+        cohort.participants.age
+    )
+    assert weights.max() - weights.min() > 0.2  # ageing hits parcels unequally
+
+
+def test_latents_hold_independent_anatomical_factors(cohort):
+    latents = cohort.latents
+    assert set(SyntheticCohort.anatomical_latents()) <= set(latents.columns)
+    age = cohort.participants.age
+    assert abs(stats.pearsonr(latents.ventricle_asymmetry, age).statistic) < 0.3
+    assert 0.3 < stats.pearsonr(latents.ventricle_size, age).statistic < 0.9
+    assert stats.spearmanr(latents.lesion_count, age).statistic > 0.4
+    young, old = age < 40, age > 70
+    assert latents.lesion_load[old].mean() > 3 * latents.lesion_load[young].mean()
+
+
+def test_lesions_darken_white_matter():
+    base = SyntheticCohort(6, shape=(32, 32, 32), seed=0, effects={"site_noise": (0.0, 0.0)})
+    none = SyntheticCohort(
+        6, shape=(32, 32, 32), seed=0, effects={"site_noise": (0.0, 0.0), "lesion_rate": (0, 0)}
+    )
+    diff = (none.generate(range(6)) - base.generate(range(6))).sum((1, 2, 3, 4)).numpy()
+    count = base.latents.lesion_count.to_numpy()
+    assert np.all(diff[count == 0] == 0)
+    assert np.all(diff[count > 0] > 0)  # lesions only ever darken
+
+
+def test_ventricles_are_asymmetric_as_drawn():
+    shape = (48, 48, 48)
+    drawn = SyntheticCohort(4, shape=shape, seed=0)
+    symmetric = SyntheticCohort(4, shape=shape, seed=0, effects={"ventricle_asymmetry": 0.0})
+    assert (symmetric.latents.ventricle_asymmetry == 0).all()
+    x = drawn.affine[0, 0] * np.arange(48) + drawn.affine[0, 3]  # MNI x of axis 0
+
+    def right_minus_left(cohort):
+        csf = cohort.tissue_maps(range(4), tissues=("csf",))["csf"][:, 0, :, 12:36, 16:32]
+        csf = csf.numpy()
+        return csf[:, x > 0].sum((1, 2, 3)) - csf[:, x < 0].sum((1, 2, 3))
+
+    change = right_minus_left(drawn) - right_minus_left(symmetric)
+    asymmetry = drawn.latents.ventricle_asymmetry.to_numpy()  # right minus left shift
+    big = np.abs(asymmetry) > 0.3
+    assert big.any() and np.all(np.sign(change[big]) == np.sign(asymmetry[big]))
+
+
+def test_held_out_subjects_are_new_people_on_the_same_scanners():
+    train = SyntheticCohort(8, shape=(16, 16, 16), seed=4)
+    test = train.held_out(4)
+    everyone = SyntheticCohort(12, shape=(16, 16, 16), seed=4)
+    assert test.sites.equals(train.sites)
+    assert test.participants.participant_id.tolist() == [f"sub-{i:04d}" for i in range(8, 12)]
+    assert test.participants.equals(everyone.participants.iloc[8:].reset_index(drop=True))
+    assert torch.equal(test.generate([1]), everyone.generate([9]))
+
+
+def test_site_age_confound_moves_ages_by_site():
+    free = SyntheticCohort(200, shape=(16, 16, 16), seed=0)
+    confounded = SyntheticCohort(200, shape=(16, 16, 16), seed=0, site_age_confound=1.0)
+    assert confounded.participants.site.equals(free.participants.site)
+    mean_age = confounded.participants.groupby("site").age.mean()
+    assert mean_age.is_monotonic_increasing and mean_age.iloc[-1] - mean_age.iloc[0] > 30
+    spread = free.participants.groupby("site").age.mean()
+    assert spread.max() - spread.min() < 15
+    with pytest.raises(ValueError, match="site_age_confound"):
+        SyntheticCohort(2, site_age_confound=1.5)
+
+
+def test_parcel_centres_come_from_kmeans_of_grey_matter():
+    from vicreg_lab.data._templates import PARCEL_CENTRES_MM, derive_parcel_centres
+
+    np.testing.assert_allclose(derive_parcel_centres(), PARCEL_CENTRES_MM, atol=1.0)

@@ -67,19 +67,88 @@ def test_isotropic_gaussian_is_healthy_with_rankme_near_d():
 
 def test_many_dead_dimensions_are_a_dimensional_collapse():
     z = _isotropic(1000, 16)
-    z[:, :12] = 1.0  # 12 of 16 dimensions constant
+    z[:, :12] = 1.0  # 12 of 16 dimensions constant (the median std is 0: not the reference)
     report = collapse_report(z)
     assert report.dead_fraction == 0.75
     assert report.verdict == "dimensional collapse"
 
 
-def test_shrunk_around_the_origin_is_a_complete_collapse():
-    # directions stay random (normalised std healthy), but the spread is tiny next to gamma = 1
-    z = 0.05 * _isotropic(1000, 16)
+def test_shrunk_around_the_origin_is_a_complete_collapse_only_against_a_target():
+    # an invariance-only expander: std 0.013, yet its directions stay diverse
+    z = 0.013 * _isotropic(1000, 16)
+    free, target = collapse_report(z), collapse_report(z, target_std=1.0)
+    assert free.normalized_std * 4 == pytest.approx(1.0, rel=0.05)
+    assert free.verdict == "healthy"  # no scale-free rule can see it
+    assert target.verdict == "complete collapse"  # mean std < 0.1 * target_std
+    assert (free.scale, target.scale) == ("free", "target_std=1")
+    assert (free.target_std, target.target_std) == (None, 1.0)
+    # the line moves with the target and with the fraction
+    assert collapse_report(z, target_std=0.1).verdict == "healthy"
+    assert collapse_report(z, target_std=1.0, complete_std_fraction=0.01).verdict == "healthy"
+    assert collapse_report(z, target_std=0.1).scale == "target_std=0.1"
+
+
+@pytest.mark.parametrize(
+    "z",
+    [
+        _isotropic(600, 16),
+        _rank_k(600, 16, 2),
+        np.hstack([_isotropic(600, 6), np.zeros((600, 10))]),  # 10 of 16 dimensions dead
+        3.0 + 1e-6 * _isotropic(600, 16),
+    ],
+    ids=["healthy", "rank 2", "dead dimensions", "one point"],
+)
+def test_scale_free_verdict_does_not_change_with_scale(z):
+    reference = collapse_report(z)
+    for factor in (0.5, 1e-3, 1e3):
+        scaled = collapse_report(factor * z)
+        assert scaled.verdict == reference.verdict, factor
+        assert scaled.dead_fraction == reference.dead_fraction
+        assert scaled.normalized_std == pytest.approx(reference.normalized_std, rel=1e-9)
+        assert scaled.mean_std == pytest.approx(factor * reference.mean_std, rel=1e-9)
+
+
+def test_dead_dimensions_are_judged_relative_to_the_scale():
+    z = 1e-4 * _isotropic(1000, 16)  # every std near 1e-4: small, not dead
+    assert collapse_report(z).dead_fraction == 0.0
+    z[:, :10] *= 1e-4  # 10 of 16 dimensions 10^4 times below the others
     report = collapse_report(z)
-    assert report.normalized_std * 4 == pytest.approx(1.0, rel=0.05)
-    assert report.verdict == "complete collapse"
-    assert collapse_report(z, complete_std=0.01).verdict == "healthy"
+    assert report.dead_fraction == 10 / 16
+    assert report.verdict == "dimensional collapse"
+    assert collapse_report(1e8 * z).dead_fraction == 10 / 16
+    # against a target, dead means 1000 times below the target std
+    assert collapse_report(1e3 * z, target_std=1.0).dead_fraction == 10 / 16
+    assert collapse_report(z, target_std=1.0).dead_fraction == 1.0
+
+
+def test_a_random_small_cnn_is_never_a_complete_collapse():
+    from vicreg_lab import SyntheticCohort
+    from vicreg_lab.models import build_encoder
+
+    n = 48
+    cohort = SyntheticCohort(n_subjects=n, shape=(32, 32, 32), seed=0)
+    brains = torch.stack([torch.as_tensor(cohort[i]["image"]) for i in range(n)]).float()
+    noise = torch.randn(n, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name, volumes in (("brains", brains.reshape(n, 1, 32, 32, 32)), ("noise", noise)):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            encoder = build_encoder("small_cnn").eval()  # BatchNorm's initial statistics
+            with torch.no_grad():
+                z = encoder(volumes)
+            report = collapse_report(z)
+            assert report.mean_std < 0.1, (name, seed)  # an absolute rule would call collapse
+            assert report.verdict != "complete collapse", (name, seed, report)
+            assert collapse_report(0.5 * z).verdict == report.verdict
+
+
+def test_target_std_must_be_positive():
+    z = _isotropic(100, 4)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="target_std must be a positive number"):
+            collapse_report(z, target_std=bad)
+    assert diag.target_std_of("free") is None
+    with pytest.raises(ValueError, match="scale must be"):
+        diag.target_std_of("gamma=1")
 
 
 def test_thresholds_are_parameters():
@@ -104,6 +173,7 @@ def test_report_reads_as_attributes_keys_and_dict():
         "rankme_fraction",
         "dead_fraction",
         "mean_abs_correlation",
+        "scale",
         "verdict",
     }
     assert report["verdict"] == report.verdict == as_dict["verdict"]
@@ -287,9 +357,15 @@ def test_plot_collapse_reports():
     assert [len(ax.patches) for ax in fig.axes[:3]] == [3, 3, 3]
     texts = [t.get_text() for t in fig.axes[3].texts]
     assert texts == [
-        "healthy: healthy",
-        "rank 2: dimensional collapse",
-        "constant: complete collapse",
+        "healthy: healthy (scale-free)",
+        "rank 2: dimensional collapse (scale-free)",
+        "constant: complete collapse (scale-free)",
     ]
+    assert len(fig.axes[0].lines) == 0  # no absolute threshold for scale-free reports
+    expander = {"expander": collapse_report(0.05 * _isotropic(300, 16), target_std=2.0)}
+    fig = viz.plot_collapse_reports({**reports, **expander})
+    assert fig.axes[3].texts[-1].get_text() == "expander: complete collapse (target_std=2)"
+    (line,) = fig.axes[0].lines
+    assert line.get_ydata()[0] == pytest.approx(0.2)  # 0.1 x the target
     with pytest.raises(ValueError, match="lacks"):
         viz.plot_collapse_reports({"partial": {"rankme": 3.0}})

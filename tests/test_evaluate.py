@@ -268,3 +268,92 @@ def test_bad_encode_inputs_are_rejected(untrained):
         encode(encoder, [{"t1": volumes}])
     with pytest.raises(ValueError, match=r"must return \(B, F\)"):
         encode(nn.Conv3d(1, 2, 3), volumes)
+
+
+# ---------------------------------------------------------------- baselines (issue 14)
+
+
+def test_random_init_like_keeps_the_architecture_and_draws_new_weights():
+    from vicreg_lab.evaluate import random_init_like
+
+    trained = build_encoder("small_cnn", widths=(4, 8, 8, 24))
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)  # "training"
+    fresh = random_init_like(trained, seed=3)
+    assert fresh is not trained and fresh.representation_size == 24
+
+    def pairs(a, b):
+        return zip(a.parameters(), b.parameters(), strict=True)
+
+    shapes = [p.shape for p in fresh.parameters()]
+    assert shapes == [p.shape for p in trained.parameters()]
+    assert not any(torch.equal(a, b) for a, b in pairs(fresh, trained))
+    again = random_init_like(trained, seed=3)
+    assert all(torch.equal(a, b) for a, b in pairs(fresh, again))
+    # the constructor's initialisation (Kaiming fan-out convolutions, unit BatchNorm)
+    built = build_encoder("small_cnn", widths=(4, 8, 8, 24))
+    for a, b in pairs(fresh, built):
+        assert float(a.std(correction=0)) == pytest.approx(
+            float(b.std(correction=0)), rel=0.3, abs=1e-6
+        )
+
+
+def test_random_init_like_reinitialises_a_user_module():
+    from vicreg_lab.evaluate import random_init_like
+
+    net = nn.Sequential(
+        nn.Conv3d(1, 4, 3), nn.BatchNorm3d(4), nn.AdaptiveAvgPool3d(1), nn.Flatten()
+    )
+    with torch.no_grad():
+        net[0].weight.fill_(5.0)
+        net[1].running_mean.fill_(3.0)
+    fresh = random_init_like(net, seed=0)
+    assert net[0].weight.eq(5.0).all(), "the original is untouched"
+    assert fresh[0].weight.abs().max() < 1.0 and fresh[1].running_mean.eq(0).all()
+
+
+def test_histogram_features_see_the_scanner_not_the_anatomy():
+    from vicreg_lab.evaluate import intensity_histogram_features
+
+    x = torch.rand(6, 1, 8, 8, 8)
+    h = intensity_histogram_features(x, bins=16)
+    assert h.shape == (6, 16) and np.allclose(h.sum(1), 1.0)
+    shuffled = x.flatten(2)[:, :, torch.randperm(512)].view_as(x)  # anatomy scrambled
+    np.testing.assert_allclose(intensity_histogram_features(shuffled, bins=16), h)
+    brighter = torch.cat([x[:3], 2 * x[3:]])
+    assert not np.allclose(intensity_histogram_features(brighter)[3:], h[3:])
+
+
+def test_embeddings_with_baselines_use_the_trained_architecture():
+    from vicreg_lab import VICReg, embeddings_with_baselines
+    from vicreg_lab.data import SyntheticCohort
+    from vicreg_lab.evaluate import HISTOGRAM, RANDOM_EVAL, RAW, TRAINED
+
+    cohort = SyntheticCohort(16, shape=(16, 16, 16), seed=0)
+    model = VICReg(
+        expander="32-32",
+        batch_size=8,
+        max_epochs=1,
+        progress=False,
+        encoder_kwargs={"widths": (4, 8, 8, 12)},
+    ).fit(cohort)
+    out = embeddings_with_baselines(model, cohort)
+    assert list(out)[:2] == [TRAINED, RANDOM_EVAL] and HISTOGRAM in out and RAW in out
+    assert out[TRAINED].shape == out[RANDOM_EVAL].shape == (16, 12)  # encoder_kwargs kept
+    assert not np.allclose(out[TRAINED], out[RANDOM_EVAL])
+
+
+def test_latent_table_reads_each_latent():
+    from vicreg_lab.evaluate import latent_table
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 4))
+    latents = pd.DataFrame({"a": X[:, 0], "b": X[:, 1] + X[:, 2], "noise": rng.normal(size=80)})
+    table = latent_table({"X": X, "first": X[:, :1]}, latents)
+    assert list(table.index) == ["a", "b", "noise", "mean"]
+    assert table.loc["b", "X"] > 0.9 and table.loc["b", "first"] < 0.2
+    assert table.loc["noise", "X"] < 0.2
+    assert table.loc["mean", "X"] == pytest.approx(table.loc[["a", "b", "noise"], "X"].mean())
+    with pytest.raises(ValueError, match="no column"):
+        latent_table({"X": X}, latents, columns=["c"])

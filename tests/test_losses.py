@@ -112,14 +112,74 @@ def test_auto_form_never_builds_the_more_expensive_matrix(monkeypatch, shape, fo
     assert torch.isfinite(out["loss"])
 
 
-def test_both_helpers_agree_on_random_centred_embeddings():
-    z = torch.randn(20, 30, dtype=torch.float64)
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", [(20, 30), (30, 20), (128, 2048)], ids=["N<D", "N>D", "4M"])
+def test_both_helpers_equal_the_plain_dxd_formula_on_random_embeddings(shape, dtype, rtol):
+    # 4M: 2048^2 squares to add up; a float32 BLAS dot product of C with itself is off
+    # by ~6e-5 there
+    z = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     z = z - z.mean(dim=0)
-    var = z.pow(2).sum(dim=0) / 19
-    cov = z.T @ z / 19
-    expected = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()).item()
-    assert losses._offdiag_sq_sum_gram(z, var).item() == pytest.approx(expected, rel=1e-12)
-    assert losses._offdiag_sq_sum_dxd(z, var).item() == pytest.approx(expected, rel=1e-12)
+    cov = z.T @ z / (shape[0] - 1)
+    expected = (cov - torch.diag(cov.diagonal())).pow(2).sum().item()  # float64, masked
+    for helper in (losses._offdiag_sq_sum_gram, losses._offdiag_sq_sum_dxd):
+        got = helper(z.to(dtype))
+        assert got.dtype == dtype
+        assert got.item() == pytest.approx(expected, rel=rtol), helper.__name__
+
+
+@pytest.mark.parametrize("block", [7, 1024])
+def test_gram_form_value_and_gradient_by_column_blocks(monkeypatch, block):
+    # the Gram form goes through float64 by blocks of columns, its gradient by hand
+    monkeypatch.setattr(losses, "_BLOCK", block)
+    z = torch.randn(6, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    z = (z - z.mean(dim=0)).requires_grad_(True)
+    value = losses._offdiag_sq_sum_gram(z)
+    (grad,) = torch.autograd.grad(value, z)
+    reference = z.detach().clone().requires_grad_(True)
+    expected = losses._offdiag_sq_sum_dxd(reference)
+    (expected_grad,) = torch.autograd.grad(expected, reference)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def _decorrelated(n, d, seed=0):
+    """float32 (n, d), n >= d, centred columns, orthogonal to float64 precision: C = I."""
+    a = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    q, _ = torch.linalg.qr(a - a.mean(dim=0))  # orthonormal, and still orthogonal to 1
+    return (math.sqrt(n - 1) * q).float()
+
+
+def _covariance_reference(z):
+    """Covariance term of one view in float64, from the masked D x D matrix."""
+    z = z.double() - z.double().mean(dim=0)
+    cov = z.T @ z / (z.shape[0] - 1)
+    return (cov - torch.diag(cov.diagonal())).pow(2).sum().item() / z.shape[1]
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "dxd"])
+@pytest.mark.parametrize("shape", [(64, 16), (256, 64), (48, 48)])
+def test_decorrelated_float32_embeddings_have_a_tiny_non_negative_covariance(method, shape):
+    # C = I up to float32 rounding: the off-diagonal part is ~1e-15 of ||C||_F^2 = D.
+    # Subtracting sum(var^2) from ||C||_F^2 in float32 leaves rounding noise ~1e-6 D,
+    # often negative.
+    z = _decorrelated(*shape)
+    covariance = _ours(z, z, method)["covariance"].item() / 2  # one view
+    reference = _covariance_reference(z)
+    assert covariance >= 0.0
+    assert abs(covariance - reference) <= 1e-12 * shape[1]  # scale: ||C||_F^2 / D = 1
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "dxd"])
+@pytest.mark.parametrize("shape", [(32, 64), (256, 1024), (96, 32), (2048, 1024)])
+def test_one_dominant_dimension_keeps_an_accurate_covariance(method, shape):
+    # A collapse along one axis: one dimension 1e4 times wider than the others. The
+    # variances then carry almost all of ||C||_F^2, and a difference of the two loses
+    # everything in float32 (errors of several times the value, of either sign).
+    z = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    z[:, 0] *= 1e4
+    z = z.float()
+    covariance = _ours(z, z, method)["covariance"].item() / 2
+    assert covariance == pytest.approx(_covariance_reference(z), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- known values

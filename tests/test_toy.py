@@ -19,7 +19,10 @@ def test_toy_data_is_seeded():
 def test_variance_term_prevents_collapse():
     healthy = train_toy(steps=150, seed=0, lr=1e-2)
     collapsed = train_toy(steps=150, seed=0, lr=1e-2, var_coeff=0.0)
-    assert collapse_report(healthy["embeddings"]).verdict == "healthy"
+    assert collapse_report(healthy["embeddings"], target_std=1.0).verdict == "healthy"
+    # shrunk towards the origin, the directions stay diverse: only the target sees it
+    assert collapse_report(collapsed["embeddings"], target_std=1.0).verdict == "complete collapse"
+    assert collapse_report(collapsed["embeddings"]).verdict != "complete collapse"
     assert healthy["history"]["variance"][-1] < 0.5 * healthy["history"]["variance"][0]
     # VICReg asks for std 1 per dimension; without the variance term every dimension
     # shrinks towards a constant (judge collapse by the std first)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from _train_script import Blobs, make_model, noisy_flip
 
-from vicreg_lab.train import LARS, VICReg, load_checkpoint, lr_at_step
+from vicreg_lab.callbacks import InterruptAfter, SimulatedInterruption
+from vicreg_lab.train import LARS, VICReg, exclude_bias_and_norm, load_checkpoint, lr_at_step
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
 TIMING = {"volumes_per_s", "seconds"}
@@ -39,6 +40,9 @@ def test_fit_records_history_and_transform_embeds():
         "complete collapse",
     }
     assert "rankme" in epochs[-1]["collapse_expander"]
+    # the representation is judged scale-free, the expander against the variance target 1
+    assert [r["collapse"]["scale"] for r in epochs] == ["free", "free"]
+    assert [r["collapse_expander"]["scale"] for r in epochs] == ["target_std=1", "target_std=1"]
     z = model.transform(data)
     assert isinstance(z, np.ndarray) and z.shape == (24, model.representation_size_)
     assert np.isfinite(z).all() and z.std(0).max() > 0
@@ -153,6 +157,91 @@ def test_lars_leaves_biases_and_norms_out_of_decay_and_adaptation():
     torch.testing.assert_close(bias.detach(), torch.full((4,), 1.0 - 0.1 * 2.0))
 
 
+def test_lars_filters_can_be_switched_off_and_stay_out_of_the_state_dict(tmp_path):
+    bias = torch.nn.Parameter(torch.ones(4))
+    opt = LARS([bias], lr=0.1, weight_decay=0.5, momentum=0.0, eta=0.5,
+               weight_decay_filter=None, lars_adaptation_filter=None)  # fmt: skip
+    bias.grad = torch.full((4,), 2.0)
+    opt.step()
+    # decayed gradient 2 + 0.5 = 2.5 (norm 5), trust ratio 0.5 * |b| / 5 = 0.2: step 0.1 * 0.5
+    torch.testing.assert_close(bias.detach(), torch.full((4,), 1.0 - 0.1 * 0.5))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")  # no functions: loads weights_only
+    state = torch.load(tmp_path / "opt.pt", weights_only=True)
+    assert state["param_groups"][0]["weight_decay"] == 0.5
+
+
+def _optimizer_of(**params):
+    model = make_model(**params)
+    model._build((1, 16, 16, 16), torch.device("cpu"))
+    return model, model.optimizer_
+
+
+def test_lars_estimator_uses_the_official_vicreg_settings():
+    model, opt = _optimizer_of(optimizer="lars", batch_size=8)
+    assert isinstance(opt, LARS)
+    assert opt.weight_decay_filter is exclude_bias_and_norm
+    assert opt.lars_adaptation_filter is exclude_bias_and_norm
+    for group in opt.param_groups:
+        assert group["momentum"] == 0.9 and group["eta"] == 0.001
+        assert group["lr"] == pytest.approx(0.2 * 8 / 256)
+        if any(p.ndim > 1 for p in group["params"]):
+            assert group["weight_decay"] == 1e-6  # main_vicreg.py: --wd 1e-6
+    params = [p for m in (model.encoder_, model.expander_) for p in m.parameters()]
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params}
+    # AdamW keeps its own default; an explicit value wins for both
+    _, adamw = _optimizer_of()
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 1e-4
+    _, lars = _optimizer_of(optimizer="lars", weight_decay=1e-3)
+    assert lars.param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_batchnorm_becomes_syncbatchnorm_under_ddp_on_gpus():
+    # the official code converts the whole model (main_vicreg.py); SyncBatchNorm runs on
+    # GPUs only, so the default converts on CUDA and leaves CPU (gloo) runs alone
+    model, opt = _optimizer_of(loss="vicregl", local_expander="16-16", augmentation="batched")
+    assert model._use_sync_batchnorm(torch.device("cuda", 0))
+    assert not model._use_sync_batchnorm(torch.device("cpu"))
+    assert not make_model(sync_batchnorm=False)._use_sync_batchnorm(torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="SyncBatchNorm does not run on CPU"):
+        make_model(sync_batchnorm=True)._use_sync_batchnorm(torch.device("cpu"))
+
+    before = {id(p) for g in opt.param_groups for p in g["params"]}
+    model._convert_to_sync_batchnorm()
+    norms = [
+        m
+        for net in (model.encoder_, model.expander_, model.local_expander_)
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    assert len(norms) >= 3 and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+    # the converted layers hold the very parameters that the optimizer updates
+    networks = (model.encoder_, model.expander_, model.local_expander_)
+    assert {id(p) for net in networks for p in net.parameters()} == before
+
+
+def test_seeded_torchio_views_ignore_the_global_rng_batches_and_workers():
+    model = make_model(augmentation="torchio", batch_size=2)
+    model._build((1, 16, 16, 16), torch.device("cpu"))
+    data = Blobs(n=4)
+    dataset, collate = model._torchio_views(data, epoch=1)
+    items = [dataset[i] for i in range(4)]
+    torch.manual_seed(7)
+    first, second, targets = collate(items)
+    assert first.shape == (4, 1, 16, 16, 16) and not torch.equal(first, second)
+    assert torch.equal(targets["age"], torch.tensor([data[i]["age"] for i in range(4)]).double())
+    state = torch.random.get_rng_state()
+    again, _, _ = collate(items[::-1])  # other RNG state, other batch order
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    assert torch.equal(again, first.flip(0))
+    other_epoch, _, _ = model._torchio_views(data, epoch=2)[1](items)
+    assert not torch.equal(other_epoch, first)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate, num_workers=1)
+    in_worker = torch.cat([views for views, _, _ in loader])
+    assert torch.equal(in_worker, first)
+    with pytest.raises(TypeError, match="IndexedDataset"):
+        collate([data[0], data[1]])
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_history(tmp_path):
     def run(*args):
@@ -173,6 +262,23 @@ def test_killed_run_resumes_to_the_same_weights_and_history(tmp_path):
         for key, value in a[part].items():
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
     _same_history(a["history"], b["history"])
+
+
+def test_torchio_run_resumes_to_the_same_weights_and_history(tmp_path):
+    # TorchIO draws from torch's global RNG, which no checkpoint holds: the views must
+    # come from seeds of (seed, epoch, item, view) for a resumed run to repeat the whole.
+    params = dict(augmentation="torchio", batch_size=4, max_epochs=2)
+    whole = make_model(tmp_path / "whole", **params).fit(Blobs(n=8))
+    with pytest.raises(SimulatedInterruption):
+        make_model(tmp_path / "ckpt", callbacks=[InterruptAfter(1)], **params).fit(Blobs(n=8))
+    torch.manual_seed(1234)  # whatever the global RNG holds when the run is resumed
+    resumed = make_model(tmp_path / "ckpt", **params).fit(Blobs(n=8), resume=True)
+    assert len(resumed.history_["step"]) == 4
+    for part in ("encoder_", "expander_"):
+        a, b = getattr(whole, part).state_dict(), getattr(resumed, part).state_dict()
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), f"{part}{key} differs after resume"
+    _same_history(whole.history_, resumed.history_)
 
 
 def flip_with_geometry(x, generator):

@@ -207,16 +207,15 @@ def _naive_vicregl(z1, z2, m1, m2, p1, p2, alpha, num_matches, l2_all_matches):
     def count(cells):
         return math.ceil(20 / 49 * cells) if num_matches is None else min(num_matches, cells)
 
-    local = []
-    for on_location in (False, True):
-        for qf, cf, qw, cw in ((x1, x2, w1, w2), (x2, x1, w2, w1)):
+    local = torch.zeros(3, dtype=torch.float64)
+    for on_location in (False, True):  # the two matchings are summed ...
+        for qf, cf, qw, cw in ((x1, x2, w1, w2), (x2, x1, w2, w1)):  # ... their directions averaged
             k = qf.shape[1] if (l2_all_matches and not on_location) else count(qf.shape[1])
             a, b = _loop_matches(qf, cf, qw, cw, k, on_location)
             per_index = [torch.stack(_textbook_vicreg_terms(a[:, i], b[:, i])) for i in range(k)]
             terms = torch.stack(per_index).mean(0)
             terms[0] = ((a - b) ** 2).mean()
-            local.append(terms)
-    local = torch.stack(local).mean(0)
+            local = local + terms / 2
     total = alpha * (coeffs @ glob) + (1 - alpha) * (coeffs @ local)
     names = ("invariance", "variance", "covariance")
     return {
@@ -260,6 +259,139 @@ def test_loss_equals_a_naive_reference(alpha, num_matches, l2_all_matches, map2)
     for key in TERMS:
         assert out[key].dtype == torch.float64
         torch.testing.assert_close(out[key], expected[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+# -------------------------------------------------- the official code (facebookresearch/VICRegL)
+# A rewrite of the loss functions of main_vicregl.py as they stand after commit d14c226
+# ("Fix local loss"), in 3D: maps are (B, C, d, h, w), flattened to (B, cells, C) in
+# raster order; locations (B, d, h, w, 3). One process (gather_center = centring), the
+# official hard-coded gamma = 1 and eps = 1e-4, no fast-vc-reg, no classifier.
+
+
+def _official_nearest(query, candidates, distances, num_matches):
+    """neirest_neighbores: keep the num_matches queries whose nearest candidate is closest."""
+    batch, cells = distances.shape[:2]
+    k = cells if num_matches is None else num_matches
+    nearest, match = distances.min(dim=-1)
+    rank = nearest.argsort(dim=1).argsort(dim=1)  # rank of every query's distance
+    keep = rank < k  # masked_select keeps the query order
+    q_idx = torch.arange(cells).expand(batch, cells)[keep].reshape(batch, k)
+    c_idx = match[keep].reshape(batch, k)
+    pick = torch.vmap(lambda rows, idx: rows[idx])
+    return pick(query, q_idx), pick(candidates, c_idx)
+
+
+def _official_vicreg(x, y, coeffs):
+    """VICRegL._vicreg_loss on matched cells (B, k, C): weighted (inv, var, cov)."""
+    inv_c, var_c, cov_c = coeffs
+    inv = inv_c * F.mse_loss(x, y)
+    x, y = x - x.mean(dim=0), y - y.mean(dim=0)
+    std_x, std_y = torch.sqrt(x.var(dim=0) + 1e-4), torch.sqrt(y.var(dim=0) + 1e-4)
+    var = var_c * (F.relu(1 - std_x).mean() / 2 + F.relu(1 - std_y).mean() / 2)
+    sides = []
+    for z in (x.transpose(0, 1), y.transpose(0, 1)):  # (k, B, C): one batch per match index
+        z = z - z.mean(dim=1, keepdim=True)
+        cov = z.transpose(1, 2) @ z / (z.shape[1] - 1)  # (k, C, C)
+        off = cov * (1 - torch.eye(z.shape[2], dtype=z.dtype))
+        sides.append(off.pow(2).sum(dim=(1, 2)) / z.shape[2])
+    cov = cov_c * (sides[0] / 2 + sides[1] / 2).mean()
+    return inv, var, cov
+
+
+def _official_pair(maps_1, maps_2, loc_1, loc_2, num_matches, l2_all_matches, coeffs):
+    """VICRegL._local_loss of one ordered pair of views: both matchings, summed."""
+    on_l2 = [None, None] if l2_all_matches else num_matches
+    loc_1, loc_2 = loc_1.flatten(1, 3), loc_2.flatten(1, 3)
+    total = torch.zeros(3, dtype=maps_1.dtype)
+    for dist_1, dist_2, counts in (
+        (torch.cdist(maps_1, maps_2), torch.cdist(maps_2, maps_1), on_l2),
+        (torch.cdist(loc_1, loc_2), torch.cdist(loc_2, loc_1), num_matches),
+    ):
+        one = _official_vicreg(*_official_nearest(maps_1, maps_2, dist_1, counts[0]), coeffs)
+        two = _official_vicreg(*_official_nearest(maps_2, maps_1, dist_2, counts[1]), coeffs)
+        total = total + torch.stack(one) / 2 + torch.stack(two) / 2
+    return total
+
+
+def _official_local(maps, locations, num_matches, l2_all_matches, coeffs):
+    """VICRegL.local_loss with two views: the pairs (0, 1) and (1, 0), summed, / 2."""
+    pairs = [(0, 1), (1, 0)]
+    total = sum(
+        _official_pair(maps[i], maps[j], locations[i], locations[j], num_matches,
+                       l2_all_matches, coeffs)
+        for i, j in pairs
+    )  # fmt: skip
+    return total / len(pairs)
+
+
+def _official_global(z, coeffs):
+    """VICRegL.global_loss with two views: covariance *averaged* over the views."""
+    inv_c, var_c, cov_c = coeffs
+    inv = inv_c * (F.mse_loss(z[0], z[1]) + F.mse_loss(z[1], z[0])) / 2
+    var = cov = 0.0
+    for x in z:
+        x = x - x.mean(dim=0)
+        var = var + F.relu(1 - torch.sqrt(x.var(dim=0) + 1e-4)).mean()
+        c = x.T @ x / (x.shape[0] - 1)
+        cov = cov + (c - torch.diag(c.diagonal())).pow(2).sum() / x.shape[1]
+    return torch.stack([inv, var_c * var / 2, cov_c * cov / 2])
+
+
+def _official_vicregl(z1, z2, m1, m2, p1, p2, alpha, num_matches, l2_all_matches, coeffs):
+    maps = [m.flatten(2).transpose(1, 2) for m in (m1, m2)]  # (B, cells, C)
+    glob = _official_global([z1, z2], coeffs)
+    local = _official_local(maps, [p1, p2], num_matches, l2_all_matches, coeffs)
+    return alpha * glob.sum() + (1 - alpha) * local.sum(), glob, local
+
+
+@pytest.mark.parametrize(
+    "alpha, num_matches, l2_all_matches, coeffs",
+    [
+        (0.75, 5, True, (25.0, 25.0, 1.0)),  # the official defaults, 5 of the 12 cells
+        (0.75, 5, False, (25.0, 25.0, 1.0)),
+        (0.3, 12, False, (2.0, 3.0, 5.0)),
+    ],
+)
+def test_loss_equals_the_official_code_after_the_local_loss_fix(
+    alpha, num_matches, l2_all_matches, coeffs
+):
+    inputs = _random_inputs(batch=6, channels=5, map1=(2, 2, 3), map2=(3, 2, 2), seed=4)
+    inv_c, var_c, cov_c = coeffs
+    # our covariance is summed over the two views, the official one averaged: half the weight
+    ours = vicregl_loss(
+        *inputs, alpha=alpha, num_matches=num_matches, l2_all_matches=l2_all_matches,
+        inv_coeff=inv_c, var_coeff=var_c, cov_coeff=cov_c / 2,
+    )  # fmt: skip
+    loss, glob, local = _official_vicregl(*inputs, alpha, [num_matches] * 2, l2_all_matches, coeffs)
+    close = dict(rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(ours["loss"], loss, **close)
+    torch.testing.assert_close(ours["global"], glob.sum(), **close)
+    torch.testing.assert_close(ours["local"], local.sum(), **close)
+    names = ("local_invariance", "local_variance", "local_covariance")
+    unweighted = torch.stack([ours[n] for n in names]) * torch.tensor([1.0, 1.0, 0.5])
+    torch.testing.assert_close(unweighted * torch.tensor(coeffs).double(), local, **close)
+
+
+def test_maps_of_different_sizes_match_the_official_pair_loss():
+    # With a large and a small view the official local_loss calls _local_loss once per
+    # (large, other) pair, num_matches = [for the large map's queries, for the small's].
+    inputs = _random_inputs(batch=5, channels=4, map1=(2, 3, 3), map2=(1, 2, 2), seed=5)
+    z1, z2, m1, m2, p1, p2 = inputs
+    ours = vicregl_loss(*inputs, alpha=0.0, num_matches=3, cov_coeff=0.5)
+    maps = [m.flatten(2).transpose(1, 2) for m in (m1, m2)]
+    expected = _official_pair(*maps, p1, p2, [3, 3], False, (25.0, 25.0, 1.0))
+    torch.testing.assert_close(ours["loss"], expected.sum(), rtol=1e-12, atol=0.0)
+
+
+def test_official_rewrite_matches_our_matching_helper():
+    # the two selections are written differently (ranks and a mask / topk and a sort)
+    distances = torch.rand(3, 9, 7, generator=torch.Generator().manual_seed(2))
+    cells = torch.arange(3 * 9 * 1.0).reshape(3, 9, 1)
+    candidates = torch.arange(3 * 7 * 1.0).reshape(3, 7, 1) + 100
+    q, c = _official_nearest(cells, candidates, distances, 4)
+    query, match = nearest_neighbour_matches(distances, 4)
+    assert torch.equal(q[..., 0], cells[..., 0].gather(1, query))
+    assert torch.equal(c[..., 0], candidates[..., 0].gather(1, match))
 
 
 def test_module_matches_function_and_alpha_one_is_vicreg():

@@ -37,12 +37,15 @@ def test_original_column_is_the_rescaled_volume(brain, gallery):
 def test_every_augmentation_changes_the_view(gallery):
     original, *augmented = _images(gallery)
     for title, image in zip(GALLERY, augmented, strict=True):
+        if title == "flip":  # left-right: the MNI template is nearly symmetric (next test)
+            continue
         assert np.abs(image - original).max() > 0.02, title
 
 
-def test_flip_column_is_the_original_flipped_in_plane(gallery):
+def test_flip_column_is_the_original_flipped_left_right(gallery):
     images = dict(zip(["original", *GALLERY], _images(gallery), strict=True))
-    assert np.allclose(images["flip"], images["original"][::-1, ::-1], atol=1e-6)
+    # the axial slice is drawn transposed: its second image axis is axis 0 (left-right)
+    assert np.allclose(images["flip"], images["original"][:, ::-1], atol=1e-5)
 
 
 def test_gamma_darkens_and_noise_keeps_the_mean(gallery):

@@ -34,6 +34,8 @@ _EXPORTS = {
     "build_encoder": "vicreg_lab.models",
     "build_expander": "vicreg_lab.models",
     "probe_table": "vicreg_lab.evaluate",
+    "embeddings_with_baselines": "vicreg_lab.evaluate",
+    "latent_table": "vicreg_lab.evaluate",
     "load_pretrained": "vicreg_lab.pretrained",
     "VICRegLLoss": "vicreg_lab.vicregl",
     "vicregl_loss": "vicreg_lab.vicregl",

@@ -90,7 +90,7 @@ PAPER_TABLE7 = pd.DataFrame(
     columns=["name", "inv", "var", "cov", "paper_outcome", "paper_top1"],
 )
 
-_CACHE_FORMAT = "vicreg-lab-ablation-v1"
+_CACHE_FORMAT = "vicreg-lab-ablation-v2"  # v2: reports carry their scale
 _VERDICT_COLORS = {
     "healthy": "tab:green",
     "dimensional collapse": "tab:orange",
@@ -218,8 +218,8 @@ class RunResult:
     representation, expander : numpy.ndarray (N, D)
         Held-out embeddings: the encoder output and the expander output.
     rep_report, exp_report : CollapseReport
-        Their collapse diagnostics (the representation's std rule is scale-free,
-        see :func:`run_verdict`).
+        Their collapse diagnostics: the representation's verdict is scale-free, the
+        expander's uses ``target_std=1.0`` (see :func:`run_verdict`).
     probes : pandas.DataFrame
         Rows of :func:`vicreg_lab.evaluate.probe_table` (empty without targets).
     steps : list of dict
@@ -306,28 +306,42 @@ def run_verdict(rep_report, exp_report) -> str:
 
     Parameters
     ----------
-    rep_report, exp_report : CollapseReport
-        Reports of the representation and of the expander output.
+    rep_report : CollapseReport
+        Report of the representation, scale-free: ``collapse_report(representation)``.
+    exp_report : CollapseReport
+        Report of the expander output against the std the variance term asks for:
+        ``collapse_report(expander, target_std=1.0)``.
 
     Returns
     -------
     str
         The first that applies:
 
-    1. The expander output's verdict when it is ``"complete collapse"``: its mean
+    1. The expander output's verdict when it is ``"complete collapse"``: e.g. its mean
        standard deviation is below a tenth of the target the variance term asks for.
     2. Otherwise the representation's verdict, whose rules are scale-free (normalised
-       std and RankMe; see :func:`evaluate_model`).
+       std, RankMe, dead dimensions).
+
+    Raises
+    ------
+    ValueError
+        If ``exp_report`` is scale-free: it would miss a collapse to the origin.
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> healthy = collapse_report(rng.normal(size=(64, 16)))
-    >>> flat = collapse_report(0.01 * rng.normal(size=(64, 16)))
-    >>> run_verdict(healthy, flat), run_verdict(healthy, healthy)
+    >>> rep = collapse_report(rng.normal(size=(64, 16)))
+    >>> healthy = collapse_report(rng.normal(size=(64, 16)), target_std=1.0)
+    >>> flat = collapse_report(0.01 * rng.normal(size=(64, 16)), target_std=1.0)
+    >>> run_verdict(rep, flat), run_verdict(rep, healthy)
     ('complete collapse', 'healthy')
     """
+    if exp_report.target_std is None:
+        raise ValueError(
+            "run_verdict: exp_report is scale-free and would miss a collapse to the "
+            "origin; pass collapse_report(expander, target_std=1.0)"
+        )
     if exp_report.verdict == "complete collapse":
         return exp_report.verdict
     return rep_report.verdict
@@ -488,9 +502,9 @@ def evaluate_model(
     Returns
     -------
     RunResult
-        The representation's collapse report uses ``complete_std=0``: a backbone's scale
-        is arbitrary, so only its scale-free rules (normalised std, RankMe, dead
-        dimensions) judge it. The expander output keeps the default absolute rule.
+        The representation's collapse report is scale-free (a backbone's scale is
+        arbitrary); the expander output's uses ``target_std=1.0``, the std its variance
+        term asks for, so that a collapse to the origin reads as collapse.
     """
     if batchnorm not in _BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {_BATCHNORM_MODES}, got {batchnorm!r}")
@@ -514,8 +528,8 @@ def evaluate_model(
         kind=kind,
         representation=representation,
         expander=expander,
-        rep_report=collapse_report(representation, complete_std=0.0),
-        exp_report=collapse_report(expander),
+        rep_report=collapse_report(representation),
+        exp_report=collapse_report(expander, target_std=1.0),
         probes=_age_probes(name, representation, targets, seed),
         steps=list(history["step"]),
         epochs=list(history["epoch"]),

@@ -29,6 +29,7 @@ def run_train(
     seed: int = 0,
     resume: bool = False,
     extra_figures=(),
+    probe_dataset=None,
     **overrides,
 ):
     """Train VICReg on ``dataset`` as sized by ``profile`` and write the report folder.
@@ -47,6 +48,9 @@ def run_train(
         Continue from ``out/checkpoints/last.ckpt`` if present.
     extra_figures : sequence of str
         Figures already in ``out`` to link from the summary page.
+    probe_dataset : Dataset, optional
+        Held-out subjects for the report's probes (see
+        :func:`vicreg_lab.report.training_report`).
     **overrides
         Any :class:`vicreg_lab.VICReg` parameter (e.g. ``max_epochs``, ``var_coeff``).
 
@@ -75,7 +79,10 @@ def run_train(
         return model, None
     model.save(out / "model.ckpt")
     seeds = (seed, seed + 1, seed + 2)
-    return model, training_report(model, dataset, out, seeds=seeds, extra_figures=extra_figures)
+    index = training_report(
+        model, dataset, out, seeds=seeds, extra_figures=extra_figures, probe_dataset=probe_dataset
+    )
+    return model, index
 
 
 def run_demo(
@@ -95,5 +102,14 @@ def run_demo(
     out = _check_out(out)
     cohort = SyntheticCohort(n_subjects=profile.n_subjects, shape=profile.shape, seed=seed)
     save_figure(plot_cohort_grid(cohort, by="age", n=8), out / "cohort.png")
-    _, index = run_train(cohort, out, profile=profile, seed=seed, extra_figures=["cohort.png"])
+    # probed on new subjects of the same scanners: what the encoder generalises to
+    held_out = cohort.held_out(profile.n_subjects)
+    _, index = run_train(
+        cohort,
+        out,
+        profile=profile,
+        seed=seed,
+        extra_figures=["cohort.png"],
+        probe_dataset=held_out,
+    )
     return index

@@ -8,6 +8,13 @@ measure both on a matrix of embeddings ``z`` of shape ``(N, D)`` (a torch
 tensor or a numpy array); :func:`collapse_report` gathers them and gives a
 verdict.
 
+The verdict reads scale the right way. By default it is **scale-free**: a
+backbone representation, or any embedding without a target scale, is judged by
+the direction and rank of its spread only, so multiplying ``z`` by a positive
+constant never changes it. VICReg's expander output has a scale, fixed by the
+variance term (``gamma = 1``): pass ``target_std=1.0`` and a spread shrunk
+towards the origin reads as the complete collapse it is.
+
 All functions work on a detached float64 copy of ``z`` on the CPU, and return
 Python floats or numpy arrays.
 """
@@ -30,16 +37,24 @@ __all__ = [
     "normalized_std",
     "rankme",
     "singular_values",
+    "target_std_of",
 ]
 
-#: A dimension whose standard deviation is below this is "dead". VICReg pushes
-#: every standard deviation towards gamma = 1, so a dimension 1000 times below
-#: its target carries no information.
+#: A dimension whose standard deviation is below this is "dead" (absolute, for
+#: :func:`dead_dimension_fraction`). :func:`collapse_report` uses it relative to a
+#: scale: a dimension 1000 times below the typical (or target) std carries no
+#: information.
 DEAD_STD = 1e-3
 
-#: Mean standard deviation under which :func:`collapse_report` calls a complete
-#: collapse: a tenth of VICReg's target gamma = 1.
-COMPLETE_STD = 0.1
+#: With a target std, :func:`collapse_report` calls a complete collapse when the
+#: mean std is below this fraction of it: a tenth of VICReg's gamma = 1.
+COMPLETE_STD_FRACTION = 0.1
+
+#: :func:`collapse_report` calls a complete collapse when the normalised std is
+#: below this fraction of its healthy value 1/sqrt(D). Randomly initialised
+#: encoders on brain volumes sit at 0.09 to 0.25 of it (all brains look alike, so
+#: their features point almost the same way), hence a line well below 0.1.
+COMPLETE_NORMALIZED_STD = 0.01
 
 
 def embedding_std(z) -> np.ndarray:
@@ -268,7 +283,13 @@ class CollapseReport(Mapping):
     rankme_fraction: float
     dead_fraction: float
     mean_abs_correlation: float
+    scale: str
     verdict: str
+
+    @property
+    def target_std(self) -> float | None:
+        """The target std the verdict used, or None for the scale-free verdict."""
+        return target_std_of(self.scale)
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (e.g. one row of a pandas DataFrame)."""
@@ -286,10 +307,28 @@ class CollapseReport(Mapping):
         return len(self.__dataclass_fields__)
 
 
+def target_std_of(scale: str) -> float | None:
+    """The target std named by a report's ``scale`` field (None for ``"free"``).
+
+    Examples
+    --------
+    >>> target_std_of("free"), target_std_of("target_std=1")
+    (None, 1.0)
+    """
+    if scale == "free":
+        return None
+    name, _, value = scale.partition("=")
+    if name != "target_std":
+        raise ValueError(f"scale must be 'free' or 'target_std=<number>', got {scale!r}")
+    return float(value)
+
+
 def collapse_report(
     z,
-    complete_std: float = COMPLETE_STD,
-    complete_normalized_std: float = 0.1,
+    target_std: float | None = None,
+    *,
+    complete_std_fraction: float = COMPLETE_STD_FRACTION,
+    complete_normalized_std: float = COMPLETE_NORMALIZED_STD,
     dead_threshold: float = DEAD_STD,
     dimensional_rank_fraction: float = 0.25,
     dimensional_dead_fraction: float = 0.5,
@@ -301,45 +340,50 @@ def collapse_report(
     z : torch.Tensor or numpy.ndarray of shape (N, D)
         Embeddings, ``N >= 2``. Use a few hundred embeddings or more: with small
         ``N`` every estimate is noisy.
-    complete_std : float, default=0.1
-        Complete collapse when the mean standard deviation is below this. The
-        default is a tenth of VICReg's target ``gamma = 1``: the variance hinge
-        ``relu(1 - std)`` is then above 90 % of its maximum, the regime the
-        variance term exists to prevent. It is an absolute scale: for embeddings
-        of another scale (e.g. backbone representations), rescale it or read
-        the scale-free ``normalized_std`` instead.
-    complete_normalized_std : float, default=0.1
+    target_std : float, optional
+        The std every dimension should have, when something fixes it: ``1.0`` (VICReg's
+        ``gamma``) for the expander output. Then a mean std below
+        ``complete_std_fraction * target_std`` is a complete collapse (the variance
+        hinge ``relu(1 - std)`` is above 90 % of its maximum), and dead dimensions are
+        judged against ``target_std``. Leave it None (the default) for a backbone
+        representation or any embedding of arbitrary scale: the verdict is then
+        scale-free, and dead dimensions are judged against the mean std of ``z``.
+    complete_std_fraction : float, default=0.1
+        See ``target_std``; unused without it.
+    complete_normalized_std : float, default=0.01
         Complete collapse when the normalised std is below
-        ``complete_normalized_std / sqrt(D)``, a tenth of its healthy value
-        (this catches embeddings gathered around one point away from the origin,
-        whatever their scale).
+        ``complete_normalized_std / sqrt(D)``, a hundredth of its healthy value: the
+        embeddings all point the same way, whatever their scale. (A randomly
+        initialised encoder on brain volumes sits at 0.09 to 0.25 of the healthy value.)
     dead_threshold : float, default=1e-3
-        Standard deviation under which a dimension is dead (see
-        :func:`dead_dimension_fraction`).
+        A dimension is dead when its std is below ``dead_threshold`` times the scale
+        (``target_std``, else the mean std of ``z``).
     dimensional_rank_fraction : float, default=0.25
         Dimensional collapse when RankMe is below this fraction of its maximum
         ``min(N - 1, D)``.
     dimensional_dead_fraction : float, default=0.5
-        Dimensional collapse when more than this fraction of the dimensions
-        are dead.
+        Dimensional collapse when more than this fraction of the dimensions are dead.
 
     Returns
     -------
     CollapseReport
-        A frozen dataclass (``.to_dict()`` gives a dict; ``report["verdict"]``
-        works too) with
+        A frozen dataclass (``.to_dict()`` gives a dict; ``report["verdict"]`` works
+        too) with
 
         - ``n_samples``, ``n_dims``: ``N`` and ``D``;
         - ``mean_std``: mean over dimensions of :func:`embedding_std`;
         - ``normalized_std``: :func:`normalized_std`, healthy near ``1/sqrt(D)``;
         - ``rankme``: :func:`rankme` of the centred embeddings;
         - ``rankme_fraction``: ``rankme / min(N - 1, D)``, in ``(0, 1]``;
-        - ``dead_fraction``: :func:`dead_dimension_fraction`;
+        - ``dead_fraction``: fraction of dead dimensions (see ``dead_threshold``);
         - ``mean_abs_correlation``: :func:`mean_abs_correlation`;
+        - ``scale``: ``"free"``, or ``"target_std=1"`` for ``target_std=1.0``
+          (``report.target_std`` gives the number, or None);
         - ``verdict``: the first of these rules that applies:
 
-          1. ``"complete collapse"`` if ``mean_std < complete_std`` or
-             ``normalized_std < complete_normalized_std / sqrt(D)``;
+          1. ``"complete collapse"`` if
+             ``normalized_std < complete_normalized_std / sqrt(D)``, or, with a
+             target, ``mean_std < complete_std_fraction * target_std``;
           2. ``"dimensional collapse"`` if
              ``rankme_fraction < dimensional_rank_fraction`` or
              ``dead_fraction > dimensional_dead_fraction``;
@@ -347,39 +391,51 @@ def collapse_report(
 
     Notes
     -----
-    The thresholds are rules of thumb for teaching, not statistical tests. A
-    healthy isotropic batch has a RankMe fraction close to 1; a VICReg expander
-    trained with the standard weights sits well above the 0.25 default, and
-    without the variance term its standard deviation falls below 0.1 within a
-    few dozen steps of the toy problem (:mod:`vicreg_lab.toy`).
+    The thresholds are rules of thumb for teaching, not statistical tests. Without a
+    target, the verdict does not change when ``z`` is multiplied by a positive
+    constant. With ``target_std=1.0``, an expander trained without the variance term
+    reads "complete collapse" once its std falls below 0.1, even while its normalised
+    std still looks healthy (its embeddings shrink towards the origin in every
+    direction; :mod:`vicreg_lab.toy` shows it within a few dozen steps).
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> collapse_report(rng.normal(size=(512, 32))).verdict
-    'healthy'
-    >>> collapse_report(np.ones((512, 32)) + 1e-6 * rng.normal(size=(512, 32))).verdict
+    >>> z = rng.normal(size=(512, 32))
+    >>> collapse_report(z).verdict, collapse_report(1e-3 * z).verdict
+    ('healthy', 'healthy')
+    >>> collapse_report(1e-3 * z, target_std=1.0).verdict  # an expander shrunk to 0
+    'complete collapse'
+    >>> collapse_report(np.ones((512, 32)) + 1e-6 * z).verdict
     'complete collapse'
     >>> collapse_report(rng.normal(size=(512, 2)) @ rng.normal(size=(2, 32))).verdict
     'dimensional collapse'
     """
+    if target_std is not None and not (math.isfinite(target_std) and target_std > 0):
+        raise ValueError(f"target_std must be a positive number or None, got {target_std!r}")
     z = _as_embeddings(z)
     n, d = z.shape
     std = _std(z)
+    mean_std = float(std.mean())
+    if target_std is None:
+        scale, reference = "free", mean_std
+    else:  # the shortest exact spelling: "target_std=1", "target_std=0.25"
+        scale, reference = f"target_std={float(target_std)!r}".removesuffix(".0"), target_std
     report = {
         "n_samples": n,
         "n_dims": d,
-        "mean_std": float(std.mean()),
+        "mean_std": mean_std,
         "normalized_std": normalized_std(z),
         "rankme": rankme(z),
-        "dead_fraction": dead_dimension_fraction(z, dead_threshold),
+        # "<=": at reference 0 (constant z) every dimension is dead
+        "dead_fraction": float((std <= dead_threshold * reference).double().mean()),
         "mean_abs_correlation": mean_abs_correlation(z),
+        "scale": scale,
     }
     report["rankme_fraction"] = report["rankme"] / min(n - 1, d)
-    if report["mean_std"] < complete_std or report[
-        "normalized_std"
-    ] < complete_normalized_std / math.sqrt(d):
+    shrunk = target_std is not None and mean_std < complete_std_fraction * target_std
+    if shrunk or report["normalized_std"] < complete_normalized_std / math.sqrt(d):
         verdict = "complete collapse"
     elif (
         report["rankme_fraction"] < dimensional_rank_fraction

@@ -9,6 +9,11 @@ are fitted on the training folds only.
 - :func:`encode`: embeddings of a frozen encoder (optionally with BatchNorm statistics
   recalibrated on the data, the fair way to report a random-init encoder).
 - :func:`raw_voxel_features`: the "no learning" baseline, downsampled voxels.
+- :func:`intensity_histogram_features`: the shortcut detector, a global histogram.
+- :func:`random_init_like`: the same architecture, freshly initialised.
+- :func:`embeddings_with_baselines`: a trained model's embeddings beside all baselines.
+- :func:`latent_table`: how well each hidden factor (e.g. of the synthetic cohort) is
+  linearly readable from each embedding.
 
 Examples
 --------
@@ -39,7 +44,24 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-__all__ = ["encode", "probe", "probe_table", "raw_voxel_features", "recalibrate_batchnorm"]
+__all__ = [
+    "embeddings_with_baselines",
+    "encode",
+    "intensity_histogram_features",
+    "latent_table",
+    "probe",
+    "probe_table",
+    "random_init_like",
+    "raw_voxel_features",
+    "recalibrate_batchnorm",
+]
+
+#: Names of the embeddings :func:`embeddings_with_baselines` returns, in order.
+TRAINED = "VICReg"
+RANDOM_EVAL = "random init (eval BN)"
+RANDOM_RECAL = "random init (recalibrated BN)"
+RAW = "raw voxels 16^3"
+HISTOGRAM = "intensity histogram (16 bins)"
 
 TASKS = ("regression", "classification")
 DEFAULT_COLUMNS = {"age": "regression", "site": "classification", "sex": "classification"}
@@ -473,3 +495,167 @@ def encode(
     if out[0].ndim != 2:
         raise ValueError(f"the encoder must return (B, F), got {tuple(out[0].shape)}")
     return torch.cat(out).numpy()
+
+
+def intensity_histogram_features(volumes, bins: int = 16) -> np.ndarray:
+    """The shortcut detector: each volume's global intensity histogram.
+
+    Bin edges span the minimum to the maximum over all the volumes given, so that a
+    scanner's overall brightness and contrast show. Anything a probe reads from these
+    features needs no anatomy at all: a learned embedding that does no better than
+    this on a target may be reading the scanner, not the brain.
+
+    Parameters
+    ----------
+    volumes : tensor or array (N, C, D, H, W)
+    bins : int
+        Number of bins.
+
+    Returns
+    -------
+    numpy.ndarray (N, bins), float32
+        The fraction of each volume's voxels in each bin.
+
+    Examples
+    --------
+    >>> x = np.stack([np.zeros((1, 4, 4, 4)), np.ones((1, 4, 4, 4))])
+    >>> intensity_histogram_features(x, bins=2).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    x = _as_volumes(volumes).flatten(1)
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    index = ((x - lo) / (hi - lo) * bins).long().clamp_(0, bins - 1)
+    counts = torch.zeros(len(x), bins).scatter_add_(1, index, torch.ones_like(x))
+    return (counts / x.shape[1]).numpy().astype(np.float32)
+
+
+def random_init_like(encoder: nn.Module, seed: int = 0) -> nn.Module:
+    """A freshly initialised copy of ``encoder``: the same architecture, new random weights.
+
+    A deep copy (a ``DistributedDataParallel`` wrapper is removed) is re-initialised
+    with its own ``reset_parameters()`` when it has one (the project's encoders draw
+    exactly as their constructor does), else every submodule's ``reset_parameters()``
+    (PyTorch's defaults). BatchNorm running statistics are reset too. The global RNG
+    is left alone.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        A trained (or any) encoder; never modified.
+    seed : int
+        Seed of the new weights.
+
+    Returns
+    -------
+    nn.Module
+        The copy, in eval mode.
+
+    Examples
+    --------
+    >>> from vicreg_lab.models import build_encoder
+    >>> trained = build_encoder("small_cnn", widths=(4, 8, 8, 16))
+    >>> fresh = random_init_like(trained, seed=1)
+    >>> fresh.representation_size, fresh is trained
+    (16, False)
+    """
+    model = copy.deepcopy(getattr(encoder, "module", encoder))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if callable(getattr(model, "reset_parameters", None)):
+            model.reset_parameters()
+        else:
+            for m in model.modules():
+                if callable(getattr(m, "reset_parameters", None)):
+                    m.reset_parameters()
+    return model.eval()
+
+
+def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarray]:
+    """Embeddings of ``data`` by a trained :class:`vicreg_lab.VICReg` and by every baseline.
+
+    Parameters
+    ----------
+    model : VICReg
+        A fitted estimator.
+    data : Dataset or tensor (N, 1, D, H, W)
+        Volumes (dataset items as dicts with ``"image"`` or ``(image, target)``
+        pairs); resized to the model's input size.
+    seed : int
+        Seed of the random-init encoder.
+
+    Returns
+    -------
+    dict of str -> numpy.ndarray
+        ``TRAINED`` (the model), ``RANDOM_EVAL`` and ``RANDOM_RECAL`` (the trained
+        encoder's architecture, ``encoder_kwargs`` included, freshly initialised: see
+        :func:`random_init_like`; with eval-mode BatchNorm and with its statistics
+        recalibrated on ``data``), ``RAW`` (voxels average-pooled to 16^3) and
+        ``HISTOGRAM`` (:func:`intensity_histogram_features`, 16 bins).
+    """
+    if torch.is_tensor(data) or isinstance(data, np.ndarray):
+        volumes = _as_volumes(data)
+    else:
+        items = [data[i] for i in range(len(data))]
+        volumes = torch.stack([it["image"] if isinstance(it, Mapping) else it[0] for it in items])
+    volumes = model._resize(volumes)
+    random_encoder = random_init_like(model.encoder_, seed=seed + 12345)
+    return {
+        TRAINED: model.transform(volumes),
+        RANDOM_EVAL: encode(random_encoder, volumes, bn_mode="eval"),
+        RANDOM_RECAL: encode(random_encoder, volumes, bn_mode="recalibrate"),
+        RAW: raw_voxel_features(volumes, size=16),
+        HISTOGRAM: intensity_histogram_features(volumes, bins=16),
+    }
+
+
+def latent_table(
+    embeddings: Mapping[str, np.ndarray],
+    latents: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    cv: int = 5,
+    seeds: Sequence[int] = (0,),
+) -> pd.DataFrame:
+    """Cross-validated linear R^2 of each hidden factor from each embedding.
+
+    Parameters
+    ----------
+    embeddings : dict of str -> array (N, F)
+        Named embeddings of the same N subjects, in the row order of ``latents``.
+    latents : DataFrame
+        One numeric column per factor (e.g. ``SyntheticCohort.latents``).
+    columns : sequence of str, optional
+        The factors to probe; default every column of ``latents``.
+    cv, seeds
+        Folds and split seeds, as in :func:`probe_table` (ridge, standardised features).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per factor and a last row ``"mean"``; one column per embedding; values
+        are the mean R^2 over seeds x folds.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 3))
+    >>> latents = pd.DataFrame({"a": X[:, 0], "noise": rng.normal(size=60)})
+    >>> table = latent_table({"X": X}, latents)
+    >>> bool(table.loc["a", "X"] > 0.9), bool(table.loc["noise", "X"] < 0.2)
+    (True, True)
+    """
+    columns = list(latents.columns if columns is None else columns)
+    missing = [c for c in columns if c not in latents.columns]
+    if missing:
+        raise ValueError(f"latents has no column {missing}; it has {list(latents.columns)}")
+    tasks = {c: "regression" for c in columns}
+    table = probe_table(embeddings, latents[columns], columns=tasks, cv=cv, seeds=seeds)
+    r2 = table[(table["probe"] == "linear") & (table["metric"] == "r2")]
+    pivot = r2.pivot(index="target", columns="embedding", values="mean")
+    pivot = pivot.reindex(index=columns, columns=list(embeddings))
+    pivot.loc["mean"] = pivot.mean()
+    pivot.index.name, pivot.columns.name = "latent", None
+    return pivot

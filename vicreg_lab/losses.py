@@ -22,7 +22,9 @@ covariance terms are summed.
 
 The ``D x D`` covariance matrix is never built when ``N < D`` (the usual case:
 batch 256, expander 8192): the sum of its squared entries is computed from the
-``N x N`` Gram matrix instead, see :func:`_offdiag_sq_sum_gram`.
+``N x N`` Gram matrix instead, accumulated in float64 so that the subtraction of the
+diagonal cannot cancel, see :func:`_offdiag_sq_sum_gram`. Both forms are exact (to
+the precision of the inputs) and never negative.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["VICRegLoss", "vicreg_loss"]
 
@@ -236,7 +239,7 @@ def _loss_terms(
 
     # Covariance: squared off-diagonal entries of C, divided by D, summed over the views.
     sq_sum = offdiag[cov_form]
-    covariance = (sq_sum(z1, var1) + sq_sum(z2, var2)) / d
+    covariance = (sq_sum(z1) + sq_sum(z2)) / d
     return invariance, variance, covariance
 
 
@@ -253,50 +256,118 @@ def _center(z: torch.Tensor) -> torch.Tensor:
     return z - z.mean(dim=0)
 
 
-def _offdiag_sq_sum(z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+def _offdiag_sq_sum(z: torch.Tensor) -> torch.Tensor:
     """Sum of the squared off-diagonal entries of ``C = z^T z / (N - 1)``, cheaper form.
 
     Both forms give the same number (up to rounding). The Gram form costs
     ``O(N^2 D)`` time and ``N^2`` memory, the ``D x D`` form ``O(N D^2)`` and
     ``D^2``: pick the Gram form exactly when ``N < D``. At N = 256, D = 8192 this
     is a 256 x 256 matrix instead of a 8192 x 8192 one (0.25 MB instead of 268 MB).
+    ``z`` must be centred.
     """
     n, d = z.shape
     if n < d:
-        return _offdiag_sq_sum_gram(z, var)
-    return _offdiag_sq_sum_dxd(z, var)
+        return _offdiag_sq_sum_gram(z)
+    return _offdiag_sq_sum_dxd(z)
 
 
-def _offdiag_sq_sum_gram(z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+def _offdiag_sq_sum_gram(z: torch.Tensor) -> torch.Tensor:
     """Off-diagonal sum of squares of ``C`` from the ``N x N`` Gram matrix ``z z^T``.
 
     By the cyclic property of the trace,
-    ``||z^T z||_F^2 = tr(z^T z z^T z) = tr(z z^T z z^T) = ||z z^T||_F^2``, so with
-    ``var = diag(C)``::
+    ``||z^T z||_F^2 = tr(z^T z z^T z) = tr(z z^T z z^T) = ||z z^T||_F^2``, so::
 
-        sum_{i != j} C_ij^2 = ||z z^T||_F^2 / (N - 1)^2 - sum_d var_d^2
+        sum_{i != j} C_ij^2 = (||z z^T||_F^2 - sum_d (sum_n z_nd^2)^2) / (N - 1)^2
 
-    ``z`` must be centred and ``var`` its per-dimension unbiased variance.
+    ``z`` must be centred. The result has ``z``'s dtype.
+
+    Notes
+    -----
+    The Gram matrix mixes the diagonal of ``C`` into every entry, so the
+    off-diagonal part can only be had as a difference of two sums, which cancels
+    when it is small next to the variances: decorrelated dimensions, or one
+    dimension far wider than the others (a collapse along one axis). In float32
+    that difference is then dominated by rounding, even negative. Hence the
+    float64 accumulation, in :class:`_GramOffdiagSqSum`: it keeps the result exact
+    to float32 precision unless the off-diagonal part is some 1e7 times smaller
+    than ``||C||_F^2`` (products of float32 numbers are exact in float64; only the
+    sums round). Far past that, float64 rounding could still leave a tiny negative
+    number: the clamp, a last resort, maps it to 0, the nearest possible value (and
+    gives the gradient of a sum of squares at its minimum, zero).
     """
-    n = z.shape[0]
-    gram = z @ z.T
-    return gram.pow(2).sum() / (n - 1) ** 2 - var.pow(2).sum()
+    return _GramOffdiagSqSum.apply(z)[0]
 
 
-def _offdiag_sq_sum_dxd(z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+class _GramOffdiagSqSum(torch.autograd.Function):
+    """The Gram form of :func:`_offdiag_sq_sum_gram` in float64, with its gradient by hand.
+
+    Autograd would run three ``N^2 D`` float64 matmuls (``z z^T`` and the two
+    factors of its backward) and keep a float64 copy of ``z``. Here the columns of
+    ``z`` go through float64 in blocks of :data:`_BLOCK` (so no float64 copy of
+    the whole ``z`` ever exists), one matmul each way, and only ``z`` and the
+    ``N x N`` Gram matrix are kept for the backward pass::
+
+        d/dz [||z z^T||_F^2 - sum_d s_d^2] = 4 (z z^T z - z * s),   s_d = sum_n z_nd^2
+    """
+
+    generate_vmap_rule = True  # vicreg_lab.vicregl maps the loss over match indices
+
+    @staticmethod
+    def forward(z):
+        gram = diagonal_sq = 0.0
+        for block in _float64_blocks(z):
+            gram = gram + block @ block.T
+            diagonal_sq = diagonal_sq + block.pow(2).sum(dim=0).pow(2).sum()
+        offdiag = (gram.pow(2).sum() - diagonal_sq) / (z.shape[0] - 1) ** 2
+        return offdiag.clamp(min=0).to(z.dtype), gram
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        value, gram = output
+        ctx.mark_non_differentiable(gram)
+        ctx.save_for_backward(inputs[0], gram, value)
+
+    @staticmethod
+    @once_differentiable  # gram is saved as a constant: a second derivative would be wrong
+    def backward(ctx, grad_value, _grad_gram):
+        z, gram, value = ctx.saved_tensors
+        scale = 4 * grad_value.to(gram.dtype) / (z.shape[0] - 1) ** 2
+        scale = torch.where(value > 0, scale, 0.0)  # clamped to 0: the minimum, flat
+        grads = [
+            (scale * (gram @ block - block * block.pow(2).sum(dim=0))).to(z.dtype)
+            for block in _float64_blocks(z)
+        ]
+        return torch.cat(grads, dim=1)
+
+
+#: Block size of both forms: columns of ``z`` taken to float64 at a time by the Gram form
+#: (N x 1024 x 8 bytes), rows of ``C`` squared at a time by the D x D form.
+_BLOCK = 1024
+
+
+def _float64_blocks(z: torch.Tensor):
+    """The columns of ``z`` in float64 (float32 on MPS, which has no float64), by blocks."""
+    dtype = torch.float32 if z.device.type == "mps" else torch.float64
+    for start in range(0, z.shape[1], _BLOCK):
+        yield z[:, start : start + _BLOCK].to(dtype)
+
+
+def _offdiag_sq_sum_dxd(z: torch.Tensor) -> torch.Tensor:
     """Off-diagonal sum of squares of ``C``, building the ``D x D`` matrix ``z^T z / (N - 1)``.
 
-    ``z`` must be centred and ``var = diag(C)`` its per-dimension unbiased variance::
-
-        sum_{i != j} C_ij^2 = ||C||_F^2 - sum_d var_d^2
-
-    ``||C||_F^2`` is a dot product of ``C`` with itself, so that no second
-    ``D x D`` tensor (squares, mask) is stored for the backward pass.
+    ``z`` must be centred. The diagonal is zeroed before squaring, so the sum has
+    only non-negative terms and cannot cancel (``||C||_F^2 - sum_d var_d^2`` loses
+    every digit when the dimensions are decorrelated). Zeroing in place keeps a
+    single ``D x D`` tensor alive for the backward pass (the matmul saves ``z``, not
+    ``C``). The squares are added by ``torch.sum``, whose cascade summation stays
+    accurate over ``D^2`` terms (a BLAS dot product of ``C`` with itself loses up to
+    1e-3, relative, in float32 at D = 2048), by blocks of rows so that the squares
+    never take a second ``D x D`` tensor.
     """
     n = z.shape[0]
     cov = (z.T @ z) / (n - 1)
-    flat = cov.reshape(-1)
-    return torch.dot(flat, flat) - var.pow(2).sum()
+    cov.diagonal().zero_()
+    return sum(rows.pow(2).sum() for rows in cov.split(_BLOCK))
 
 
 # ----------------------------------------------------------------------------- distributed

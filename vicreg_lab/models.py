@@ -80,6 +80,13 @@ class _Encoder3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(nn.functional.adaptive_avg_pool3d(self.forward_features(x), 1), 1)
 
+    def reset_parameters(self) -> None:
+        """Fresh initial weights, drawn as the constructor does; BatchNorm statistics reset."""
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+        _init_weights(self)
+
 
 class _BasicBlock3d(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
@@ -147,8 +154,13 @@ class ResNet3d(_Encoder3d):
         # Every strided layer (conv 7 pad 3, max pool 3 pad 1, conv 3 pad 1, conv 1 pad 0)
         # centres output i on input 2 i: cell j sees a window centred on voxel 32 j.
         self.feature_grid = (32, 0.0)
-        _init_weights(self)
-        if zero_init_residual:
+        self.zero_init_residual = zero_init_residual
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh initial weights, drawn as the constructor does; BatchNorm statistics reset."""
+        super().reset_parameters()
+        if self.zero_init_residual:
             for m in self.modules():
                 if isinstance(m, _BasicBlock3d):
                     nn.init.zeros_(m.bn2.weight)
@@ -207,7 +219,7 @@ class SmallCNN(_Encoder3d):
         # The stem's cell i covers voxels 4 i .. 4 i + 3 (centre 4 i + 1.5); the padded
         # 3^3 convolutions centre output i on input (stride * i): cell j -> 1.5 + stride * j.
         self.feature_grid = (int(output_stride), 1.5)
-        _init_weights(self)
+        self.reset_parameters()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature map ``(B, widths[-1], ~D/s, ~H/s, ~W/s)``, ``s = output_stride``."""

@@ -134,26 +134,27 @@ def load_pretrained(
 def evaluate_pretrained(
     name: str = "synthetic-small",
     n_subjects: int = 512,
-    cohort_seed: int = 1,
+    cohort_seed: int | None = None,
     seeds=(0, 1, 2),
     cv: int = 5,
     weights_dir: str | Path = WEIGHTS_DIR,
 ):
     """Probe a shipped encoder on held-out synthetic subjects, beside both baselines.
 
-    The held-out cohort has the checkpoint's shape and a cohort seed different from
-    the training cohort's, so its subjects were never seen in training. The
-    baselines are raw voxels and a randomly initialised encoder of the same
-    architecture, with eval-mode and with recalibrated BatchNorm
-    (:func:`vicreg_lab.report.embeddings_with_baselines`).
+    By default the held-out subjects are new people on the SAME scanners: the subjects
+    that follow the training cohort's in its seed (:meth:`SyntheticCohort.held_out`).
+    With ``cohort_seed`` another seed draws other scanners too: a new-scanner test.
+    The baselines are those of :func:`vicreg_lab.evaluate.embeddings_with_baselines`
+    (random init of the same architecture with eval-mode and recalibrated BatchNorm,
+    raw voxels, the intensity histogram).
 
     Parameters
     ----------
     name : str
     n_subjects : int
         Held-out subjects.
-    cohort_seed : int
-        Seed of the held-out cohort; must differ from the training cohort's.
+    cohort_seed : int, optional
+        Seed of a cohort with other scanners; must differ from the training cohort's.
     seeds : sequence of int
         Seeds of the cross-validation splits (mean and sd pool seeds x folds).
     cv : int
@@ -166,18 +167,22 @@ def evaluate_pretrained(
         The tidy table of :func:`vicreg_lab.evaluate.probe_table`.
     """
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.evaluate import probe_table
-    from vicreg_lab.report import embeddings_with_baselines
+    from vicreg_lab.evaluate import embeddings_with_baselines, probe_table
 
     model = load_pretrained(name, weights_dir=weights_dir)
     info = model.pretrained_info_
-    trained_on = info.get("cohort", {}).get("seed")
-    if cohort_seed == trained_on:
+    trained = info.get("cohort", {})
+    shape = tuple(info["shape"])
+    if cohort_seed is None:
+        training = SyntheticCohort(int(trained["n_subjects"]), shape=shape, seed=trained["seed"])
+        cohort = training.held_out(n_subjects)
+    elif cohort_seed == trained.get("seed"):
         raise ValueError(
             f"cohort_seed={cohort_seed} is the seed of {name!r}'s training cohort: "
-            "choose another seed to evaluate on held-out subjects"
+            "leave cohort_seed=None for held-out subjects of the same scanners"
         )
-    cohort = SyntheticCohort(n_subjects=n_subjects, shape=tuple(info["shape"]), seed=cohort_seed)
+    else:
+        cohort = SyntheticCohort(n_subjects=n_subjects, shape=shape, seed=cohort_seed)
     embeddings = embeddings_with_baselines(model, cohort, seed=int(info.get("seed", 0)))
     factors = cohort.participants.reset_index(drop=True)
     return probe_table(embeddings, factors, cv=cv, seeds=seeds)

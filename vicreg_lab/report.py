@@ -17,42 +17,17 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from vicreg_lab._io import save_figure, write_text
-
-TRAINED = "VICReg"
-RANDOM_EVAL = "random init (eval BN)"
-RANDOM_RECAL = "random init (recalibrated BN)"
-RAW = "raw voxels 16^3"
-
-
-def _volumes(dataset) -> torch.Tensor:
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([item["image"] if isinstance(item, dict) else item[0] for item in items])
-
-
-def embeddings_with_baselines(model, dataset, seed: int = 0) -> dict[str, np.ndarray]:
-    """Embeddings of ``dataset`` by the trained encoder and by the two baselines.
-
-    The baselines are a randomly initialised encoder of the same architecture (reported
-    with eval-mode BatchNorm and with BatchNorm statistics recalibrated on the data) and
-    the raw voxels, average-pooled to 16^3.
-    """
-    from vicreg_lab.evaluate import encode, raw_voxel_features
-    from vicreg_lab.models import build_encoder
-
-    volumes = model._resize(_volumes(dataset))
-    torch.manual_seed(seed + 12345)
-    random_encoder = build_encoder(model.encoder).eval()
-    return {
-        TRAINED: model.transform(volumes),
-        RANDOM_EVAL: encode(random_encoder, volumes, bn_mode="eval"),
-        RANDOM_RECAL: encode(random_encoder, volumes, bn_mode="recalibrate"),
-        RAW: raw_voxel_features(volumes, size=16),
-    }
+from vicreg_lab.evaluate import (  # noqa: F401 (names the report's readers use)
+    HISTOGRAM,
+    RANDOM_EVAL,
+    RANDOM_RECAL,
+    RAW,
+    TRAINED,
+    embeddings_with_baselines,
+)
 
 
 def read_probes(table: pd.DataFrame) -> list[str]:
@@ -92,7 +67,9 @@ def read_probes(table: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_figures=()) -> Path:
+def training_report(
+    model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_figures=(), probe_dataset=None
+) -> Path:
     """Write the report folder of a fitted :class:`vicreg_lab.VICReg` on a labelled dataset.
 
     Parameters
@@ -111,6 +88,13 @@ def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_fig
         Folds per seed.
     extra_figures : sequence of str
         Files already in ``out`` to show first on the summary page (e.g. ``cohort.png``).
+    probe_dataset : Dataset, optional
+        Subjects the model never saw, to probe and to draw the UMAP on (e.g.
+        ``cohort.held_out(n)``: new people on the same scanners). Default: ``dataset``
+        itself (cross-validated probes on the training subjects, which the page says).
+        When it has ``latents`` and ``anatomical_latents`` (a
+        :class:`vicreg_lab.SyntheticCohort`), the page also gets the per-latent table
+        (``latents.csv``).
 
     Returns
     -------
@@ -118,7 +102,7 @@ def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_fig
         ``index.html`` in ``out``.
     """
     from vicreg_lab import viz
-    from vicreg_lab.evaluate import probe_table
+    from vicreg_lab.evaluate import latent_table, probe_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,8 +111,9 @@ def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_fig
         "loss_terms.png": viz.plot_loss_terms(pd.DataFrame(history["step"])),
         "collapse.png": viz.plot_collapse_history(history["epoch"]),
     }
-    embeddings = embeddings_with_baselines(model, dataset, seed=model.seed)
-    factors = dataset.participants.reset_index(drop=True)
+    probed = dataset if probe_dataset is None else probe_dataset
+    embeddings = embeddings_with_baselines(model, probed, seed=model.seed)
+    factors = probed.participants.reset_index(drop=True)
     figures["spectrum.png"] = viz.plot_spectrum(
         [embeddings[TRAINED], embeddings[RANDOM_RECAL]], labels=[TRAINED, RANDOM_RECAL]
     )
@@ -138,24 +123,51 @@ def training_report(model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_fig
 
     table = probe_table(embeddings, factors, cv=min(cv, len(factors) // 2), seeds=seeds)
     write_text(out / "probes.csv", table.to_csv(index=False))
+    latents = None
+    if hasattr(probed, "latents") and hasattr(probed, "anatomical_latents"):
+        columns = probed.anatomical_latents()
+        latents = latent_table(embeddings, probed.latents, columns, cv=min(cv, len(factors) // 2))
+        write_text(out / "latents.csv", latents.to_csv())
     write_text(out / "history.json", json.dumps(history["epoch"], indent=1) + "\n")
     reading = read_probes(table)
     last = history["epoch"][-1]
+    rep, exp = last["collapse"], last["collapse_expander"]  # scale-free, target_std=1
     facts = [
         f"Encoder {model.encoder}, expander {model.expander}, weights "
         f"{model.inv_coeff:g}/{model.var_coeff:g}/{model.cov_coeff:g}, "
         f"{len(history['step'])} steps over {len(history['epoch'])} epochs, "
         f"{len(dataset)} volumes of shape {tuple(model.input_size_)}.",
+        (
+            f"Probes: {len(factors)} held-out subjects the model never saw"
+            if probe_dataset is not None
+            else f"Probes: cross-validated on the {len(factors)} training subjects"
+        )
+        + f" ({cv}-fold x {len(seeds)} split seeds; linear = ridge / logistic regression).",
         f"Loss {history['epoch'][0]['loss']:.3f} (first epoch) -> {last['loss']:.3f} (last); "
-        f"collapse verdict of the representation: {last['collapse']['verdict']} "
-        f"(RankMe {last['collapse']['rankme']:.1f} of {last['collapse']['n_dims']}).",
+        f"collapse verdict of the representation: {rep['verdict']} (scale-free; RankMe "
+        f"{rep['rankme']:.1f} of at most {rep['rankme'] / rep['rankme_fraction']:.0f}); "
+        f"of the expander output: {exp['verdict']} (target std 1; mean std "
+        f"{exp['mean_std']:.2g}).",
     ]
     linear = table[table["probe"] == "linear"]
     pivot = linear.pivot_table(index="embedding", columns=["target", "metric"], values="mean")
     pivot = pivot.reindex([k for k in embeddings if k in pivot.index])
     shown = [*extra_figures, *figures]
-    write_text(out / "index.md", _markdown(facts, pivot, reading, shown))
-    return write_text(out / "index.html", _html(facts, pivot, reading, shown))
+    if latents is not None:
+        reading.append(_read_latents(latents))
+    write_text(out / "index.md", _markdown(facts, pivot, reading, shown, latents))
+    return write_text(out / "index.html", _html(facts, pivot, reading, shown, latents))
+
+
+def _read_latents(latents: pd.DataFrame) -> str:
+    """One sentence on the per-latent table, whatever it says."""
+    mean = latents.loc["mean"]
+    best = max((v, k) for k, v in mean.items() if k != TRAINED)
+    verb = "above" if mean[TRAINED] > best[0] else "not above"
+    return (
+        f"Anatomy: over {len(latents) - 1} anatomical latents, the mean R^2 of the VICReg "
+        f"embedding is {mean[TRAINED]:.2f}, {verb} the best baseline ({best[1]}, {best[0]:.2f})."
+    )
 
 
 def summary_text(report) -> str:
@@ -183,23 +195,33 @@ def summary_text(report) -> str:
     return "\n".join(kept).strip() + "\n"
 
 
-def _markdown(facts, pivot: pd.DataFrame, reading, figures) -> str:
+def _markdown(facts, pivot: pd.DataFrame, reading, figures, latents=None) -> str:
     header = ["embedding"] + [f"{t} {m}" for t, m in pivot.columns]
     rows = [[name] + [f"{v:.3f}" for v in values] for name, values in pivot.iterrows()]
     lines = ["# vicreg-lab training report", "", *facts, "", "## Linear probes (mean over splits)"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "All probes, kNN included, with sd: `probes.csv`.", "", *reading, ""]
+    lines += ["", "All probes, kNN included, with sd: `probes.csv`."]
+    if latents is not None:
+        header = ["latent", *latents.columns]
+        lines += ["", "## Anatomical latents: linear R^2 (`latents.csv`)", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, values in latents.iterrows():
+            lines.append("| " + " | ".join([str(name)] + [f"{v:.2f}" for v in values]) + " |")
+    lines += ["", *reading, ""]
     lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
 
-def _html(facts, pivot: pd.DataFrame, reading, figures) -> str:
+def _html(facts, pivot: pd.DataFrame, reading, figures, latents=None) -> str:
     esc = html.escape
     table = pivot.to_html(float_format=lambda v: f"{v:.3f}", border=0)
     paragraphs = "".join(f"<p>{esc(s)}</p>" for s in facts)
     readings = "".join(f"<li>{esc(s)}</li>" for s in reading)
     images = "".join(f'<p><img src="{esc(n)}" alt="{esc(n)}"></p>' for n in figures)
+    if latents is not None:
+        latent_html = latents.to_html(float_format=lambda v: f"{v:.2f}", border=0)
+        table += f"<h2>Anatomical latents: linear R^2</h2>{latent_html}"
     return (
         '<!doctype html>\n<html><head><meta charset="utf-8"><title>vicreg-lab report</title>'
         "<style>body{font-family:sans-serif;max-width:64em;margin:auto}"

@@ -115,7 +115,9 @@ def train_toy(
     -------
     dict
         ``history`` (lists: step, loss, invariance, variance, covariance),
-        ``embeddings`` (numpy (n, embed_dim), the clean points embedded after training),
+        ``embeddings`` (numpy (n, embed_dim), the clean points embedded after training;
+        their std is what the variance term sets, so diagnose them with
+        ``collapse_report(embeddings, target_std=1.0)``),
         ``initial_embeddings`` (the same before training), ``labels`` (numpy cluster ids),
         ``weights`` (the three coefficients, by keyword).
     """

@@ -21,8 +21,9 @@ feature map and where the augmentation took it from::
     loss = VICRegLLoss(alpha, ...)(z1, z2, m1, m2, locations1, locations2)["loss"]
 
 Reproducibility: the shuffling and the augmentation of epoch ``e`` are drawn from
-generators seeded with ``(seed, e)``, so a run resumed from the checkpoint written at
-the end of an epoch continues exactly as the uninterrupted run would have (on CPU).
+generators seeded with ``(seed, e)`` (TorchIO views: from seeds of ``(seed, e, item,
+view)``), so a run resumed from the checkpoint written at the end of an epoch continues
+exactly as the uninterrupted run would have (on CPU).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from vicreg_lab.models import build_encoder, build_expander, build_local_expande
 from vicreg_lab.vicregl import TERMS as VICREGL_TERMS
 from vicreg_lab.vicregl import VICRegLLoss, feature_locations
 
-__all__ = ["VICReg", "LARS", "init_distributed", "lr_at_step"]
+__all__ = ["VICReg", "LARS", "exclude_bias_and_norm", "init_distributed", "lr_at_step"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
 LOSSES = ("vicreg", "vicregl")
@@ -59,11 +60,34 @@ CHECKPOINT_NAME = "last.ckpt"
 # ------------------------------------------------------------------ optimisation
 
 
-class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as in the official VICReg code.
+def exclude_bias_and_norm(p: torch.Tensor) -> bool:
+    """True for one-dimensional parameters: biases and normalisation weights (official filter)."""
+    return p.ndim == 1
 
-    Parameters with one dimension (biases, BatchNorm weights) get neither weight decay
-    nor the layer-wise trust ratio, like ``exclude_bias_and_norm`` in main_vicreg.py.
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al. 2017) as in the official VICReg code (``main_vicreg.py``).
+
+    Each step adds ``weight_decay * p`` to the gradient, rescales it by the trust ratio
+    ``eta * ||p|| / ||update||``, then takes an SGD step with momentum. Parameters for
+    which a filter returns True are left out of that part of the update: by default, as
+    in the official code, biases and normalisation weights get neither weight decay nor
+    the trust ratio.
+
+    Parameters
+    ----------
+    params : iterable of parameters or of parameter groups
+    lr : float
+    weight_decay : float, default=1e-6
+        The official VICReg value (``--wd 1e-6``).
+    momentum : float, default=0.9
+    eta : float, default=0.001
+        Trust coefficient.
+    weight_decay_filter, lars_adaptation_filter : callable or None, default=exclude_bias_and_norm
+        ``f(p) -> bool``; True exempts ``p`` from the weight decay / the trust ratio;
+        None exempts nothing. They are attributes of the optimizer, not entries of its
+        parameter groups, so that ``state_dict()`` holds no functions and checkpoints
+        load with ``torch.load(weights_only=True)``.
     """
 
     def __init__(
@@ -73,8 +97,16 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 1e-6,
         momentum: float = 0.9,
         eta: float = 0.001,
+        weight_decay_filter: Callable[[torch.Tensor], bool] | None = exclude_bias_and_norm,
+        lars_adaptation_filter: Callable[[torch.Tensor], bool] | None = exclude_bias_and_norm,
     ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+        self.weight_decay_filter = weight_decay_filter
+        self.lars_adaptation_filter = lars_adaptation_filter
+
+    @staticmethod
+    def _exempt(rule, p: torch.Tensor) -> bool:
+        return rule is not None and bool(rule(p))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -83,8 +115,9 @@ class LARS(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 dp = p.grad
-                if p.ndim > 1:  # weights: decay and trust ratio; biases and norms: neither
+                if not self._exempt(self.weight_decay_filter, p):
                     dp = dp.add(p, alpha=group["weight_decay"])
+                if not self._exempt(self.lars_adaptation_filter, p):
                     p_norm, dp_norm = torch.norm(p), torch.norm(dp)
                     ratio = torch.where(
                         (p_norm > 0) & (dp_norm > 0), group["eta"] * p_norm / dp_norm, 1.0
@@ -161,11 +194,13 @@ class VICReg:
     inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
         Loss weights (see :class:`vicreg_lab.VICRegLoss`).
     optimizer : {"adamw", "lars"}, default="adamw"
-        LARS follows the official code (base lr ``0.2 * batch_size / 256``).
+        LARS follows the official code (base lr ``0.2 * batch_size / 256``, weight decay
+        1e-6, momentum 0.9, eta 0.001, biases and norms exempt; see :class:`LARS`).
     lr : float, optional
         Base learning rate; default ``1e-3`` for AdamW and ``0.2 * batch_size / 256`` for LARS.
-    weight_decay : float, default=1e-4
-        Weight decay (not applied to biases and normalisation parameters).
+    weight_decay : float, optional
+        Weight decay (not applied to biases and normalisation parameters); default
+        ``1e-4`` for AdamW and ``1e-6`` for LARS (the official VICReg value).
     warmup_epochs : float, default=1
         Linear warm-up, then cosine decay, per step.
     batch_size : int, default=32
@@ -192,8 +227,11 @@ class VICReg:
     callbacks : sequence of callables, optional
         Each is called as ``callback(estimator, event, record)`` with event ``"step"`` or
         ``"epoch"``; see :class:`vicreg_lab.callbacks.LiveLossPlot` for a live plot.
-    sync_batchnorm : bool, default=False
-        Convert BatchNorm to SyncBatchNorm under torch.distributed.
+    sync_batchnorm : bool, optional
+        Convert BatchNorm to SyncBatchNorm under torch.distributed (several processes).
+        Default (None): on CUDA, as the official code does; on CPU (gloo) BatchNorm
+        stays per process, since PyTorch's SyncBatchNorm only runs on GPUs. True
+        converts (an error on CPU), False never does.
     loss : {"vicreg", "vicregl"}, default="vicreg"
         "vicregl" adds VICRegL's local term on the encoder's feature maps
         (:class:`vicreg_lab.vicregl.VICRegLLoss`). It needs the geometry of every view:
@@ -223,7 +261,9 @@ class VICReg:
     history_ : dict
         ``"step"``: one record per step (epoch, step, the loss terms, lr, volumes/s);
         ``"epoch"``: one record per epoch (mean terms, lr, volumes/s, seconds, and
-        ``collapse`` / ``collapse_expander``: collapse reports of a held batch). The loss
+        ``collapse`` / ``collapse_expander``: collapse reports of a held batch, the
+        representation's scale-free, the expander's with ``target_std=1.0``; their
+        ``scale`` field says which). The loss
         terms are those of :class:`vicreg_lab.VICRegLoss`; VICRegL adds ``"global"``,
         ``"local"`` and ``"local_invariance"``, ``"local_variance"``,
         ``"local_covariance"`` (see :func:`vicreg_lab.vicregl.vicregl_loss`).
@@ -246,7 +286,7 @@ class VICReg:
         cov_coeff: float = 1.0,
         optimizer: str = "adamw",
         lr: float | None = None,
-        weight_decay: float = 1e-4,
+        weight_decay: float | None = None,
         warmup_epochs: float = 1.0,
         batch_size: int = 32,
         max_epochs: int = 10,
@@ -260,7 +300,7 @@ class VICReg:
         seed: int = 0,
         progress: bool = True,
         callbacks: Sequence[Callable] = (),
-        sync_batchnorm: bool = False,
+        sync_batchnorm: bool | None = None,
         loss: str = "vicreg",
         alpha: float = 0.75,
         num_matches: int | None = None,
@@ -370,17 +410,26 @@ class VICReg:
             network.to(device)
         if device.type == "cuda":
             self.encoder_.to(memory_format=torch.channels_last_3d)
-        lr = self.lr
-        if lr is None:
-            lr = 0.2 * self.batch_size / 256 if self.optimizer == "lars" else 1e-3
-        self.base_lr_ = lr
-        groups = _param_groups(networks, self.weight_decay)
-        if self.optimizer == "lars":
-            self.optimizer_ = LARS(groups, lr=lr)
-        else:
-            self.optimizer_ = torch.optim.AdamW(groups, lr=lr)
+        self.optimizer_ = self._make_optimizer(networks)
         self._augment = self._make_augment(device)
         self.history_ = {"step": [], "epoch": []}
+
+    def _make_optimizer(self, networks: Sequence[nn.Module]) -> torch.optim.Optimizer:
+        """LARS with the official VICReg settings, or AdamW; sets ``base_lr_``."""
+        lars = self.optimizer == "lars"
+        lr = self.lr
+        if lr is None:
+            lr = 0.2 * self.batch_size / 256 if lars else 1e-3
+        self.base_lr_ = lr
+        weight_decay = self.weight_decay
+        if weight_decay is None:
+            weight_decay = 1e-6 if lars else 1e-4
+        # LARS exempts biases and norms itself (its filters); the two groups are kept for
+        # both optimizers so that checkpoints of either resume with one layout.
+        groups = _param_groups(networks, weight_decay)
+        if lars:
+            return LARS(groups, lr=lr, momentum=0.9, eta=0.001)
+        return torch.optim.AdamW(groups, lr=lr)
 
     def _make_augment(self, device: torch.device):
         """``f(x, generator) -> (views, geometry or None)``, or None for TorchIO."""
@@ -408,12 +457,7 @@ class VICReg:
             sampler.set_epoch(epoch)
         collate = _stack_images
         if self.augmentation == "torchio" and shuffle:
-            from vicreg_lab.augment import SimCLRTransform, TwoViewsCollate
-
-            transform = SimCLRTransform(
-                input_size=(1, *self.input_size_), **dict(self.augment_params or {})
-            )
-            collate = TwoViewsCollate(transform)
+            data, collate = self._torchio_views(data, epoch)
         return DataLoader(
             data,
             batch_size=self.batch_size,
@@ -424,6 +468,21 @@ class VICReg:
             num_workers=self.num_workers,
             generator=_seeded_generator(self.seed, epoch) if shuffle else None,
         )
+
+    def _torchio_views(self, data, epoch: int):
+        """``(dataset, collate)`` giving TorchIO views that a resumed run draws again.
+
+        TorchIO draws from torch's global RNG, which differs between a resumed and an
+        uninterrupted run (and between DataLoader workers): each view is drawn from a
+        seed of ``(seed, epoch, item index, view)`` instead, which none of these change.
+        """
+        from vicreg_lab.augment import SimCLRTransform
+        from vicreg_lab.augment.collate import IndexedDataset, SeededTwoViewsCollate
+
+        transform = SimCLRTransform(
+            input_size=(1, *self.input_size_), **dict(self.augment_params or {})
+        )
+        return IndexedDataset(data), SeededTwoViewsCollate(transform, self.seed, epoch)
 
     # ---------------------------------------------------------------- training
 
@@ -628,15 +687,18 @@ class VICReg:
             # Batch statistics, on throw-away copies: early in a run BatchNorm's running
             # statistics lag far behind the weights and eval mode would show a fake collapse.
             # (SyncBatchNorm would synchronise across processes: keep eval mode there.)
+            synced = any(isinstance(m, nn.SyncBatchNorm) for m in self.encoder_.modules())
             encoder, expander = self.encoder_, self.expander_
-            if not self.sync_batchnorm:
+            if not synced:
                 encoder, expander = copy.deepcopy(encoder), copy.deepcopy(expander)
-            encoder.train(not self.sync_batchnorm)
-            expander.train(not self.sync_batchnorm)
+            encoder.train(not synced)
+            expander.train(not synced)
             rep = encoder(held).float()
             emb = expander(rep).float()
+        # the representation has no target scale: scale-free verdict; the variance term
+        # asks the expander output for a std of gamma = 1: absolute verdict
         record["collapse"] = _plain_report(collapse_report(rep.cpu()))
-        record["collapse_expander"] = _plain_report(collapse_report(emb.cpu()))
+        record["collapse_expander"] = _plain_report(collapse_report(emb.cpu(), target_std=1.0))
         self.history_["epoch"].append(record)
         if self.checkpoint_dir is not None and _is_main():
             self._save_checkpoint(Path(self.checkpoint_dir) / CHECKPOINT_NAME, epoch + 1)
@@ -649,11 +711,8 @@ class VICReg:
     def _wrap_distributed(self, device: torch.device) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        if self.sync_batchnorm:
-            self.encoder_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_)
-            self.expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.expander_)
-            if self.loss == "vicregl":
-                self.local_expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.local_expander_)
+        if self._use_sync_batchnorm(device):
+            self._convert_to_sync_batchnorm()
         ids = [device.index] if device.type == "cuda" else None
         self._encoder_module = DDP(self.encoder_, device_ids=ids)
         self._expander_module = DDP(self.expander_, device_ids=ids)
@@ -661,6 +720,28 @@ class VICReg:
             # DDP only synchronises what runs through its forward: wrap forward_features.
             self._features_module = DDP(_FeatureMaps(self.encoder_), device_ids=ids)
             self._local_module = DDP(self.local_expander_, device_ids=ids)
+
+    def _use_sync_batchnorm(self, device: torch.device) -> bool:
+        """Whether :meth:`_wrap_distributed` converts BatchNorm to SyncBatchNorm."""
+        if self.sync_batchnorm is None:  # the official code always converts (on GPUs)
+            return device.type == "cuda"
+        if self.sync_batchnorm and device.type == "cpu":
+            raise ValueError(
+                "sync_batchnorm=True needs GPUs: PyTorch's SyncBatchNorm does not run on "
+                "CPU; leave sync_batchnorm=None (per-process BatchNorm on CPU) or False"
+            )
+        return bool(self.sync_batchnorm)
+
+    def _convert_to_sync_batchnorm(self) -> None:
+        """BatchNorm -> SyncBatchNorm in every network.
+
+        The converted layers take over the same parameter and buffer tensors, so the
+        optimizer (built on those parameters) keeps training them.
+        """
+        self.encoder_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_)
+        self.expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.expander_)
+        if getattr(self, "local_expander_", None) is not None:
+            self.local_expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.local_expander_)
 
     # ---------------------------------------------------------------- checkpoints
 

@@ -6,7 +6,8 @@ maps, between cells of the two views that show the same part of the brain::
 
     loss  = alpha * global + (1 - alpha) * local             # alpha = 0.75
     global = VICReg(z1, z2)                                  # pooled embeddings (B, D)
-    local  = mean over 4 matchings of VICReg(m1[matched], m2[matched])
+    local  = sum over the 2 matchings (features, location) of
+             the mean over their 2 directions of VICReg(m1[matched], m2[matched])
 
 ``m1, m2`` are the feature maps after a dense (1x1x1) expander, ``(B, C, d, h, w)``.
 The four matchings pair every kept cell with one cell of the other view:
@@ -22,7 +23,9 @@ The four matchings pair every kept cell with one cell of the other view:
 On the ``k`` matched pairs ``(B, k, C)`` the local VICReg term is computed as the
 official code does: invariance is the MSE over all pairs; variance and covariance are
 statistics over the batch, *separately for every match index* (the ``k`` kept cells of
-each sample, in raster order), then averaged over the ``k`` indices.
+each sample, in raster order), then averaged over the ``k`` indices. The two directions
+of a matching are averaged and the two matchings summed, as in the official code since
+its commit d14c226 ("Fix local loss"); before it, the local term was half as large.
 
 Efficiency: distances are one batched ``torch.cdist`` per matching (no grad: only
 their ranks are used), the selection one ``min`` + ``topk`` over the whole batch; no
@@ -31,11 +34,13 @@ Python loop touches a location. The ``k`` covariance terms reuse
 smaller than the channels) through ``torch.vmap``.
 
 Compared with facebookresearch/VICRegL (``main_vicregl.py``), see ``docs/vicregl.md``:
-same ``alpha``, the same matching rules and statistics; our covariance is *summed*
-over the two views, as in VICReg and :func:`vicreg_lab.losses.vicreg_loss` (the official
-VICRegL averages it: ``cov_coeff=0.5`` reproduces its weighting); flips are honoured
-in the locations (the official default, ``--no-flip-grid 1``, ignores them); cell
-centres are receptive-field centres when the encoder declares ``feature_grid``.
+same ``alpha``, the same matching rules, statistics and combination of the matchings
+(``tests/test_vicregl.py`` checks the numbers against a rewrite of the official
+functions); our covariance is *summed* over the two views, as in VICReg and
+:func:`vicreg_lab.losses.vicreg_loss` (the official VICRegL averages it:
+``cov_coeff=0.5`` reproduces its weighting); flips are honoured in the locations (the
+official default, ``--no-flip-grid 1``, ignores them); cell centres are receptive-field
+centres when the encoder declares ``feature_grid``.
 """
 
 from __future__ import annotations
@@ -138,8 +143,9 @@ def vicregl_loss(
         ``"local"`` (weighted sums of their three terms), ``"invariance"``,
         ``"variance"``, ``"covariance"`` (the global terms, unweighted, as in
         :func:`vicreg_lab.vicreg_loss`) and ``"local_invariance"``,
-        ``"local_variance"``, ``"local_covariance"`` (unweighted, averaged over the
-        four matchings). Scalars, float32 (float64 for float64 inputs).
+        ``"local_variance"``, ``"local_covariance"`` (unweighted; each matching
+        averaged over its two directions, the two matchings summed). Scalars,
+        float32 (float64 for float64 inputs).
 
     Raises
     ------
@@ -192,7 +198,7 @@ def vicregl_loss(
         for query, candidates, distances, k in matchings:
             a, b = _matched_pairs(query, candidates, distances, k)
             terms.append(_local_terms(a, b, gamma=gamma, eps=eps, gather=gather))
-        local_inv, local_var, local_cov = (torch.stack(t).mean() for t in zip(*terms, strict=True))
+        local_inv, local_var, local_cov = _combine_matchings(terms)
         local = inv_coeff * local_inv + var_coeff * local_var + cov_coeff * local_cov
         glob_loss = glob["loss"].to(dtype)
         loss = alpha * glob_loss + (1 - alpha) * local
@@ -350,6 +356,21 @@ def _matched_pairs(query, candidates, distances, k):
     return a, b
 
 
+def _combine_matchings(terms: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The local (invariance, variance, covariance) from those of the four matchings.
+
+    ``terms`` holds the features 1 -> 2 and 2 -> 1, then the location 1 -> 2 and
+    2 -> 1 matchings. Each matching is averaged over its two directions and the two
+    matchings are *summed*, as ``_local_loss`` in the official main_vicregl.py does
+    since commit d14c226 ("Fix local loss"). Before that commit ``local_loss`` kept
+    only its last ``_local_loss`` call but still divided by the two calls, which
+    halved the sum: the mean of the four.
+    """
+    per_direction = torch.stack([torch.stack(t) for t in terms])  # (4, 3)
+    per_matching = per_direction.reshape(2, 2, 3).mean(dim=1)  # (features | location, 3)
+    return tuple(per_matching.sum(dim=0).unbind())
+
+
 def _n_matches(num_matches: int | None, cells: int) -> int:
     if num_matches is None:
         return max(1, math.ceil(DEFAULT_MATCH_FRACTION * cells))
@@ -375,7 +396,7 @@ def _local_terms(a: torch.Tensor, b: torch.Tensor, *, gamma: float, eps: float, 
         z = _center(z)  # over the batch, for each (match index, channel)
         var = z.pow(2).sum(dim=0) / (n - 1)  # (k, C)
         variance = variance + F.relu(gamma - torch.sqrt(var + eps)).mean() / 2
-        offdiag = torch.vmap(_offdiag_sq_sum)(z.transpose(0, 1), var)  # (k,)
+        offdiag = torch.vmap(_offdiag_sq_sum)(z.transpose(0, 1))  # (k,)
         covariance = covariance + offdiag.mean() / channels
     return invariance, variance, covariance
 

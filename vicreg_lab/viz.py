@@ -164,21 +164,23 @@ def plot_collapse_reports(reports):
     Returns
     -------
     matplotlib.figure.Figure
-        Four panels: mean std per dimension; normalised std times ``sqrt(D)``
+        Four panels: mean std per dimension (dotted: the complete-collapse line of
+        the reports made with a ``target_std``); normalised std times ``sqrt(D)``
         (1 when spread evenly on the sphere, 0 for complete collapse); RankMe
-        with its maximum ``min(N - 1, D)`` marked; the verdicts. Bars are
-        coloured by verdict.
+        with its maximum ``min(N - 1, D)`` marked; the verdicts, each with the
+        form it used (scale-free, or its target std). Bars are coloured by verdict.
 
     Examples
     --------
     >>> import numpy as np
     >>> from vicreg_lab.diagnostics import collapse_report
     >>> z = np.random.default_rng(0).normal(size=(200, 16))
-    >>> fig = plot_collapse_reports({"random": collapse_report(z)})
+    >>> fig = plot_collapse_reports({"random": collapse_report(z),
+    ...                              "as expander": collapse_report(z, target_std=1.0)})
     >>> len(fig.axes)
     4
     """
-    from vicreg_lab.diagnostics import COMPLETE_STD
+    from vicreg_lab.diagnostics import COMPLETE_STD_FRACTION, target_std_of
 
     if not reports:
         raise ValueError("reports is empty; pass {name: collapse_report(z)}")
@@ -204,7 +206,9 @@ def plot_collapse_reports(reports):
         axis.bar_label(bars, fmt="%.3g", fontsize="small")
         axis.set_title(title)
         axis.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
-    axes[0].axhline(COMPLETE_STD, color="tab:red", ls=":", lw=0.8)  # default collapse threshold
+    targets = {target_std_of(row.get("scale", "free")) for row in rows.values()} - {None}
+    for target in targets:  # the absolute rule holds only for reports with a target
+        axes[0].axhline(COMPLETE_STD_FRACTION * target, color="tab:red", ls=":", lw=0.8)
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
     maxima = [row["rankme"] / row["rankme_fraction"] for row in rows.values()]
     axes[2].plot(x, maxima, "kx", ls="none")
@@ -213,7 +217,8 @@ def plot_collapse_reports(reports):
     axes[3].set_title("verdict")
     for i, (name, row) in enumerate(rows.items()):
         y = 1 - (i + 1) / (len(rows) + 1)
-        axes[3].text(0, y, f"{name}: {row['verdict']}", color=colors[i], va="center")
+        form = row.get("scale", "free").replace("free", "scale-free")
+        axes[3].text(0, y, f"{name}: {row['verdict']} ({form})", color=colors[i], va="center")
     fig.tight_layout()
     return fig
 

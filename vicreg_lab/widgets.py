@@ -24,6 +24,8 @@ SLIDERS = {
     "p_noise": ("p noise", 0.0, 1.0, 0.05),
     "p_intensity": ("p intensity", 0.0, 1.0, 0.05),
 }
+#: flip-axis toggle labels, in axis order (D, H, W of an RAS+ / MNI-oriented volume)
+FLIP_AXES = ("left-right", "front-back", "up-down")
 _PREVIEW_SIDE = 64  # default output: the volume's shape scaled to at most this side
 
 
@@ -51,6 +53,8 @@ class AugmentationPanel:
     ----------
     sliders : dict of str to ipywidgets.FloatSlider
         One slider per knob (see ``SLIDERS``).
+    flip_axes : ipywidgets.SelectMultiple
+        Which axes may be flipped (see ``FLIP_AXES``; left-right by default).
     button : ipywidgets.Button
         "New sample".
     image : ipywidgets.Image
@@ -110,14 +114,23 @@ class AugmentationPanel:
             )
             for name, (label, lo, hi, step) in SLIDERS.items()
         }
+        self.flip_axes = widgets.SelectMultiple(
+            options=FLIP_AXES,
+            value=[FLIP_AXES[a] for a in self.params.flip_axes],
+            description="flip axes",
+            rows=3,
+            style={"description_width": "110px"},
+        )
         self.button = widgets.Button(description="New sample", icon="refresh")
         self.image = widgets.Image(format="png")
         for slider in self.sliders.values():
             slider.observe(self._on_slider, names="value")
+        self.flip_axes.observe(self._on_slider, names="value")
         self.button.on_click(self._on_click)
         boxes = list(self.sliders.values())
         half = (len(boxes) + 1) // 2
-        controls = widgets.HBox([widgets.VBox(boxes[:half]), widgets.VBox(boxes[half:])])
+        columns = [widgets.VBox(boxes[:half]), widgets.VBox([*boxes[half:], self.flip_axes])]
+        controls = widgets.HBox(columns)
         self.widget = widgets.VBox([controls, self.button, self.image])
         self.widget.add_class("vicreg-augment-panel")
         self.button.add_class("vicreg-augment-new-sample")
@@ -153,7 +166,9 @@ class AugmentationPanel:
         self.display()
 
     def _on_slider(self, change) -> None:
-        self.params = _params_from(self.params, {n: s.value for n, s in self.sliders.items()})
+        values = {n: s.value for n, s in self.sliders.items()}
+        values["flip_axes"] = tuple(FLIP_AXES.index(a) for a in self.flip_axes.value)
+        self.params = _params_from(self.params, values)
         self.redraw()
 
     def _on_click(self, _button) -> None:
@@ -193,7 +208,7 @@ def _params_from(params: AugmentParams, values: dict) -> AugmentParams:
         "noise_std": (min(params.noise_std[0], noise), noise),
         "gamma": (-values["gamma_max"], values["gamma_max"]),
     }
-    changes.update({k: v for k, v in values.items() if k in LIMITS})
+    changes.update({k: v for k, v in values.items() if k in LIMITS or k == "flip_axes"})
     return params.replace(**changes)
 
 
@@ -219,7 +234,8 @@ class LossWeightsPanel:
     Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.toy` from the same seed
     with the new weights, then shows the loss terms, the embeddings coloured by cluster,
     their spread along each principal axis, and the collapse verdict of
-    :func:`vicreg_lab.diagnostics.collapse_report`. Set the variance weight near 0 and
+    :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0`` (the std the
+    variance term asks for). Set the variance weight near 0 and
     the embeddings collapse to a point; the covariance weight near 0 and they flatten
     onto a few directions.
 
@@ -255,7 +271,7 @@ class LossWeightsPanel:
     run : dict
         The last :func:`vicreg_lab.toy.train_toy` result.
     report : CollapseReport
-        Collapse diagnostics of the last run's embeddings.
+        Collapse diagnostics of the last run's embeddings (``target_std=1.0``).
     figure : matplotlib.figure.Figure
         The last figure.
     n_updates : int
@@ -356,7 +372,7 @@ class LossWeightsPanel:
         tick = time.perf_counter()
         self.readout.value = f"<i>training with {_weights_text(self.weights)} ...</i>"
         self.run = train_toy(**self.weights, steps=self.steps, n=self.n, seed=self.seed, lr=self.lr)
-        self.report = collapse_report(self.run["embeddings"])
+        self.report = collapse_report(self.run["embeddings"], target_std=1.0)  # gamma = 1
         self.figure = plot_toy_run(self.run, title=_weights_text(self.weights))
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", dpi=72)

@@ -38,7 +38,7 @@ class BatchedAugment:
     input_size : int or tuple of int, default=(1, 64, 64, 64)
         Output size: an int (cube), (D, H, W) or (1, D, H, W). Each side must
         lie in [2, 256] and be at most 4 times the source side.
-    crop_scale, flip_prob, rotation_degrees, blur_sigma, noise_std, gamma, \
+    crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma, \
 bias_field, p_blur, p_noise, p_intensity
         Augmentation strengths; see :class:`~vicreg_lab.augment.AugmentParams`
         for their meaning, defaults and valid ranges.
@@ -80,6 +80,7 @@ bias_field, p_blur, p_noise, p_intensity
         input_size=(1, 64, 64, 64),
         crop_scale=_D.crop_scale,
         flip_prob=_D.flip_prob,
+        flip_axes=_D.flip_axes,
         rotation_degrees=_D.rotation_degrees,
         blur_sigma=_D.blur_sigma,
         noise_std=_D.noise_std,
@@ -92,7 +93,7 @@ bias_field, p_blur, p_noise, p_intensity
     ):
         self.input_size = parse_input_size(input_size)
         self.params = AugmentParams(
-            crop_scale, flip_prob, rotation_degrees, blur_sigma, noise_std,
+            crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std,
             gamma, bias_field, p_blur, p_noise, p_intensity,
         )  # fmt: skip
         self.seed = seed
@@ -227,7 +228,8 @@ def _geometry(u: torch.Tensor, p: AugmentParams, src_shape, size) -> torch.Tenso
     scale = extent / m
     # crop: view voxel centre k -> source index, with voxel i spanning [i - 0.5, i + 0.5]
     crop = _affine(torch.diag_embed(scale), start + 0.5 * scale - 0.5)
-    flipped = (u[:, 4:7] < p.flip_prob).float()
+    may_flip = torch.tensor([a in p.flip_axes for a in range(3)], device=dev)
+    flipped = ((u[:, 4:7] < p.flip_prob) & may_flip).float()
     flip = _affine(torch.diag_embed(1 - 2 * flipped), flipped * (m - 1))
     total = crop @ flip
     if p.rotation_degrees > 0:

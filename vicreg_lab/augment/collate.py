@@ -1,9 +1,16 @@
-"""A DataLoader collate function that makes two augmented views of each volume."""
+"""DataLoader collate functions that make two augmented views of each volume.
+
+:class:`TwoViewsCollate` draws from the transform's own randomness. For exact
+repeats (a training run resumed from a checkpoint) :class:`SeededTwoViewsCollate`
+draws every view from a seed of ``(seed, epoch, item index, view)``; the items then
+come from an :class:`IndexedDataset`.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, default_collate
 
 from .batched import BatchedAugment
 
@@ -51,9 +58,7 @@ class TwoViewsCollate:
         return f"TwoViewsCollate({self.transform!r})"
 
     def __call__(self, items):
-        if not isinstance(items, (list, tuple)) or len(items) == 0:
-            raise ValueError(f"TwoViewsCollate expects a non-empty list of items, got {items!r}")
-        images, targets = zip(*(_split(item, i) for i, item in enumerate(items)), strict=True)
+        images, targets = _split_items(items, type(self).__name__)
         if isinstance(self.transform, BatchedAugment):
             shapes = {tuple(im.shape) for im in images}
             if len(shapes) != 1:
@@ -62,9 +67,131 @@ class TwoViewsCollate:
         else:
             view1 = torch.stack([self.transform(im) for im in images])
             view2 = torch.stack([self.transform(im) for im in images])
-        if all(t is None for t in targets):
-            return view1, view2, None
-        return view1, view2, default_collate(list(targets))
+        return view1, view2, _collate_targets(targets)
+
+
+class IndexedDataset(Dataset):
+    """``dataset[i]`` as the pair ``(i, dataset[i])``, for :class:`SeededTwoViewsCollate`.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Any map-style dataset.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+class SeededTwoViewsCollate(TwoViewsCollate):
+    """Two views of each item, drawn from seeds of ``(seed, epoch, item index, view)``.
+
+    Each call of the per-sample transform runs under ``torch.random.fork_rng`` with
+    ``torch.manual_seed(view_seed(seed, epoch, index, view))``: TorchIO's random
+    transforms draw from torch's global RNG, which is thereby set to a state that
+    depends on nothing else. The views of an item in an epoch are then the same in any
+    process and DataLoader worker, in any batch, and whether or not the run was resumed
+    from a checkpoint (which cannot hold the global RNG of every worker); the caller's
+    global RNG is left as it was.
+
+    Parameters
+    ----------
+    transform : callable
+        A per-sample transform (1, D, H, W) -> view that draws from torch's global RNG,
+        e.g. :class:`~vicreg_lab.augment.SimCLRTransform` with ``seed=None``.
+    seed : int
+        The run's seed.
+    epoch : int
+        The epoch whose views this collate function draws.
+
+    Notes
+    -----
+    The items must be ``(index, item)`` pairs, as :class:`IndexedDataset` yields them;
+    ``item`` is read as by :class:`TwoViewsCollate`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from vicreg_lab.augment import SimCLRTransform
+    >>> collate = SeededTwoViewsCollate(SimCLRTransform(input_size=16), seed=0, epoch=3)
+    >>> items = IndexedDataset([torch.rand(1, 20, 20, 20)] * 2)
+    >>> v1, _, _ = collate([items[0], items[1]])
+    >>> torch.equal(v1, collate([items[0], items[1]])[0])
+    True
+    """
+
+    def __init__(self, transform, seed: int, epoch: int):
+        if isinstance(transform, BatchedAugment):
+            raise TypeError(
+                "SeededTwoViewsCollate needs a per-sample transform; BatchedAugment takes a "
+                "generator instead (see BatchedAugment(..., generator=...))"
+            )
+        super().__init__(transform)
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+
+    def __repr__(self) -> str:
+        return f"SeededTwoViewsCollate({self.transform!r}, seed={self.seed}, epoch={self.epoch})"
+
+    def __call__(self, items):
+        if not isinstance(items, (list, tuple)) or not all(_is_indexed(it) for it in items):
+            raise TypeError(
+                "SeededTwoViewsCollate expects (index, item) pairs: wrap the dataset in "
+                "IndexedDataset"
+            )
+        indices = [int(index) for index, _ in items]
+        images, targets = _split_items([item for _, item in items], type(self).__name__)
+        pairs = list(zip(images, indices, strict=True))
+        view1 = torch.stack([self._view(image, index, 0) for image, index in pairs])
+        view2 = torch.stack([self._view(image, index, 1) for image, index in pairs])
+        return view1, view2, _collate_targets(targets)
+
+    def _view(self, image: torch.Tensor, index: int, view: int) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):  # CPU only: workers have no GPU state
+            torch.manual_seed(view_seed(self.seed, self.epoch, index, view))
+            return self.transform(image)
+
+
+def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
+    """A 64-bit seed for one view of one dataset item in one epoch.
+
+    ``numpy.random.SeedSequence`` hashes the four numbers together, so that nearby
+    tuples give unrelated seeds (a linear formula such as ``seed * K + index`` would
+    hand the same seed to different tuples).
+
+    Examples
+    --------
+    >>> view_seed(0, 0, 0, 0) == view_seed(0, 0, 0, 0) != view_seed(0, 0, 0, 1)
+    True
+    """
+    words = [int(x) % 2**64 for x in (seed, epoch, index, view)]  # non-negative
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
+
+
+def _is_indexed(item) -> bool:
+    """An ``(index, item)`` pair of :class:`IndexedDataset`."""
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    return pair and isinstance(item[0], (int, np.integer))
+
+
+def _split_items(items, who: str):
+    """(images, targets) of a batch of dataset items."""
+    if not isinstance(items, (list, tuple)) or len(items) == 0:
+        raise ValueError(f"{who} expects a non-empty list of items, got {items!r}")
+    images, targets = zip(*(_split(item, i) for i, item in enumerate(items)), strict=True)
+    return images, targets
+
+
+def _collate_targets(targets):
+    if all(t is None for t in targets):
+        return None
+    return default_collate(list(targets))
 
 
 def _split(item, index: int):

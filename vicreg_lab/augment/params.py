@@ -43,11 +43,19 @@ class AugmentParams:
 
     Parameters
     ----------
-    crop_scale : (float, float), default=(0.4, 1.0)
+    crop_scale : (float, float), default=(0.85, 1.0)
         Range of the random crop's volume fraction, in (0, 1]. The crop keeps
-        the source's aspect ratio and is resized to the output size.
+        the source's aspect ratio and is resized to the output size. The default
+        (with the mild gamma and bias field below) keeps two views of one
+        synthetic subject closer than views of two subjects: a distance ratio
+        of about 1.6 (``benchmarks/bench_views.py``, docs/augmentations.md).
     flip_prob : float, default=0.5
-        Probability of flipping each of the three axes (independently), in [0, 1].
+        Probability of flipping each axis of ``flip_axes`` (independently), in [0, 1].
+    flip_axes : tuple of int, default=(0,)
+        Spatial axes (0, 1, 2 = D, H, W) that may be flipped. The default flips
+        left-right only: axis 0 runs from left to right in RAS+ / MNI-oriented
+        volumes (the synthetic cohort, OpenBHB), and a brain is nearly symmetric
+        about its midline, but not upside down or front to back. ``()`` never flips.
     rotation_degrees : float, default=0.0
         Each axis is rotated by an angle drawn from U(-x, x) degrees, x in [0, 180].
     blur_sigma : (float, float), default=(0.0, 1.0)
@@ -56,10 +64,10 @@ class AugmentParams:
     noise_std : (float, float), default=(0.0, 0.05)
         Range of the additive Gaussian noise's standard deviation, in [0, 1]
         (intensities are in [0, 1]).
-    gamma : (float, float), default=(-0.3, 0.3)
+    gamma : (float, float), default=(-0.15, 0.15)
         Range of log(gamma) for ``sign(x) |x| ** gamma`` (TorchIO's
-        ``log_gamma``), in [-2, 2]. (-0.3, 0.3) gives gamma in [0.74, 1.35].
-    bias_field : float, default=0.3
+        ``log_gamma``), in [-2, 2]. (-0.15, 0.15) gives gamma in [0.86, 1.16].
+    bias_field : float, default=0.15
         Largest magnitude of the coefficients of the order-3 polynomial whose
         exponential multiplies the image (TorchIO's ``RandomBiasField``), in [0, 2].
     p_blur, p_noise : float, default=0.5
@@ -82,13 +90,14 @@ class AugmentParams:
     (-0.5, 0.5)
     """
 
-    crop_scale: tuple[float, float] = (0.4, 1.0)
+    crop_scale: tuple[float, float] = (0.85, 1.0)
     flip_prob: float = 0.5
+    flip_axes: tuple[int, ...] = (0,)
     rotation_degrees: float = 0.0
     blur_sigma: tuple[float, float] = (0.0, 1.0)
     noise_std: tuple[float, float] = (0.0, 0.05)
-    gamma: tuple[float, float] = (-0.3, 0.3)
-    bias_field: float = 0.3
+    gamma: tuple[float, float] = (-0.15, 0.15)
+    bias_field: float = 0.15
     p_blur: float = 0.5
     p_noise: float = 0.5
     p_intensity: float = 0.8
@@ -98,7 +107,9 @@ class AugmentParams:
             value = getattr(self, f.name)
             if f.name == "crop_scale" and not isinstance(value, (tuple, list)):
                 raise TypeError(f"crop_scale must be a (low, high) pair, got {value!r}")
-            if f.name in ("crop_scale", "blur_sigma", "noise_std", "gamma"):
+            if f.name == "flip_axes":
+                value = _as_axes(value)
+            elif f.name in ("crop_scale", "blur_sigma", "noise_std", "gamma"):
                 value = _as_range(value, f.name, symmetric=f.name == "gamma")
             else:
                 value = _as_number(value, f.name)
@@ -126,6 +137,24 @@ def _as_number(value, name: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return number
+
+
+def _as_axes(value) -> tuple[int, ...]:
+    """``flip_axes`` as a sorted tuple of distinct axes in {0, 1, 2}."""
+    items = (value,) if isinstance(value, int) else value
+    try:
+        axes = tuple(items)
+    except TypeError:
+        axes = None
+    if (
+        axes is None
+        or any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes)
+        or len(set(axes)) != len(axes)
+    ):
+        raise ValueError(
+            f"flip_axes must be distinct spatial axes among 0, 1, 2 (D, H, W), got {value!r}"
+        )
+    return tuple(sorted(int(a) for a in axes))
 
 
 def _check_in(value: float, name: str) -> None:

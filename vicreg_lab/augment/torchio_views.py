@@ -63,7 +63,7 @@ class SimCLRTransform:
 
     1. ``tio.RescaleIntensity((0, 1))``: min-max rescaling of the volume;
     2. :class:`RandomResizedCrop` to ``input_size``;
-    3. ``tio.RandomFlip`` on each axis with probability ``flip_prob``;
+    3. ``tio.RandomFlip`` on each axis of ``flip_axes`` with probability ``flip_prob``;
     4. ``tio.RandomAffine`` rotation, only if ``rotation_degrees > 0``;
     5. with probability ``p_intensity``: ``tio.RandomGamma`` then
        ``tio.RandomBiasField`` (order 3);
@@ -78,7 +78,7 @@ class SimCLRTransform:
     input_size : int or tuple of int, default=(1, 64, 64, 64)
         Output size: an int (cube), (D, H, W) or (1, D, H, W). Each side must
         lie in [2, 256] and be at most 4 times the source side.
-    crop_scale, flip_prob, rotation_degrees, blur_sigma, noise_std, gamma, \
+    crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma, \
 bias_field, p_blur, p_noise, p_intensity
         Augmentation strengths; see :class:`~vicreg_lab.augment.AugmentParams`
         for their meaning, defaults and valid ranges. They are also readable
@@ -105,6 +105,7 @@ bias_field, p_blur, p_noise, p_intensity
         input_size=(1, 64, 64, 64),
         crop_scale=_D.crop_scale,
         flip_prob=_D.flip_prob,
+        flip_axes=_D.flip_axes,
         rotation_degrees=_D.rotation_degrees,
         blur_sigma=_D.blur_sigma,
         noise_std=_D.noise_std,
@@ -117,7 +118,7 @@ bias_field, p_blur, p_noise, p_intensity
     ):
         self.input_size = parse_input_size(input_size)
         self.params = AugmentParams(
-            crop_scale, flip_prob, rotation_degrees, blur_sigma, noise_std,
+            crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std,
             gamma, bias_field, p_blur, p_noise, p_intensity,
         )  # fmt: skip
         self.seed = seed
@@ -177,8 +178,9 @@ def _build_pipeline(p: AugmentParams, size) -> tio.Compose:
     steps = [
         tio.RescaleIntensity(out_min_max=(0, 1), copy=False),
         RandomResizedCrop(size, p.crop_scale, copy=False),
-        tio.RandomFlip(axes=(0, 1, 2), flip_probability=p.flip_prob, copy=False),
     ]
+    if p.flip_axes:
+        steps.append(tio.RandomFlip(axes=p.flip_axes, flip_probability=p.flip_prob, copy=False))
     if p.rotation_degrees > 0:
         steps.append(
             tio.RandomAffine(scales=0, degrees=p.rotation_degrees, translation=0, copy=False)

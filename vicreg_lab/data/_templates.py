@@ -13,6 +13,59 @@ import torch
 # Channels of the template stack, in order.
 CHANNELS = ("gm", "wm", "csf", "gm_near_csf", "mask")
 
+#: Grey-matter parcels of one hemisphere: centres (|x|, y, z) in MNI mm, found once by
+#: :func:`derive_parcel_centres` (k-means of the grey-matter voxel coordinates with x
+#: folded onto one side) and kept here so that the cohort never depends on a library's
+#: k-means. Each centre is mirrored to the left (x < 0) and the right hemisphere: 16
+#: parcels, every template voxel belonging to the nearest centre.
+PARCEL_CENTRES_MM = (
+    (19.6, -78.2, 10.2),
+    (22.9, -58.7, -35.1),
+    (25.3, -46.8, 52.6),
+    (53.4, -43.3, 4.2),
+    (29.1, -4.0, -19.0),
+    (50.6, 1.3, 20.1),
+    (18.0, 10.2, 50.3),
+    (22.0, 46.2, 3.7),
+)
+#: Where each hemisphere parcel lies, roughly (names for tables, not an atlas).
+PARCEL_NAMES = (
+    "occipital",
+    "cerebellum",
+    "parietal",
+    "temporal_lateral",
+    "temporal_medial",
+    "insula_frontal",
+    "frontal_superior",
+    "prefrontal",
+)
+#: How strongly ageing thins each parcel's grey matter, relative to 1 (a teaching
+#: approximation of the known pattern: prefrontal and medial temporal cortex most,
+#: occipital cortex least). Left and right parcels share a weight.
+PARCEL_AGE_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.5, 1.1, 1.0, 1.4)
+
+
+def parcel_labels() -> list[str]:
+    """Names of the 16 parcels, left hemisphere first (``"prefrontal_l"``, ...)."""
+    return [f"{name}_{side}" for side in "lr" for name in PARCEL_NAMES]
+
+
+def derive_parcel_centres(n_parcels: int = len(PARCEL_CENTRES_MM), seed: int = 0) -> np.ndarray:
+    """Re-derive :data:`PARCEL_CENTRES_MM`: k-means of grey-matter voxels, x folded.
+
+    Run once to make the constants (sorted by z, then y); kept to show where they
+    come from, and tested against them.
+    """
+    from nilearn import datasets
+    from sklearn.cluster import KMeans
+
+    image = datasets.load_mni152_gm_template(resolution=2)
+    gm = image.get_fdata(dtype=np.float32)
+    xyz = np.argwhere(gm > 0.3) @ image.affine[:3, :3].T + image.affine[:3, 3]
+    xyz[:, 0] = np.abs(xyz[:, 0])
+    centres = KMeans(n_parcels, n_init=4, random_state=seed).fit(xyz).cluster_centers_
+    return centres[np.lexsort((centres[:, 2], centres[:, 1]))]
+
 
 @lru_cache(maxsize=1)
 def mni_templates() -> dict:
@@ -34,6 +87,10 @@ def mni_templates() -> dict:
         ``"ventricle_push"``: float32 (3, 99, 117, 95), a smooth field (max norm 1,
         world axes) pointing into the ventricles; sampling the template at
         ``x + s * push(x)`` moves the ventricle walls outwards by up to ``s`` mm.
+        ``"parcels"``: float32 (99, 117, 95), the parcel index (0-15, see
+        :func:`parcel_labels`) of every voxel: its nearest parcel centre.
+        ``"deep_wm_mm"``: float32 (M, 3), MNI mm of the voxels with white matter
+        probability above 0.9 (where lesions are placed).
     """
     from nilearn import datasets
     from scipy import ndimage
@@ -66,6 +123,15 @@ def mni_templates() -> dict:
     push = np.stack(np.gradient(smooth, *np.diag(affine)[:3]))  # world axes = voxel axes
     push /= np.sqrt((push**2).sum(0)).max()
 
+    centres = np.asarray(PARCEL_CENTRES_MM, dtype=np.float32)
+    centres = np.concatenate([centres * [-1, 1, 1], centres])  # left hemisphere first
+    parcels = np.zeros(mask.shape, dtype=np.float32)
+    nearest = np.full(mask.shape, np.inf, dtype=np.float32)
+    for k, centre in enumerate(centres):  # one centre at a time: little memory
+        distance = ((world - centre) ** 2).sum(-1)
+        closer = distance < nearest
+        parcels[closer], nearest[closer] = k, distance[closer]
+
     return {
         "stack": torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)),
         "affine": affine,
@@ -73,6 +139,8 @@ def mni_templates() -> dict:
         "brain_extent": hi - lo,
         "ventricles": ventricles,
         "ventricle_push": torch.from_numpy(np.ascontiguousarray(push, dtype=np.float32)),
+        "parcels": torch.from_numpy(parcels),
+        "deep_wm_mm": world[wm > 0.9],
     }
 
 

@@ -18,24 +18,41 @@ class Effects:
     age_range : (float, float)
         Ages are drawn uniformly in this range (years).
     atrophy : float
-        Fraction of grey matter lost at the oldest age where grey matter borders
-        CSF (sulci, ventricles, outer surface); lost grey matter becomes CSF.
-        Grows linearly with age from 0 at ``age_range[0]``.
+        Grey matter lost at the oldest age where grey matter borders CSF (sulci,
+        ventricles, outer surface), in a parcel of age weight 1; each of the 16
+        parcels has its own weight (prefrontal and medial temporal most, occipital
+        least). Grows linearly with age from 0 at ``age_range[0]``; lost grey
+        matter becomes CSF.
     atrophy_jitter : float
-        Per-subject relative variation of the atrophy rate (standard deviation of a
-        log-normal factor): two people of the same age do not have the same brain.
+        Standard deviation of each subject's own loss in each parcel, added to the
+        age effect (independently per parcel): two people of the same age do not
+        have the same brain, nor the same pattern of ageing.
     ventricle_growth : float
-        Outward shift (mm) of the ventricle walls at the oldest age, linear in age
-        (the default about doubles ventricular volume from 20 to 85 years).
+        Outward shift (mm) of the ventricle walls at the oldest age, linear in age.
+    ventricle_jitter : float
+        Standard deviation (mm) of the subject's own ventricle size, independent of age.
+    ventricle_asymmetry : float
+        Standard deviation (mm) of the difference between the right and the left
+        ventricle's shift (the right grows by half of it more, the left by half less).
     sex_scale : float
-        Head size: males are scaled by ``1 + sex_scale``, females by ``1 - sex_scale``
-        (the default, about 20 % more brain volume in males, exaggerates the real
-        difference of about 12 % so that it shows).
+        Head size: males are scaled by ``1 + sex_scale``, females by
+        ``1 - sex_scale`` along each axis (the default gives about 9 % more head
+        volume in males, close to the real difference).
     head_jitter : float
         Per-subject standard deviation of the head scale around its sex mean.
-    deformation : float
-        Standard deviation (mm) of a smooth random displacement field (5x5x5 control
-        points, trilinearly interpolated): the subject's own anatomy.
+    deformation_coarse, deformation_fine : float
+        Standard deviation, in voxels of the cohort's own grid, of a smooth random
+        displacement at control points 4x4x4 (the head's overall shape) and 8x8x8
+        (local folds), trilinearly interpolated: the subject's own anatomy. Stated
+        in voxels so that it is visible at every grid size.
+    lesion_rate : (float, float)
+        Mean number of white-matter lesions at the youngest and the oldest age
+        (Poisson, linear in age in between).
+    lesion_sigma : (float, float)
+        Range of a lesion's size (standard deviation of its Gaussian profile, mm).
+    lesion_contrast : (float, float)
+        Range of a lesion's depth: the fraction of the way from white towards grey
+        matter intensity that its centre goes (T1 hypointense lesions).
     tissue_intensity : (float, float, float)
         T1 intensities of CSF, grey matter and white matter before scanner effects.
     site_scale : (float, float)
@@ -69,11 +86,17 @@ class Effects:
 
     age_range: tuple[float, float] = (20.0, 85.0)
     atrophy: float = 0.5
-    atrophy_jitter: float = 0.15
+    atrophy_jitter: float = 0.1
     ventricle_growth: float = 5.0
-    sex_scale: float = 0.03
+    ventricle_jitter: float = 1.5
+    ventricle_asymmetry: float = 1.0
+    sex_scale: float = 0.015
     head_jitter: float = 0.02
-    deformation: float = 3.0
+    deformation_coarse: float = 1.0
+    deformation_fine: float = 0.5
+    lesion_rate: tuple[float, float] = (0.5, 8.0)
+    lesion_sigma: tuple[float, float] = (1.5, 4.0)
+    lesion_contrast: tuple[float, float] = (0.3, 0.8)
     tissue_intensity: tuple[float, float, float] = (0.2, 0.55, 0.9)
     site_scale: tuple[float, float] = (0.75, 1.25)
     site_gamma: tuple[float, float] = (0.75, 1.35)
@@ -94,6 +117,10 @@ class Effects:
                     raise ValueError(f"Effects.{f.name} must be a range (low, high), got {value!r}")
         if self.age_range[1] <= self.age_range[0]:
             raise ValueError(f"Effects.age_range must have low < high, got {self.age_range!r}")
+        if self.lesion_contrast[1] > 1:
+            raise ValueError(
+                f"Effects.lesion_contrast must lie in [0, 1], got {self.lesion_contrast!r}"
+            )
         for name in ("site_scale", "site_gamma", "gm_site_gamma"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"Effects.{name} must be positive, got {getattr(self, name)!r}")

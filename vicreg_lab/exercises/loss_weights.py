@@ -118,13 +118,15 @@ def toy_verdict(weights: dict, seed: int = 0) -> dict:
     -------
     dict
         ``verdict``, ``mean_std`` and ``rankme`` of
-        :func:`vicreg_lab.collapse_report`, and the final ``loss``.
+        :func:`vicreg_lab.collapse_report` with ``target_std=1.0`` (the toy embeddings
+        are VICReg expander outputs, whose std the variance term pushes to 1), and the
+        final ``loss``.
     """
     from vicreg_lab.diagnostics import collapse_report
     from vicreg_lab.toy import train_toy
 
     run = train_toy(**weights, steps=TOY_STEPS, seed=seed)
-    report = collapse_report(run["embeddings"])
+    report = collapse_report(run["embeddings"], target_std=1.0)
     return {
         "verdict": report.verdict,
         "mean_std": report.mean_std,

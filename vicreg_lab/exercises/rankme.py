@@ -230,7 +230,8 @@ def check_diagnose(
     The visible cases are the three runs of :func:`three_runs`; the hidden ones are
     three batches built by hand (a Gaussian batch, a rank-2 batch with unit std, one
     point plus tiny noise). Every truth label agrees with
-    :func:`vicreg_lab.diagnostics.collapse_report`.
+    :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0``: these are
+    VICReg embeddings, whose std the variance term pushes to 1.
 
     Parameters
     ----------
@@ -274,4 +275,4 @@ def _truth_agrees_with_report() -> bool:
     """True when every truth label equals collapse_report's verdict (used by the tests)."""
     runs = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
     batches = {**runs, **_hand_batches()}
-    return all(collapse_report(z).verdict == truth for z, truth in batches.values())
+    return all(collapse_report(z, target_std=1.0).verdict == truth for z, truth in batches.values())
