@@ -1,0 +1,145 @@
+"""Which CPU recipe shows VICReg learning? A sweep of training recipes on cohort v2 (issue 15).
+
+Every configuration trains :class:`vicreg_lab.VICReg` on 256 subjects of
+``SyntheticCohort(seed=0)`` and is probed on 256 HELD-OUT subjects of the same scanners
+(``cohort.held_out(256)``): linear age R^2 (ridge, 5 folds x 1 split seed; the split is
+the same for every row) and the mean R^2 over the anatomical latents, beside the
+baselines of :func:`vicreg_lab.evaluate.embeddings_with_baselines` (random init of the
+same architecture, both BatchNorm modes; raw voxels 16^3; intensity histogram). One row
+per configuration: mean and range over the training seeds, the final variance term, and
+the training time on this machine.
+
+Usage (the command behind docs/learning.md)::
+
+    .venv/bin/python benchmarks/bench_learning.py --seeds 0 1 2
+    .venv/bin/python benchmarks/bench_learning.py --only base --seeds 0   # one config, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from vicreg_lab import VICReg
+from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.evaluate import (
+    HISTOGRAM,
+    RANDOM_EVAL,
+    RANDOM_RECAL,
+    RAW,
+    TRAINED,
+    embeddings_with_baselines,
+    latent_table,
+    probe,
+)
+
+BASE = {
+    "shape": 32,
+    "steps": 400,
+    "batch_size": 32,
+    "expander": "512-512",
+    "optimizer": "adamw",
+    "lr": None,
+    "widths": (16, 32, 64, 128),
+    "crop": 0.85,
+}
+# name -> changes to BASE: one or two knobs at a time
+CONFIGS = {
+    "base": {},
+    "crop 0.4": {"crop": 0.4},
+    "crop 0.7": {"crop": 0.7},
+    "no crop": {"crop": 1.0},
+    "24^3": {"shape": 24},
+    "800 steps": {"steps": 800},
+    "lr 3e-3": {"lr": 3e-3},
+    "lr 3e-4": {"lr": 3e-4},
+    "LARS": {"optimizer": "lars"},
+    "batch 64": {"batch_size": 64},
+    "expander 1024-1024": {"expander": "1024-1024"},
+    "expander 256-256-256": {"expander": "256-256-256"},
+    "wide encoder": {"widths": (24, 48, 96, 192)},
+    "crop 0.7, 800 steps": {"crop": 0.7, "steps": 800},
+}
+N_TRAIN = N_TEST = 256
+
+
+def _age_r2(z: np.ndarray, age: np.ndarray) -> float:
+    rows = probe(z, age, cv=5, seed=0)
+    return next(r["mean"] for r in rows if r["probe"] == "linear" and r["metric"] == "r2")
+
+
+def run(config: dict, seed: int) -> dict:
+    shape = (config["shape"],) * 3
+    train = SyntheticCohort(N_TRAIN, shape=shape, seed=0)
+    test = train.held_out(N_TEST)
+    epochs = max(1, round(config["steps"] * config["batch_size"] / N_TRAIN))
+    start = time.perf_counter()
+    model = VICReg(
+        expander=config["expander"],
+        optimizer=config["optimizer"],
+        lr=config["lr"],
+        batch_size=config["batch_size"],
+        max_epochs=epochs,
+        augment_params={"crop_scale": (config["crop"], 1.0)},
+        encoder_kwargs={"widths": config["widths"]},
+        seed=seed,
+        progress=False,
+    ).fit(train)
+    seconds = time.perf_counter() - start
+    embeddings = embeddings_with_baselines(model, test, seed=seed)
+    age = test.participants.age.to_numpy()
+    r2 = {name: _age_r2(z, age) for name, z in embeddings.items()}
+    latents = latent_table(embeddings, test.latents, test.anatomical_latents(), cv=5)
+    return {
+        "r2": r2,
+        "latent_mean": latents.loc["mean"].to_dict(),
+        "variance": model.history_["epoch"][-1]["variance"],
+        "first_variance": model.history_["epoch"][0]["variance"],
+        "seconds": seconds,
+        "steps": len(model.history_["step"]),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="configurations to run")
+    parser.add_argument(
+        "--steps", type=int, help="override every configuration's steps (smoke test)"
+    )
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), seeds {args.seeds}\n")
+    print(
+        "| config | steps | VICReg age R^2 mean (min-max) | best baseline age R^2 (which) "
+        "| margin (worst seed) | latent mean R^2: VICReg / best baseline "
+        "| variance term first -> last | train s |"
+    )
+    print("|---|---:|---|---|---:|---|---|---:|")
+    for name in args.only or CONFIGS:
+        config = {**BASE, **CONFIGS[name]}
+        if args.steps:
+            config["steps"] = args.steps
+        runs = [run(config, seed) for seed in args.seeds]
+        ours = np.array([r["r2"][TRAINED] for r in runs])
+        baselines = (RANDOM_EVAL, RANDOM_RECAL, RAW, HISTOGRAM)
+        best = [max((r["r2"][b], b) for b in baselines) for r in runs]
+        margin = min(o - b for o, (b, _) in zip(ours, best, strict=True))
+        top = max(best)
+        lat_ours = np.mean([r["latent_mean"][TRAINED] for r in runs])
+        lat_base = np.mean([max(r["latent_mean"][b] for b in baselines) for r in runs])
+        var0 = np.mean([r["first_variance"] for r in runs])
+        var1 = np.mean([r["variance"] for r in runs])
+        print(
+            f"| {name} | {runs[0]['steps']} "
+            f"| {ours.mean():.2f} ({ours.min():.2f}-{ours.max():.2f}) "
+            f"| {top[0]:.2f} ({top[1]}) | {margin:+.2f} | {lat_ours:.2f} / {lat_base:.2f} "
+            f"| {var0:.2f} -> {var1:.2f} | {np.mean([r['seconds'] for r in runs]):.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
