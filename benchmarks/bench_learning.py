@@ -62,6 +62,15 @@ CONFIGS = {
     "expander 256-256-256": {"expander": "256-256-256"},
     "wide encoder": {"widths": (24, 48, 96, 192)},
     "crop 0.7, 800 steps": {"crop": 0.7, "steps": 800},
+    "1600 steps": {"steps": 1600},
+    "800 steps, lr 3e-3": {"steps": 800, "lr": 3e-3},
+    "1600 steps, lr 3e-3": {"steps": 1600, "lr": 3e-3},
+    "1600 steps, expander 256-256": {"steps": 1600, "expander": "256-256"},
+    "1600 steps, crop 0.7": {"steps": 1600, "crop": 0.7},
+    "800 steps, expander 128-128": {"steps": 800, "expander": "128-128"},
+    "800 steps, batch 64": {"steps": 800, "batch_size": 64},
+    "800 steps, lr 5e-4": {"steps": 800, "lr": 5e-4},
+    "800 steps, 24^3": {"steps": 800, "shape": 24},
 }
 N_TRAIN = N_TEST = 256
 

@@ -72,6 +72,11 @@ def test_paper_table_and_default_sweep_agree():
     collapsed = PAPER_TABLE7[PAPER_TABLE7["paper_outcome"] == "collapse"]
     assert collapsed["paper_top1"].isna().all()
     assert PAPER_TABLE7["paper_top1"].max() == 68.6
+    # all eleven rows of the ICLR Table 7, each weight triple once
+    assert len(PAPER_TABLE7) == 11
+    assert not PAPER_TABLE7.duplicated(["inv", "var", "cov"]).any()
+    weights = PAPER_TABLE7.set_index(["inv", "var", "cov"])["paper_outcome"]
+    assert weights[(1.0, 1.0, 1.0)] == "collapse" and weights[(50.0, 50.0, 1.0)] == "68.3"
 
 
 def test_sweep_table_and_measurements(sweep, settings):

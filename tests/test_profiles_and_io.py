@@ -20,7 +20,8 @@ def test_unset_profile_falls_back_to_hardware(monkeypatch):
 
 
 def test_unknown_profile_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown profile 'big'.*\['ci', 'cpu', 'gpu', 'long'\]"):
+    expected = r"unknown profile 'big'.*\['ci', 'cpu', 'gpu', 'long', 'research'\]"
+    with pytest.raises(ValueError, match=expected):
         get_profile("big")
 
 
@@ -29,6 +30,22 @@ def test_profiles_grow_from_ci_to_gpu():
     assert ci.n_subjects < cpu.n_subjects < gpu.n_subjects
     assert ci.shape[0] < cpu.shape[0] < gpu.shape[0]
     assert ci.override(max_epochs=7).max_epochs == 7 and ci.max_epochs != 7
+
+
+def test_gpu_default_is_minutes_and_research_is_explicit(monkeypatch):
+    """The automatic GPU profile trains a fraction of the full-size research run."""
+    from vicreg_lab.profiles import training_flops
+
+    def fit_flops(p):
+        return training_flops(p.encoder, p.shape, p.n_subjects * p.max_epochs)
+
+    gpu, research = PROFILES["gpu"], PROFILES["research"]
+    assert research.device == gpu.device == "cuda"
+    t4 = 8.1e12 / 3  # a third of a T4's fp32 peak, FLOP/s
+    assert fit_flops(gpu) / t4 < 10 * 60  # under ten minutes on a T4, estimated
+    assert fit_flops(research) > 30 * fit_flops(gpu)
+    monkeypatch.setenv("VICREG_LAB_PROFILE", "")
+    assert get_profile().name in ("cpu", "gpu")  # research is never picked for you
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):

@@ -350,3 +350,32 @@ def test_repr_shows_only_changed_parameters():
     text = repr(VICReg(max_epochs=3, expander="64-64"))
     assert text == "VICReg(expander='64-64', max_epochs=3)"
     assert repr(VICReg()) == "VICReg()"
+
+
+def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch):
+    """precision="auto": bf16 on Ampere+, fp32 on a T4 (emulated bf16 is slower) and CPUs."""
+    model = VICReg(precision="auto")
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert model._autocast_dtype(cuda) is torch.bfloat16
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
+    assert model._autocast_dtype(cuda) is None  # a T4: only emulated bf16
+    assert model._autocast_dtype(torch.device("cpu")) is None
+    assert VICReg(precision="bf16")._autocast_dtype(torch.device("cpu")) is torch.bfloat16
+
+
+def test_transform_sees_volumes_rescaled_like_the_training_views():
+    """Training views are min-max rescaled per volume; transform rescales the same way,
+    so a scanner's global intensity scale and offset do not reach the encoder."""
+    data = Blobs(n=16, size=16)
+    model = make_model(max_epochs=1).fit(data)
+    x = torch.stack([data[i]["image"] for i in range(8)])
+    z = model.transform(x)
+    np.testing.assert_allclose(model.transform(3.0 * x + 0.5), z, rtol=1e-4, atol=1e-5)
+    lo = x.flatten(1).amin(1).view(-1, 1, 1, 1, 1)
+    hi = x.flatten(1).amax(1).view(-1, 1, 1, 1, 1)
+    with torch.no_grad():
+        direct = model.encoder_.eval()((x - lo) / (hi - lo)).numpy()
+    np.testing.assert_allclose(z, direct, rtol=1e-4, atol=1e-5)

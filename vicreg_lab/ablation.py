@@ -76,16 +76,22 @@ DEFAULT_CONFIGS = {
     "standard": (25.0, 25.0, 1.0),
 }
 
-#: Bardes et al. (ICLR 2022), Table 7: ImageNet linear top-1 (%) of ablated loss weights
-#: (as summarised in the project's reference notes); NaN where the run collapsed.
+#: Bardes et al. (ICLR 2022), Table 7: the 100-epoch ablation of the loss weights
+#: (lambda / mu / nu = invariance / variance / covariance), ImageNet linear top-1 (%);
+#: NaN where the run collapsed. All eleven rows of the ICLR version, in its order.
 PAPER_TABLE7 = pd.DataFrame(
     [
         ("invariance only", 1.0, 0.0, 0.0, "collapse", math.nan),
         ("no variance", 25.0, 0.0, 1.0, "collapse", math.nan),
         ("no invariance", 0.0, 25.0, 1.0, "collapse", math.nan),
         ("no covariance", 1.0, 1.0, 0.0, "57.5", 57.5),
+        ("equal weights", 1.0, 1.0, 1.0, "collapse", math.nan),
+        ("strong variance", 1.0, 10.0, 1.0, "collapse", math.nan),
+        ("strong invariance", 10.0, 1.0, 1.0, "collapse", math.nan),
         ("lighter inv/var", 5.0, 5.0, 1.0, "68.1", 68.1),
+        ("10 / 10 / 1", 10.0, 10.0, 1.0, "68.2", 68.2),
         ("standard", 25.0, 25.0, 1.0, "68.6", 68.6),
+        ("heavier inv/var", 50.0, 50.0, 1.0, "68.3", 68.3),
     ],
     columns=["name", "inv", "var", "cov", "paper_outcome", "paper_top1"],
 )
@@ -155,7 +161,14 @@ _SIZES = {
     "gpu": dict(n_subjects=512, n_eval=512, shape=(64, 64, 64), batch_size=64, max_epochs=40),
 }
 _SIZES["long"] = _SIZES["cpu"]
-_EXPANDERS = {"ci": "128-128", "cpu": "256-256", "gpu": "1024-1024", "long": "256-256"}
+_SIZES["research"] = _SIZES["gpu"]
+_EXPANDERS = {
+    "ci": "128-128",
+    "cpu": "256-256",
+    "gpu": "1024-1024",
+    "research": "1024-1024",
+    "long": "256-256",
+}
 
 
 def ablation_settings(profile=None) -> AblationSettings:
@@ -164,7 +177,7 @@ def ablation_settings(profile=None) -> AblationSettings:
     Parameters
     ----------
     profile : str, Profile or None
-        A profile name (``"ci"``, ``"cpu"``, ``"gpu"``, ``"long"``), a
+        A profile name (``"ci"``, ``"cpu"``, ``"gpu"``, ``"research"``, ``"long"``), a
         :class:`vicreg_lab.profiles.Profile`, or None for :func:`vicreg_lab.get_profile`.
 
     Returns
@@ -391,7 +404,7 @@ def _recalibrated(model, dataset):
     with torch.no_grad():
         for x in loader:
             if len(x) > 1:  # BatchNorm needs two samples per batch
-                clone.expander_(clone.encoder_(clone._resize(x).to(device)))
+                clone.expander_(clone.encoder_(clone._prepare(x).to(device)))
     for m in norms:
         m.eval()
     return clone
@@ -457,7 +470,7 @@ class _DynamicsRecorder:
         expander = copy.deepcopy(model.expander_).train()
         device = next(encoder.parameters()).device
         with torch.no_grad():
-            rep = encoder(model._resize(self.volumes).to(device)).float().cpu()
+            rep = encoder(model._prepare(self.volumes).to(device)).float().cpu()
             z = expander(rep.to(device)).float().cpu()
         self.records.append(
             {

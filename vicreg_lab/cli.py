@@ -140,7 +140,7 @@ def _add_assignments(commands) -> None:
     grade.add_argument("--source", default=None, help="source notebooks (default: assignments/)")
     grade.add_argument(
         "--profile",
-        choices=["ci", "cpu", "gpu"],
+        choices=sorted(PROFILES),
         default=None,
         help="VICREG_LAB_PROFILE of the kernels: the profile the students worked in "
         "(default: VICREG_LAB_PROFILE, else cpu, or gpu with CUDA)",

@@ -601,7 +601,7 @@ def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarra
     else:
         items = [data[i] for i in range(len(data))]
         volumes = torch.stack([it["image"] if isinstance(it, Mapping) else it[0] for it in items])
-    volumes = model._resize(volumes)
+    volumes = model._prepare(volumes)
     random_encoder = random_init_like(model.encoder_, seed=seed + 12345)
     return {
         TRAINED: model.transform(volumes),

@@ -1,9 +1,11 @@
 """Run profiles: one place that sizes every notebook and the command line.
 
 ``VICREG_LAB_PROFILE`` selects one of ``ci`` (seconds, for the test suite),
-``cpu`` (a laptop or Binder: 1-2 cores, 2 GB RAM), ``gpu`` (full size) and
-``long`` (the project's hour-long CPU run that made the shipped checkpoint).
-When it is unset, ``gpu`` is used if CUDA is available, else ``cpu``.
+``cpu`` (a laptop or Binder: 1-2 cores, 2 GB RAM), ``gpu`` (one GPU: every notebook in
+minutes, sized for a T4), ``research`` (the full-size 3D ResNet run: hours on a GPU,
+only when asked for) and ``long`` (the project's hour-long CPU run that made the
+shipped checkpoint). When it is unset, ``gpu`` is used if CUDA is available, else
+``cpu``: ``research`` is never chosen for you.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Profile:
     Parameters
     ----------
     name : str
-        ``"ci"``, ``"cpu"``, ``"gpu"`` or ``"long"``.
+        ``"ci"``, ``"cpu"``, ``"gpu"``, ``"research"`` or ``"long"``.
     n_subjects : int
         Subjects in the synthetic cohort.
     shape : tuple of int
@@ -55,7 +57,14 @@ class Profile:
 PROFILES = {
     "ci": Profile("ci", 48, (32, 32, 32), 16, 1, "small_cnn", "128-128", "cpu"),
     "cpu": Profile("cpu", 256, (48, 48, 48), 32, 10, "small_cnn", "512-512", "cpu"),
-    "gpu": Profile("gpu", 1024, (128, 128, 128), 64, 100, "resnet18_3d", "2048-2048-2048", "cuda"),
+    # Minutes on one T4-class GPU, sized by FLOPs (benchmarks/size_profiles.py): notebook
+    # 03's fit is 240 steps of resnet18_3d at 64^3, about 5 minutes at a third of a
+    # T4's fp32 peak.
+    "gpu": Profile("gpu", 512, (64, 64, 64), 64, 30, "resnet18_3d", "1024-1024", "cuda"),
+    # The full-size run (the reference notebook's sizes): hours on a GPU, explicit only.
+    "research": Profile(
+        "research", 1024, (128, 128, 128), 64, 100, "resnet18_3d", "2048-2048-2048", "cuda"
+    ),
     # The project's long CPU run behind ``load_pretrained("synthetic-small")``:
     # the small encoder at the ci shape, a bigger cohort and batch, 4096 steps.
     "long": Profile("long", 1024, (32, 32, 32), 64, 256, "small_cnn", "256-256", "cpu"),
@@ -92,3 +101,22 @@ def get_profile(name: str | None = None) -> Profile:
             f"unknown profile {name!r} (from the {source}); expected one of {sorted(PROFILES)}"
         )
     return PROFILES[key]
+
+
+def training_flops(encoder: str, shape: tuple[int, int, int], volumes: int) -> float:
+    """Estimated FLOPs of training ``encoder`` on ``volumes`` volumes of ``shape``.
+
+    The encoder's forward FLOPs on one volume (``torch.utils.flop_counter``, eval
+    mode), times 2 views x 3 (forward and backward) per volume. Expander, loss and
+    augmentation are left out: small beside a 3D encoder. Used to size the ``gpu``
+    profile until it is measured (``benchmarks/size_profiles.py``).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vicreg_lab.models import build_encoder
+
+    net = build_encoder(encoder).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(2, 1, *shape))
+    return counter.get_total_flops() / 2 * 2 * 3 * volumes

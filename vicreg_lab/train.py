@@ -216,7 +216,8 @@ class VICReg:
     device : str, default="auto"
         "auto" picks CUDA when available.
     precision : {"auto", "bf16", "fp32"}, default="auto"
-        "auto" is bf16 autocast on CUDA and fp32 on CPU.
+        "auto" is bf16 autocast on CUDA GPUs with native bfloat16 (Ampere and later) and
+        fp32 elsewhere (CPUs, and GPUs such as the T4 that would only emulate it).
     num_workers : int, default=0
         DataLoader workers.
     checkpoint_dir : str or Path, optional
@@ -384,8 +385,13 @@ class VICReg:
         return torch.device(self.device)
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+        if self.precision == "bf16":
             return torch.bfloat16
+        if self.precision == "auto" and device.type == "cuda":
+            # Native bfloat16 only (Ampere and later): on a T4 it would be emulated, slower
+            # than float32, so "auto" keeps float32 there.
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native else None
         return None
 
     def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
@@ -668,13 +674,26 @@ class VICReg:
         dataset = data.dataset if isinstance(data, DataLoader) else data
         n = min(len(dataset), max(self.batch_size, 64))
         x = _stack_images([dataset[i] for i in range(n)])
-        return self._resize(x).to(device)
+        return self._prepare(x).to(device)
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-augmented volumes as the encoder sees its training views.
+
+        Both built-in augmentations (``BatchedAugment`` and ``SimCLRTransform``) start
+        by min-max rescaling each source volume to [0, 1]; un-augmented volumes (for
+        ``transform``, the held batch, the baselines) get the same rescaling, then are
+        resized to ``input_size_``. Without it the encoder would be evaluated on raw
+        scanner intensities it never saw in training.
+        """
+        x = x.float()
+        flat = x.flatten(1)
+        lo, hi = flat.amin(1), flat.amax(1)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        x = (x - lo.view(shape)) / (hi - lo).clamp_min(1e-12).view(shape)
         if tuple(x.shape[-3:]) == self.input_size_:
-            return x.float()
+            return x
         return torch.nn.functional.interpolate(
-            x.float(), size=self.input_size_, mode="trilinear", align_corners=False
+            x, size=self.input_size_, mode="trilinear", align_corners=False
         )
 
     def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
@@ -878,7 +897,7 @@ class VICReg:
             )
         out = []
         for x in batches:
-            x = self._resize(x).to(device)
+            x = self._prepare(x).to(device)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             out.append(network(x).float().cpu())
