@@ -18,6 +18,7 @@ from vicreg_lab.ablation import (
     ablation_settings,
     config_name,
     evaluate_model,
+    paper_findings,
     plot_ablation,
     run_ablation,
     run_verdict,
@@ -258,3 +259,41 @@ def test_panel_rejects_bad_weights_and_reports_failures(cohort, settings, tmp_pa
     panel.dataset = SyntheticCohort(n_subjects=4, shape=(16, 16, 16))  # fewer than a batch
     panel.button.click()
     assert "training failed" in panel.readout.value and panel.n_runs == 0
+
+
+def _fake_sweep(rows):
+    from types import SimpleNamespace
+
+    columns = ["name", "inv", "var", "cov", "verdict", "age_r2"]
+    table = pd.DataFrame(rows, columns=columns).assign(kind="short run")
+    return SimpleNamespace(table=table)
+
+
+def test_paper_findings_are_decided_from_the_numbers(sweep):
+    paper_like = _fake_sweep(
+        [
+            ("invariance only", 1.0, 0.0, 0.0, "complete collapse", 0.01),
+            ("no variance", 25.0, 0.0, 1.0, "complete collapse", 0.02),
+            ("no covariance", 1.0, 1.0, 0.0, "healthy", 0.20),
+            ("standard", 25.0, 25.0, 1.0, "healthy", 0.40),
+        ]
+    )
+    found = paper_findings(paper_like)
+    assert len(found) == 3 and found["reproduced"].all()
+    # the measured inversion: the standard run has the LOWEST probe
+    inverted = paper_like.table.assign(age_r2=[0.22, 0.15, 0.17, 0.13])
+    found = paper_findings(_fake_sweep(inverted.drop(columns="kind").values.tolist()))
+    assert found["reproduced"].tolist() == [True, False, False]
+    assert "invariance only (0.22)" in found.loc[1, "measured"]
+    # a no-variance run that kept its spread: the collapse finding is not reproduced
+    kept = paper_like.table.drop(columns="kind").values.tolist()
+    kept[1][4] = "healthy"
+    assert not paper_findings(_fake_sweep(kept)).loc[0, "reproduced"]
+    # on real runs: only the findings whose runs are there (no 1 / 1 / 0 in this sweep)
+    real = paper_findings(sweep)
+    assert len(real) == 2 and real["reproduced"].dtype == bool
+    table = sweep.table.set_index("name")
+    expected = table.loc["no variance", "verdict"] == "complete collapse" and (
+        table.loc["standard", "verdict"] != "complete collapse"
+    )
+    assert real.loc[0, "reproduced"] == expected

@@ -9,7 +9,7 @@ Examples
     vicreg-lab train --profile cpu --epochs 20 --out runs/cpu
     vicreg-lab train --nifti /data/my_bids --out runs/mine
     vicreg-lab assignments release student-version
-    torchrun --nproc_per_node=4 -m vicreg_lab.cli train --openbhb /data/openBHB --profile gpu
+    torchrun --nproc_per_node=4 -m vicreg_lab.cli train --openbhb /data/openBHB --profile research
 """
 
 from __future__ import annotations
