@@ -297,3 +297,31 @@ def test_paper_findings_are_decided_from_the_numbers(sweep):
         table.loc["standard", "verdict"] != "complete collapse"
     )
     assert real.loc[0, "reproduced"] == expected
+
+
+def test_cached_sweep_aggregates_seeds_and_rejects_other_files(tmp_path):
+    from vicreg_lab.ablation import cached_sweep
+
+    path = tmp_path / "ablation-x.csv"
+    rows = [
+        "name,inv,var,cov,seed,steps,exp_std,rep_rankme,verdict,age_r2,train_seconds",
+        "no variance,25,0,1,0,60,0.01,3,complete collapse,0.10,5",
+        "no variance,25,0,1,1,60,0.02,3,complete collapse,0.20,5",
+        "standard,25,25,1,0,60,0.50,20,healthy,0.30,5",
+        "standard,25,25,1,1,60,0.40,20,dimensional collapse,0.40,5",
+        "standard,25,25,1,2,60,0.45,20,healthy,0.50,5",
+    ]
+    path.write_text("# bench_ablation.py --profile x --seeds 0 1 2\n" + "\n".join(rows) + "\n")
+    sweep = cached_sweep("x", path=path)
+    assert sweep.command.startswith("bench_ablation.py --profile x")
+    table = sweep.table.set_index("name")
+    assert table.loc["standard", "seeds"] == 3 and table.loc["no variance", "collapsed"] == 2
+    assert table.loc["standard", "verdict"] == "healthy"  # the majority of the seeds
+    assert math.isclose(table.loc["standard", "age_r2"], 0.4)
+    found = paper_findings(sweep)
+    assert found["reproduced"].tolist() == [True, True]
+    with pytest.raises(FileNotFoundError, match="bench_ablation.py --profile nowhere"):
+        cached_sweep("nowhere")
+    path.write_text("# header\na,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an ablation sweep"):
+        cached_sweep("x", path=path)

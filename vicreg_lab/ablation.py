@@ -61,6 +61,7 @@ __all__ = [
     "RunResult",
     "ablation_settings",
     "compare_with_paper",
+    "cached_sweep",
     "paper_findings",
     "config_name",
     "evaluate_model",
@@ -896,6 +897,83 @@ def compare_with_paper(result: AblationResult) -> pd.DataFrame:
     return result.table[columns].merge(paper, on=["inv", "var", "cov"], how="left")
 
 
+#: Multi-seed sweeps computed by ``benchmarks/bench_ablation.py`` and shipped with the package.
+CACHED_DIR = Path(__file__).parent / "cached"
+_CACHED_COLUMNS = ("name", "inv", "var", "cov", "seed", "exp_std", "verdict", "age_r2")
+
+
+@dataclass
+class CachedSweep:
+    """A shipped multi-seed ablation sweep (see :func:`cached_sweep`).
+
+    Attributes
+    ----------
+    runs : pandas.DataFrame
+        One row per configuration and seed, as ``benchmarks/bench_ablation.py`` wrote it.
+    command : str
+        The command (and sizes, wall time) that produced it: the file's first line.
+    """
+
+    runs: pd.DataFrame
+    command: str
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per configuration: mean and sd over seeds, and the majority verdict."""
+        rows = []
+        for name, group in self.runs.groupby("name", sort=False):
+            verdicts = group["verdict"].value_counts()
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "short run",
+                    **group[["inv", "var", "cov"]].iloc[0].to_dict(),
+                    "seeds": len(group),
+                    "exp_std": group["exp_std"].mean(),
+                    "collapsed": int((group["verdict"] == "complete collapse").sum()),
+                    "verdict": verdicts.index[0],
+                    "age_r2": group["age_r2"].mean(),
+                    "age_r2_sd": group["age_r2"].std(ddof=1) if len(group) > 1 else math.nan,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def cached_sweep(profile: str = "cpu", path: str | Path | None = None) -> CachedSweep:
+    """Load the shipped multi-seed ablation sweep of a profile.
+
+    Parameters
+    ----------
+    profile : str
+        Profile whose sweep to load (``vicreg_lab/cached/ablation-<profile>.csv``).
+    path : str or Path, optional
+        Another file in the same format.
+
+    Raises
+    ------
+    FileNotFoundError
+        No sweep was computed for that profile (the message gives the command).
+    ValueError
+        The file lacks a column or has no rows.
+    """
+    path = Path(path) if path is not None else CACHED_DIR / f"ablation-{profile}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no cached ablation sweep at {path}; compute it with "
+            f"benchmarks/bench_ablation.py --profile {profile}"
+        )
+    with open(path, encoding="utf-8") as f:
+        command = f.readline().lstrip("# ").strip()
+        runs = pd.read_csv(f)
+    missing = [c for c in _CACHED_COLUMNS if c not in runs.columns]
+    if missing or runs.empty:
+        raise ValueError(
+            f"{path}: not an ablation sweep (missing columns {missing} or no rows); expected "
+            f"the format of benchmarks/bench_ablation.py"
+        )
+    return CachedSweep(runs, command)
+
+
 def paper_findings(result: AblationResult) -> pd.DataFrame:
     """Which findings of the paper's Table 7 the measured runs show, decided from the numbers.
 
@@ -906,6 +984,8 @@ def paper_findings(result: AblationResult) -> pd.DataFrame:
       "collapses" is the run's verdict, :func:`run_verdict`: ``"complete collapse"``);
     - the standard weights (25 / 25 / 1) give the best probe of the runs compared (here
       the age R^2 on held-out subjects);
+    - without the invariance term (0 / 25 / 1) the run collapses (the paper's word for
+      a failed run; here, the verdict);
     - without the covariance term (1 / 1 / 0) the probe is worse than with the standard
       weights.
 
@@ -944,6 +1024,19 @@ def paper_findings(result: AblationResult) -> pd.DataFrame:
                 "25 / 25 / 1: 68.6 %, the best row",
                 f"best age R^2: {best.name} ({best.age_r2:.2f}); standard {standard.age_r2:.2f}",
                 best.name == standard.name,
+            )
+        )
+    no_inv = by_weights.get((0.0, 25.0, 1.0))
+    if no_inv is not None:
+        probe = f"; age R^2 {no_inv.age_r2:.2f}"
+        if standard is not None:
+            probe += f" against {standard.age_r2:.2f} for the standard run"
+        rows.append(
+            (
+                "without the invariance term (0 / 25 / 1) the run collapses",
+                "collapse",
+                f"verdict: {no_inv.verdict}{probe}",
+                no_inv.verdict == "complete collapse",
             )
         )
     no_cov = by_weights.get((1.0, 1.0, 0.0))

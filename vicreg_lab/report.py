@@ -60,9 +60,10 @@ def read_probes(table: pd.DataFrame) -> list[str]:
     if beats is False:
         sentences.append(
             "Why the baselines can win: a short CPU run does not converge VICReg, and the "
-            "baselines are strong (raw voxels carry age directly; a random encoder is a fair "
-            "feature extractor). The long-run encoder, load_pretrained('synthetic-small'), "
-            "shows what more training gives."
+            "baselines are strong (the intensity histogram reads the tissue fractions that "
+            "change with age; raw voxels carry the anatomy directly; a random encoder is a fair "
+            "feature extractor). docs/learning.md measures which recipes beat them, and the "
+            "long-run encoder, load_pretrained('synthetic-small'), shows what more training gives."
         )
     return sentences
 
@@ -155,8 +156,21 @@ def training_report(
     shown = [*extra_figures, *figures]
     if latents is not None:
         reading.append(_read_latents(latents))
+    reading.append(_read_variance(history["epoch"]))
     write_text(out / "index.md", _markdown(facts, pivot, reading, shown, latents))
     return write_text(out / "index.html", _html(facts, pivot, reading, shown, latents))
+
+
+def _read_variance(epochs) -> str:
+    """One sentence on how far the variance term fell, whatever it did."""
+    first, last = epochs[0]["variance"], epochs[-1]["variance"]
+    trend = "fell" if last < first else "did not fall"
+    mark = "reached" if last <= 0.3 else "not reached"
+    return (
+        "Spread: the expander's variance term (the mean shortfall of each embedding "
+        f"dimension's std below 1) {trend} from {first:.2f} (first epoch) to {last:.2f} "
+        f"(last); 0.3 or less marks embeddings spread out as the loss asks: {mark}."
+    )
 
 
 def _read_latents(latents: pd.DataFrame) -> str:
