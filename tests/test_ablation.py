@@ -66,6 +66,46 @@ def test_settings_follow_the_profile():
         ablation_settings(3)
 
 
+def test_training_settings_train_as_the_profile_does(monkeypatch):
+    from vicreg_lab import ablation
+
+    cpu = get_profile("cpu")
+    long = ablation.training_settings("cpu")
+    assert (long.n_subjects, long.shape, long.batch_size) == (
+        cpu.n_subjects,
+        tuple(cpu.shape),
+        cpu.batch_size,
+    )
+    assert long.steps == cpu.n_subjects // cpu.batch_size * cpu.max_epochs
+    assert dict(long.augment) == dict(cpu.augment) and long.n_eval == 256
+    assert long.steps > ablation_settings("cpu").steps
+    # the views reach the estimator each run trains
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(self, data, **kwargs):
+        seen["augment_params"] = self.augment_params
+        raise Stop
+
+    from vicreg_lab.train import VICReg
+
+    monkeypatch.setattr(VICReg, "fit", fake_fit)
+    tiny = ablation_settings("ci").override(
+        n_subjects=8,
+        n_eval=8,
+        shape=(16, 16, 16),
+        batch_size=4,
+        max_epochs=1,
+        augment=(("p_intensity", 0.0),),
+    )
+    cohort = SyntheticCohort(8, shape=(16, 16, 16), seed=0)
+    with pytest.raises(Stop):
+        run_ablation({"standard": (25, 25, 1)}, cohort, settings=tiny, cache=False)
+    assert seen["augment_params"] == {"p_intensity": 0.0}
+
+
 def test_paper_table_and_default_sweep_agree():
     paper = PAPER_TABLE7.set_index("name")
     for name, (inv, var, cov) in DEFAULT_CONFIGS.items():
