@@ -70,7 +70,6 @@ CONFIGS = {
     "48^3, 400 steps, no intensity augmentation": {"shape": 48, "steps": 400, "p_intensity": 0.0},
     # stage 3: more training subjects (256 subjects x 100 epochs can be told apart by their
     # own lesions and folds, which say nothing about a new person's age)
-    "1024 subjects": {"n_train": 1024},
     "1024 subjects, no intensity augmentation": {"n_train": 1024, "p_intensity": 0.0},
     "2048 subjects, no intensity augmentation": {"n_train": 2048, "p_intensity": 0.0},
     "1024 subjects, no intensity augmentation, lr 2e-3": {

@@ -235,13 +235,14 @@ def training_settings(profile=None) -> AblationSettings:
     >>> training_settings("cpu").steps
     384
     """
+    from vicreg_lab.demo import PROBE_SUBJECTS
     from vicreg_lab.profiles import Profile, get_profile
 
     if not isinstance(profile, Profile):
         profile = get_profile(profile)
     return ablation_settings(profile).override(
         n_subjects=profile.n_subjects,
-        n_eval=min(profile.n_subjects, 256),
+        n_eval=min(profile.n_subjects, PROBE_SUBJECTS),
         shape=tuple(profile.shape),
         batch_size=profile.batch_size,
         max_epochs=profile.max_epochs,
