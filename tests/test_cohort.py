@@ -302,3 +302,13 @@ def test_parcel_centres_come_from_kmeans_of_grey_matter():
     from vicreg_lab.data._templates import PARCEL_CENTRES_MM, derive_parcel_centres
 
     np.testing.assert_allclose(derive_parcel_centres(), PARCEL_CENTRES_MM, atol=1.0)
+
+
+def test_clear_cache_frees_the_volumes_and_renders_them_again_identical():
+    small = SyntheticCohort(20, shape=(16, 16, 16), seed=5)
+    first = small.generate(range(20))
+    assert len(small._volumes) == 20
+    small.clear_cache()
+    assert len(small._volumes) == 0
+    torch.testing.assert_close(small[3]["image"], first[3])
+    assert 0 < len(small._volumes) <= 16  # the chunk of subject 3 only

@@ -344,6 +344,44 @@ def test_embeddings_with_baselines_use_the_trained_architecture():
     assert not np.allclose(out[TRAINED], out[RANDOM_EVAL])
 
 
+def test_embeddings_with_baselines_same_from_a_dataset_or_its_stacked_tensor():
+    # 20 volumes: the dataset path fills its prepared copy in chunks of 16, the tensor
+    # path slices; a seam between chunks must not show.
+    from vicreg_lab import VICReg, embeddings_with_baselines
+    from vicreg_lab.data import SyntheticCohort
+
+    cohort = SyntheticCohort(20, shape=(16, 16, 16), seed=1)
+    model = VICReg(
+        expander="16-16",
+        batch_size=10,
+        max_epochs=1,
+        progress=False,
+        encoder_kwargs={"widths": (4, 4, 8, 8)},
+    ).fit(cohort)
+    stacked = torch.stack([cohort[i]["image"] for i in range(len(cohort))])
+    from_dataset = embeddings_with_baselines(model, cohort)
+    from_tensor = embeddings_with_baselines(model, stacked)
+    assert from_dataset.keys() == from_tensor.keys()
+    for name, X in from_dataset.items():
+        assert X.shape[0] == 20
+        np.testing.assert_allclose(X, from_tensor[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match="empty"):
+        embeddings_with_baselines(model, stacked[:0])
+
+
+def test_histogram_features_count_every_voxel_in_chunks():
+    # 40 volumes span three chunks; the counts must be numpy's over the global range.
+    from vicreg_lab.evaluate import intensity_histogram_features
+
+    x = torch.rand(40, 1, 5, 6, 7, generator=torch.Generator().manual_seed(0)) ** 2
+    x[7] *= 3.0  # one bright volume sets the global maximum
+    h = intensity_histogram_features(x, bins=8)
+    edges = np.linspace(float(x.min()), float(x.max()), 9)
+    expected = np.stack([np.histogram(v.numpy().ravel(), bins=edges)[0] for v in x]) / 210
+    np.testing.assert_allclose(h, expected, atol=1 / 210 + 1e-7)
+    np.testing.assert_allclose(h.sum(1), 1.0, rtol=1e-6)
+
+
 def test_latent_table_reads_each_latent():
     from vicreg_lab.evaluate import latent_table
 

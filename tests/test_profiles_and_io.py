@@ -79,3 +79,18 @@ def test_profile_augment_changes_are_valid_views_and_reach_training(tmp_path):
     cohort = SyntheticCohort(8, shape=(16, 16, 16), seed=0)
     model, _ = run_train(cohort, tmp_path / "run", profile=tiny)
     assert model.augment_params == {"p_intensity": 0.0}
+    assert len(cohort._volumes) == 8  # its report probed the training volumes: kept
+
+
+def test_run_train_frees_the_training_volumes_before_probing_held_out_subjects(tmp_path):
+    from vicreg_lab.data import SyntheticCohort
+    from vicreg_lab.demo import run_train
+
+    tiny = PROFILES["ci"].override(
+        n_subjects=8, shape=(16, 16, 16), batch_size=4, max_epochs=1, expander="16-16"
+    )
+    cohort = SyntheticCohort(8, shape=(16, 16, 16), seed=0)
+    held_out = cohort.held_out(8)
+    _, index = run_train(cohort, tmp_path / "run", profile=tiny, probe_dataset=held_out)
+    assert len(cohort._volumes) == 0 and len(held_out._volumes) == 8
+    assert "8 held-out subjects the model never saw" in index.read_text()

@@ -81,6 +81,8 @@ def run_train(
     if not _is_main():  # under torchrun, rank 0 writes the report
         return model, None
     model.save(out / "model.ckpt")
+    if probe_dataset is not None and callable(getattr(dataset, "clear_cache", None)):
+        dataset.clear_cache()  # the report reads only the probe subjects: free the training volumes
     seeds = (seed, seed + 1, seed + 2)
     index = training_report(
         model, dataset, out, seeds=seeds, extra_figures=extra_figures, probe_dataset=probe_dataset

@@ -77,9 +77,12 @@ PROFILES = {
     "research": Profile(
         "research", 1024, (128, 128, 128), 64, 100, "resnet18_3d", "2048-2048-2048", "cuda"
     ),
-    # The project's long CPU run behind ``load_pretrained("synthetic-small")``:
-    # the small encoder at the ci shape, a bigger cohort and batch, 4096 steps.
-    "long": Profile("long", 1024, (32, 32, 32), 64, 256, "small_cnn", "256-256", "cpu"),
+    # The project's long CPU run behind ``load_pretrained("synthetic-small")``: the cpu
+    # profile's recipe (cohort, shape, encoder, expander, batch, views) 21 times longer:
+    # 256 epochs = 8192 steps (under an hour on 2 cores).
+    "long": Profile(
+        "long", 1024, (48, 48, 48), 32, 256, "small_cnn", "512-512", "cpu", (("p_intensity", 0.0),)
+    ),
 }
 
 
