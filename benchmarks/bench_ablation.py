@@ -65,17 +65,19 @@ def main(argv=None) -> None:
     held_out = train.held_out(settings.n_eval)
     start = time.perf_counter()
     frames = []
-    for seed in args.seeds:
+    out = args.out or CACHED_DIR / f"ablation-{args.profile}.csv"
+    only = " --only " + " ".join(f'"{name}"' for name in args.only) if args.only else ""
+    for seed in args.seeds:  # the file is rewritten after every seed: a cut run keeps its seeds
         sweep = run_ablation(configs, train, held_out, settings=settings, cache=False, seed=seed)
         frames.append(sweep.table.assign(seed=seed)[COLUMNS])
-    table = pd.concat(frames, ignore_index=True)
-    out = args.out or CACHED_DIR / f"ablation-{args.profile}.csv"
-    header = (
-        f"# bench_ablation.py --profile {args.profile} --recipe {args.recipe} "
-        f"--seeds {' '.join(map(str, args.seeds))}"
-        f" | {settings.steps} steps per run | {time.perf_counter() - start:.0f} s\n"
-    )
-    write_text(out, header + table.to_csv(index=False, float_format="%.4g"))
+        table = pd.concat(frames, ignore_index=True)
+        done = sorted(set(table["seed"]))
+        header = (
+            f"# bench_ablation.py --profile {args.profile} --recipe {args.recipe}{only} "
+            f"--seeds {' '.join(map(str, done))}"
+            f" | {settings.steps} steps per run | {time.perf_counter() - start:.0f} s\n"
+        )
+        write_text(out, header + table.to_csv(index=False, float_format="%.4g"))
     summary = cached_sweep(args.profile, path=out)
     print(header)
     print(summary.table.round(3).to_string(index=False))
