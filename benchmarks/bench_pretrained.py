@@ -187,11 +187,11 @@ def write_page(result: dict, out: Path, figures: Path, seconds: float, seeds, co
             "not at the training recipe, so there is no multi-seed cpu-profile run to compare."
         )
     else:
-        ages, command = cpu
+        ages, sweep_command = cpu
         ratio = min(ages) / age[TRAINED]
         comparison = (
             f"The `cpu` profile's recipe (384 steps, the standard 25/25/1 rows of the shipped "
-            f"ablation sweep, `{command}`) reaches age R^2 "
+            f"ablation sweep, `{sweep_command}`) reaches age R^2 "
             + ", ".join(f"{a:.3f}" for a in ages)
             + f" over {len(ages)} seeds on these same {len(held_out)} people (5 folds, one split "
             f"seed each); the long run reaches {age[TRAINED]:.3f}. Worst seed / long run = "

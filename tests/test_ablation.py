@@ -22,6 +22,7 @@ from vicreg_lab.ablation import (
     plot_ablation,
     run_ablation,
     run_verdict,
+    training_settings,
 )
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.diagnostics import collapse_report
@@ -365,3 +366,19 @@ def test_cached_sweep_aggregates_seeds_and_rejects_other_files(tmp_path):
     path.write_text("# header\na,b\n1,2\n")
     with pytest.raises(ValueError, match="not an ablation sweep"):
         cached_sweep("x", path=path)
+
+
+def test_the_shipped_cpu_sweep_is_the_cpu_training_recipe_with_three_seeds():
+    # The CSV notebook 04 and docs/pretrained.md read: it must still be what the code
+    # would run today (training_settings("cpu")), every configuration with seeds 0, 1, 2.
+    from vicreg_lab.ablation import cached_sweep
+
+    sweep = cached_sweep("cpu")
+    assert "--recipe training" in sweep.command
+    runs = sweep.runs
+    weights = {(r.inv, r.var, r.cov) for r in runs.itertuples()}
+    assert weights == {(1, 0, 0), (25, 0, 1), (0, 25, 1), (1, 1, 0), (25, 25, 1)}
+    assert runs.groupby("name")["seed"].apply(sorted).map(tuple).eq((0, 1, 2)).all()
+    assert (runs["steps"] == training_settings("cpu").steps).all()
+    assert runs["age_r2"].notna().all() and runs["exp_std"].gt(0).all()
+    assert len(paper_findings(sweep)) == 4  # every finding has the runs it needs
