@@ -23,7 +23,6 @@ import pandas as pd
 
 from vicreg_lab._io import write_text
 from vicreg_lab.ablation import (
-    CACHED_DIR,
     ablation_settings,
     cached_sweep,
     paper_findings,
@@ -31,6 +30,7 @@ from vicreg_lab.ablation import (
     training_settings,
 )
 from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.pretrained import CACHED_DIR
 
 CONFIGS = {
     "invariance only": (1.0, 0.0, 0.0),

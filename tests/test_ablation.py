@@ -364,7 +364,7 @@ def test_cached_sweep_aggregates_seeds_and_rejects_other_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="bench_ablation.py --profile nowhere"):
         cached_sweep("nowhere")
     path.write_text("# header\na,b\n1,2\n")
-    with pytest.raises(ValueError, match="not an ablation sweep"):
+    with pytest.raises(ValueError, match="missing columns"):
         cached_sweep("x", path=path)
 
 

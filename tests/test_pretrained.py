@@ -90,3 +90,19 @@ def test_export_roundtrip_strips_optimizer_and_keeps_embeddings(tmp_path):
     loaded = load_pretrained("tiny", weights_dir=tmp_path / "w")
     x = torch.stack([cohort[i]["image"] for i in range(4)])
     np.testing.assert_allclose(loaded.transform(x), model.transform(x), rtol=1e-5, atol=1e-6)
+
+
+def test_cached_results_reads_the_command_and_refuses_bad_tables(tmp_path):
+    from vicreg_lab.pretrained import cached_results
+
+    path = tmp_path / "t.csv"
+    path.write_text("# benchmarks/x.py --seeds 0 1 | 12 s\narm,seed,m\na,0,0.5\na,1,0.7\n")
+    runs, command = cached_results("t", ["arm", "m"], path=path)
+    assert command == "benchmarks/x.py --seeds 0 1 | 12 s" and runs.m.tolist() == [0.5, 0.7]
+    with pytest.raises(ValueError, match=r"missing columns \['site'\]"):
+        cached_results("t", ["arm", "site"], path=path)
+    path.write_text("# header only\narm,seed\n")
+    with pytest.raises(ValueError, match="no rows"):
+        cached_results("t", path=path)
+    with pytest.raises(FileNotFoundError, match="no cached results at .*nowhere.csv"):
+        cached_results("nowhere")

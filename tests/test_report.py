@@ -47,3 +47,42 @@ def test_the_spread_sentence_follows_the_variance_term():
     assert "fell from 0.67 (first epoch) to 0.25 (last)" in good and good.endswith("reached.")
     bad = _read_variance([{"variance": 0.5}, {"variance": 0.55}])
     assert "did not fall from 0.50" in bad and bad.endswith("not reached.")
+
+
+def _seed_runs(first, second):
+    rows = [{"arm": "a", "seed": s, "m": v} for s, v in enumerate(first)]
+    return pd.DataFrame(rows + [{"arm": "b", "seed": s, "m": v} for s, v in enumerate(second)])
+
+
+def test_compare_seeds_separates_clear_paired_and_inconsistent_differences():
+    from vicreg_lab.report import compare_seeds
+
+    clear = compare_seeds(_seed_runs([0.6, 0.7, 0.8], [0.1, 0.2, 0.3]), "m", "a", "b")
+    assert "a is higher at every seed, and the ranges do not overlap" in clear
+    assert "+0.500" in clear and "0.700 (0.600 to 0.800)" in clear
+    paired = compare_seeds(_seed_runs([0.3, 0.5, 0.7], [0.2, 0.4, 0.6]), "m", "a", "b")
+    assert "a is higher at every seed, but the ranges overlap" in paired
+    lower = compare_seeds(_seed_runs([0.1, 0.2], [0.3, 0.4]), "m", "a", "b")
+    assert "b is higher at every seed" in lower and "-0.200" in lower
+    mixed = compare_seeds(_seed_runs([0.5, 0.1, 0.5], [0.4, 0.4, 0.4]), "m", "a", "b")
+    assert "no consistent difference (a is higher at 2 of 3 seeds)" in mixed
+
+
+def test_compare_seeds_pairs_by_seed_and_refuses_missing_arms():
+    from vicreg_lab.report import compare_seeds
+
+    runs = _seed_runs([0.9, 0.1, 0.9], [0.5, 0.5])  # arm a has a seed 2 that b lacks
+    assert "over 2 seeds" in compare_seeds(runs, "m", "a", "b")
+    with pytest.raises(ValueError, match="no rows with arm == 'c'"):
+        compare_seeds(runs, "m", "a", "c")
+    runs.loc[runs.arm == "b", "seed"] += 10
+    with pytest.raises(ValueError, match="share no seed"):
+        compare_seeds(runs, "m", "a", "b")
+
+
+def test_seed_summary_counts_seeds_per_group():
+    from vicreg_lab.report import seed_summary
+
+    table = seed_summary(_seed_runs([0.2, 0.4, 0.9], [0.5]), ["m"])
+    assert table.loc["a", ("m", "max")] == 0.9 and table.loc["a", ("seeds", "n")] == 3
+    assert table.loc["b", ("seeds", "n")] == 1 and abs(table.loc["a", ("m", "mean")] - 0.5) < 1e-12

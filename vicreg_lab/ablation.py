@@ -51,6 +51,7 @@ import torch
 
 from vicreg_lab._io import atomic_path, cache_dir
 from vicreg_lab.diagnostics import CollapseReport, collapse_report
+from vicreg_lab.pretrained import cached_results
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -935,8 +936,6 @@ def compare_with_paper(result: AblationResult) -> pd.DataFrame:
     return result.table[columns].merge(paper, on=["inv", "var", "cov"], how="left")
 
 
-#: Multi-seed sweeps computed by ``benchmarks/bench_ablation.py`` and shipped with the package.
-CACHED_DIR = Path(__file__).parent / "cached"
 _CACHED_COLUMNS = ("name", "inv", "var", "cov", "seed", "exp_std", "verdict", "age_r2")
 
 
@@ -994,21 +993,12 @@ def cached_sweep(profile: str = "cpu", path: str | Path | None = None) -> Cached
     ValueError
         The file lacks a column or has no rows.
     """
-    path = Path(path) if path is not None else CACHED_DIR / f"ablation-{profile}.csv"
-    if not path.is_file():
+    try:
+        runs, command = cached_results(f"ablation-{profile}", _CACHED_COLUMNS, path)
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"no cached ablation sweep at {path}; compute it with "
-            f"benchmarks/bench_ablation.py --profile {profile}"
-        )
-    with open(path, encoding="utf-8") as f:
-        command = f.readline().lstrip("# ").strip()
-        runs = pd.read_csv(f)
-    missing = [c for c in _CACHED_COLUMNS if c not in runs.columns]
-    if missing or runs.empty:
-        raise ValueError(
-            f"{path}: not an ablation sweep (missing columns {missing} or no rows); expected "
-            f"the format of benchmarks/bench_ablation.py"
-        )
+            f"{error}; compute it with benchmarks/bench_ablation.py --profile {profile}"
+        ) from None
     return CachedSweep(runs, command)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from vicreg_lab._io import atomic_path, write_text
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: Multi-seed result tables computed by the scripts in ``benchmarks/`` and shipped with the package.
+CACHED_DIR = Path(__file__).parent / "cached"
 _VERSIONED = ("torch", "torchio", "nilearn", "numpy", "scikit-learn", "vicreg-lab")
 
 
@@ -64,6 +66,51 @@ def pretrained_info(name: str = "synthetic-small", weights_dir: str | Path = WEI
             f"available: {available_pretrained(weights_dir)}"
         )
     return json.loads(card.read_text(encoding="utf-8"))
+
+
+def cached_results(name: str, columns=(), path: str | Path | None = None):
+    """A shipped multi-seed result table and the command that computed it.
+
+    Each table is a CSV in ``vicreg_lab/cached/`` whose first line is ``# COMMAND | TIME``.
+
+    Parameters
+    ----------
+    name : str
+        Table name: ``vicreg_lab/cached/NAME.csv`` (e.g. ``"augment-cpu"``).
+    columns : sequence of str
+        Columns the caller needs; a file without them is refused.
+    path : str or Path, optional
+        Another file in the same format.
+
+    Returns
+    -------
+    (pandas.DataFrame, str)
+        One row per run, and the command line (with its wall time).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such table (the message says which scripts write them).
+    ValueError
+        The file lacks a needed column or has no rows.
+    """
+    import pandas as pd
+
+    path = Path(path) if path is not None else CACHED_DIR / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no cached results at {path}; the scripts in benchmarks/ write them (--write)"
+        )
+    with open(path, encoding="utf-8") as f:
+        command = f.readline().lstrip("# ").strip()
+        runs = pd.read_csv(f)
+    missing = [c for c in columns if c not in runs.columns]
+    if missing or runs.empty:
+        raise ValueError(
+            f"{path}: missing columns {missing} or no rows; expected a table written by a "
+            "benchmarks/ script with --write"
+        )
+    return runs, command
 
 
 def sha256_of(path: str | Path) -> str:

@@ -68,6 +68,60 @@ def read_probes(table: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def seed_summary(runs: pd.DataFrame, metrics, by=("arm",)) -> pd.DataFrame:
+    """Mean, min and max of each metric over the seeds, one row per group of ``by``.
+
+    ``runs`` holds one row per (group, seed), e.g. a table of :func:`cached_results
+    <vicreg_lab.pretrained.cached_results>`; the last column counts the seeds.
+    """
+    grouped = runs.groupby(list(by), sort=False)
+    table = grouped[list(metrics)].agg(["mean", "min", "max"])
+    table[("seeds", "n")] = grouped["seed"].nunique()
+    return table
+
+
+def compare_seeds(runs: pd.DataFrame, metric: str, first: str, second: str, by: str = "arm") -> str:
+    """One sentence comparing two arms of a multi-seed table seed by seed, read from the numbers.
+
+    Arms are paired by seed (the same seed gives both arms the same initialisation and data
+    order). A difference is called consistent when it has the same sign at every shared
+    seed, and clear when, moreover, the two arms' ranges over the seeds do not overlap.
+
+    Raises
+    ------
+    ValueError
+        An arm is missing, or the two arms share no seed.
+    """
+    values = {}
+    for arm in (first, second):
+        rows = runs[runs[by] == arm]
+        if rows.empty:
+            raise ValueError(f"no rows with {by} == {arm!r}; found {sorted(runs[by].unique())}")
+        values[arm] = rows.set_index("seed")[metric]
+    a, b = values[first], values[second]
+    seeds = a.index.intersection(b.index)
+    if seeds.empty:
+        raise ValueError(f"{first!r} and {second!r} share no seed")
+    a, b = a[seeds], b[seeds]
+    higher, n = int((a > b).sum()), len(seeds)
+    if higher in (0, n):
+        top, low = (a, b) if higher == n else (b, a)
+        which = first if higher == n else second
+        verdict = f"{which} is higher at every seed"
+        verdict += (
+            ", and the ranges do not overlap"
+            if top.min() > low.max()
+            else ", but the ranges overlap"
+        )
+    else:
+        verdict = f"no consistent difference ({first} is higher at {higher} of {n} seeds)"
+    return (
+        f"{metric.replace('_', ' ')}: {first} {a.mean():.3f} ({a.min():.3f} to {a.max():.3f}), "
+        f"{second} {b.mean():.3f} ({b.min():.3f} to {b.max():.3f}) over {n} seeds; "
+        f"mean difference {(a - b).mean():+.3f}: {verdict}."
+    )
+
+
 def training_report(
     model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_figures=(), probe_dataset=None
 ) -> Path:
