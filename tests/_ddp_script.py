@@ -9,7 +9,7 @@ import sys
 import torch
 from _train_script import Blobs, make_model
 
-from vicreg_lab.train import init_distributed
+from vicreg_lab.distributed import init_distributed
 
 
 def main():

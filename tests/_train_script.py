@@ -38,7 +38,7 @@ def noisy_flip(x, generator):
     return x + 0.1 * torch.randn(x.shape, generator=generator)
 
 
-def make_model(checkpoint_dir=None, callbacks=(), **changes):
+def make_model(checkpoint_dir=None, callbacks=(), estimator=VICReg, **changes):
     params = dict(
         encoder="small_cnn",
         expander="32-32",
@@ -51,7 +51,7 @@ def make_model(checkpoint_dir=None, callbacks=(), **changes):
         seed=0,
     )
     params.update(changes)
-    return VICReg(**params)
+    return estimator(**params)
 
 
 def main():

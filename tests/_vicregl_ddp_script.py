@@ -9,8 +9,8 @@ import sys
 import torch
 from _train_script import Blobs, make_model
 
-from vicreg_lab.train import init_distributed
-from vicreg_lab.vicregl import TERMS
+from vicreg_lab.distributed import init_distributed
+from vicreg_lab.vicregl import TERMS, VICRegL
 
 
 def main():
@@ -21,7 +21,7 @@ def main():
     model = make_model(
         max_epochs=1,
         batch_size=4,
-        loss="vicregl",
+        estimator=VICRegL,
         augmentation="batched",
         encoder_kwargs={"output_stride": 4},
         local_expander="16-16",

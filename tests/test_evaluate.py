@@ -264,7 +264,7 @@ def test_bad_encode_inputs_are_rejected(untrained):
         encode(encoder, volumes, bn_mode="train")
     with pytest.raises(ValueError, match="no data"):
         encode(encoder, [])
-    with pytest.raises(ValueError, match="without an 'image' key"):
+    with pytest.raises(ValueError, match="'image' key"):
         encode(encoder, [{"t1": volumes}])
     with pytest.raises(ValueError, match=r"must return \(B, F\)"):
         encode(nn.Conv3d(1, 2, 3), volumes)

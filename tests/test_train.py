@@ -12,7 +12,9 @@ import torch
 from _train_script import Blobs, make_model, noisy_flip
 
 from vicreg_lab.callbacks import InterruptAfter, SimulatedInterruption
-from vicreg_lab.train import LARS, VICReg, exclude_bias_and_norm, load_checkpoint, lr_at_step
+from vicreg_lab.optim import LARS, exclude_bias_and_norm, lr_at_step
+from vicreg_lab.train import VICReg, load_checkpoint
+from vicreg_lab.vicregl import VICRegL
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
 TIMING = {"volumes_per_s", "seconds"}
@@ -198,7 +200,7 @@ def test_lars_estimator_uses_the_official_vicreg_settings():
 def test_batchnorm_becomes_syncbatchnorm_under_ddp_on_gpus():
     # the official code converts the whole model (main_vicreg.py); SyncBatchNorm runs on
     # GPUs only, so the default converts on CUDA and leaves CPU (gloo) runs alone
-    model, opt = _optimizer_of(loss="vicregl", local_expander="16-16", augmentation="batched")
+    model, opt = _optimizer_of(estimator=VICRegL, local_expander="16-16", augmentation="batched")
     assert model._use_sync_batchnorm(torch.device("cuda", 0))
     assert not model._use_sync_batchnorm(torch.device("cpu"))
     assert not make_model(sync_batchnorm=False)._use_sync_batchnorm(torch.device("cuda", 0))
@@ -294,7 +296,7 @@ def flip_with_geometry(x, generator):
 def test_vicregl_trains_records_local_terms_and_round_trips(tmp_path):
     model = make_model(
         max_epochs=2,
-        loss="vicregl",
+        estimator=VICRegL,
         alpha=0.5,
         num_matches=16,
         local_expander="16-16",
@@ -310,7 +312,7 @@ def test_vicregl_trains_records_local_terms_and_round_trips(tmp_path):
     assert maps.shape == (24, model.representation_size_, 4, 4, 4)  # 16^3 at stride 4
     np.testing.assert_allclose(maps.mean((2, 3, 4)), model.transform(Blobs()), rtol=1e-4, atol=1e-5)
     loaded = VICReg.load(model.save(tmp_path / "vicregl.ckpt"))
-    assert loaded.loss == "vicregl" and loaded.encoder_kwargs == {"output_stride": 4}
+    assert isinstance(loaded, VICRegL) and loaded.encoder_kwargs == {"output_stride": 4}
     np.testing.assert_array_equal(loaded.feature_maps(Blobs()), maps)
     for key, value in model.local_expander_.state_dict().items():
         assert torch.equal(value, loaded.local_expander_.state_dict()[key]), key
@@ -321,7 +323,7 @@ def test_vicregl_with_batched_augment_lowers_the_local_term():
         max_epochs=3,
         batch_size=4,
         lr=3e-3,
-        loss="vicregl",
+        estimator=VICRegL,
         alpha=0.0,
         local_expander="16-16",
         encoder_kwargs={"output_stride": 8},
@@ -334,16 +336,37 @@ def test_vicregl_with_batched_augment_lowers_the_local_term():
 @pytest.mark.parametrize(
     "params, message",
     [
-        (dict(loss="vicregl"), "needs the geometry of every view"),  # noisy_flip: views only
-        (dict(loss="vicregl", augmentation="torchio"), "TorchIO views do not record it"),
-        (dict(loss="vicregl", alpha=2.0), r"alpha must lie in \[0, 1\]"),
-        (dict(loss="vicregl", num_matches=0), "num_matches must be a positive int"),
-        (dict(loss="simclr"), "loss must be 'vicreg' or 'vicregl'"),
+        (dict(), "needs the geometry of every view"),  # noisy_flip: views only
+        (dict(augmentation="torchio"), "TorchIO views do not record it"),
+        (dict(alpha=2.0), r"alpha must lie in \[0, 1\]"),
+        (dict(num_matches=0), "num_matches must be a positive int"),
     ],
 )
 def test_vicregl_bad_settings(params, message):
     with pytest.raises(ValueError, match=message):
-        make_model(**params).fit(Blobs())
+        make_model(estimator=VICRegL, **params).fit(Blobs())
+
+
+@pytest.mark.parametrize("estimator", [VICReg, VICRegL])
+def test_clone_and_get_params_keep_every_constructor_parameter(estimator):
+    import inspect
+
+    from sklearn.base import clone
+
+    names = [n for n in inspect.signature(estimator.__init__).parameters if n != "self"]
+    changes = {"max_epochs": 3, "augment_params": {"p_intensity": 0.0}, "encoder_kwargs": {}}
+    if estimator is VICRegL:
+        changes |= {"alpha": 0.5, "local_expander": "16-16"}
+        assert set(VICReg().get_params()) < set(names)  # VICReg's parameters, and more
+    model = estimator(**changes)
+    params = model.get_params()
+    assert sorted(params) == sorted(names)
+    for name, value in changes.items():
+        assert params[name] is value  # stored unchanged, not copied or validated
+    copy = clone(model)
+    assert type(copy) is estimator and copy is not model
+    assert copy.get_params() == params and not hasattr(copy, "encoder_")
+    assert repr(copy) == repr(model)
 
 
 def test_repr_shows_only_changed_parameters():

@@ -9,8 +9,9 @@ import pytest
 import torch
 from _train_script import Blobs, make_model, noisy_flip
 
+from vicreg_lab.data import stack_images
 from vicreg_lab.losses import vicreg_loss
-from vicreg_lab.train import _stack_images, augment_generator
+from vicreg_lab.train import augment_generator
 
 HERE = Path(__file__).parent
 
@@ -47,7 +48,7 @@ def test_torchrun_two_processes_agree_and_match_single_process(tmp_path):
         for rank in range(2):
             sampler = torch.utils.data.DistributedSampler(dataset, 2, rank, shuffle=True, seed=0)
             sampler.set_epoch(0)
-            x = _stack_images([dataset[i] for i in list(sampler)[:4]])
+            x = stack_images([dataset[i] for i in list(sampler)[:4]])
             generator = augment_generator(0, 0, rank, "cpu")
             v1, v2 = noisy_flip(x, generator), noisy_flip(x, generator)
             z1.append(reference.expander_(reference.encoder_(v1)))

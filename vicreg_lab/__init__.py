@@ -37,6 +37,7 @@ _EXPORTS = {
     "embeddings_with_baselines": "vicreg_lab.evaluate",
     "latent_table": "vicreg_lab.evaluate",
     "load_pretrained": "vicreg_lab.pretrained",
+    "VICRegL": "vicreg_lab.vicregl",
     "VICRegLLoss": "vicreg_lab.vicregl",
     "vicregl_loss": "vicreg_lab.vicregl",
     "build_local_expander": "vicreg_lab.models",

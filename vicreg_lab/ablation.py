@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 
 from vicreg_lab._io import atomic_path, cache_dir
+from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import CollapseReport, collapse_report
 from vicreg_lab.pretrained import cached_results
 
@@ -429,8 +430,6 @@ def _recalibrated(model, dataset):
     """
     from torch.utils.data import DataLoader
 
-    from vicreg_lab.train import _stack_images
-
     clone = copy.copy(model)
     clone.encoder_ = copy.deepcopy(model.encoder_).eval()
     clone.expander_ = copy.deepcopy(model.expander_).eval()
@@ -440,11 +439,11 @@ def _recalibrated(model, dataset):
         m.momentum = None  # cumulative average over the batches
         m.train()
     device = next(clone.encoder_.parameters()).device
-    loader = DataLoader(dataset, batch_size=model.batch_size, collate_fn=_stack_images)
+    loader = DataLoader(dataset, batch_size=model.batch_size, collate_fn=stack_images)
     with torch.no_grad():
         for x in loader:
             if len(x) > 1:  # BatchNorm needs two samples per batch
-                clone.expander_(clone.encoder_(clone._prepare(x).to(device)))
+                clone.expander_(clone.encoder_(clone.prepare(x).to(device)))
     for m in norms:
         m.eval()
     return clone
@@ -510,7 +509,7 @@ class _DynamicsRecorder:
         expander = copy.deepcopy(model.expander_).train()
         device = next(encoder.parameters()).device
         with torch.no_grad():
-            rep = encoder(model._prepare(self.volumes).to(device)).float().cpu()
+            rep = encoder(model.prepare(self.volumes).to(device)).float().cpu()
             z = expander(rep.to(device)).float().cpu()
         self.records.append(
             {
@@ -605,9 +604,7 @@ def _dataset_fingerprint(dataset) -> str:
     participants = getattr(dataset, "participants", None)
     if participants is not None:
         digest.update(participants.to_csv(index=False).encode())
-    from vicreg_lab.train import _image_of
-
-    first = torch.as_tensor(_image_of(dataset[0])).float().contiguous()
+    first = image_of(dataset[0]).float().contiguous()
     digest.update(str(tuple(first.shape)).encode())
     digest.update(first.numpy().tobytes())
     return digest.hexdigest()
@@ -789,10 +786,10 @@ def _cache_folder(cache) -> Path | None:
 
 
 def _train_run(name, config, dataset, eval_dataset, settings, seed, options):
-    from vicreg_lab.train import VICReg, _stack_images
+    from vicreg_lab.train import VICReg
 
     inv, var, cov = config
-    watched = _stack_images([eval_dataset[i] for i in range(min(64, len(eval_dataset)))])
+    watched = stack_images([eval_dataset[i] for i in range(min(64, len(eval_dataset)))])
     recorder = _DynamicsRecorder(watched)
     model = VICReg(
         encoder=settings.encoder,

@@ -176,8 +176,8 @@ def _print_summary(report) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from vicreg_lab.demo import run_train
+    from vicreg_lab.distributed import init_distributed
     from vicreg_lab.profiles import get_profile
-    from vicreg_lab.train import init_distributed
 
     init_distributed()
     profile = get_profile(args.profile)

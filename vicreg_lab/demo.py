@@ -62,8 +62,9 @@ def run_train(
     index : Path
         The report's ``index.html``.
     """
+    from vicreg_lab.distributed import is_main
     from vicreg_lab.report import training_report
-    from vicreg_lab.train import VICReg, _is_main
+    from vicreg_lab.train import VICReg
 
     profile = profile or get_profile()
     out = _check_out(out)
@@ -78,7 +79,7 @@ def run_train(
     )
     params.update({k: v for k, v in overrides.items() if v is not None})
     model = VICReg(**params).fit(dataset, resume=resume)
-    if not _is_main():  # under torchrun, rank 0 writes the report
+    if not is_main():  # under torchrun, rank 0 writes the report
         return model, None
     model.save(out / "model.ckpt")
     if probe_dataset is not None and callable(getattr(dataset, "clear_cache", None)):

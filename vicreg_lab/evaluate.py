@@ -44,6 +44,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from vicreg_lab.data import image_of, stack_images
+
 __all__ = [
     "embeddings_with_baselines",
     "encode",
@@ -370,13 +372,7 @@ def _batches(volumes_or_loader, batch_size: int, device) -> Iterable[torch.Tenso
             yield x[start : start + batch_size].to(device)
         return
     for batch in volumes_or_loader:
-        if isinstance(batch, list | tuple):
-            batch = batch[0]
-        elif isinstance(batch, Mapping):
-            if "image" not in batch:
-                raise ValueError(f"loader yields dicts without an 'image' key: {list(batch)}")
-            batch = batch["image"]
-        yield _as_volumes(batch).to(device)
+        yield _as_volumes(image_of(batch)).to(device)
 
 
 def _device_of(module: nn.Module, device) -> torch.device:
@@ -610,7 +606,7 @@ def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarra
 
 
 def _prepared_volumes(model, data, chunk: int = 16) -> torch.Tensor:
-    """``model._prepare`` of every volume of ``data``, filled in place chunk by chunk.
+    """``model.prepare`` of every volume of ``data``, filled in place chunk by chunk.
 
     The prepared copy is the only full-size tensor made: at 48^3, 256 volumes take
     113 MB each time they are copied, which matters on a 2 GB Binder.
@@ -623,9 +619,8 @@ def _prepared_volumes(model, data, chunk: int = 16) -> torch.Tensor:
         if is_array:
             x = source[start:stop]
         else:
-            items = [source[i] for i in range(start, stop)]
-            x = torch.stack([it["image"] if isinstance(it, Mapping) else it[0] for it in items])
-        x = model._prepare(x)
+            x = stack_images(source[i] for i in range(start, stop))
+        x = model.prepare(x)
         if out is None:
             out = torch.empty(len(source), *x.shape[1:])
         out[start:stop] = x

@@ -30,12 +30,13 @@ the precision of the inputs) and never negative.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["VICRegLoss", "vicreg_loss"]
+from vicreg_lab.distributed import gather_with_grad
+
+__all__ = ["VICRegLoss", "center", "check_embeddings", "offdiag_sq_sum", "vicreg_loss"]
 
 
 def vicreg_loss(
@@ -108,7 +109,7 @@ def vicreg_loss(
     >>> float(vicreg_loss(z1, z1)["invariance"])
     0.0
     """
-    _check_embeddings(z1, z2, check_finite=check_finite)
+    check_embeddings(z1, z2, check_finite=check_finite)
     # Disable autocast so that the matmuls below are not cast back to half precision.
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1, z2 = _to_loss_dtype(z1, z2)
@@ -215,20 +216,19 @@ def _loss_terms(
     ``cov_form`` is ``"auto"`` (cheaper form by shape), ``"gram"`` or ``"dxd"``;
     the benchmark forces ``"dxd"`` to time the textbook computation.
     """
-    offdiag = {"auto": _offdiag_sq_sum, "gram": _offdiag_sq_sum_gram, "dxd": _offdiag_sq_sum_dxd}
+    offdiag = {"auto": offdiag_sq_sum, "gram": _offdiag_sq_sum_gram, "dxd": _offdiag_sq_sum_dxd}
     if cov_form not in offdiag:
         raise ValueError(f"cov_form must be 'auto', 'gram' or 'dxd', got {cov_form!r}")
 
     # Invariance: on the local batch only, as in the official implementation.
     invariance = F.mse_loss(z1, z2)
 
-    if gather_distributed and _world_size() > 1:
-        z1 = _GatherWithGrad.apply(z1)
-        z2 = _GatherWithGrad.apply(z2)
+    if gather_distributed:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
 
     n, d = z1.shape
-    z1 = _center(z1)
-    z2 = _center(z2)
+    z1 = center(z1)
+    z2 = center(z2)
     var1 = z1.pow(2).sum(dim=0) / (n - 1)  # unbiased per-dimension variance = diag(C)
     var2 = z2.pow(2).sum(dim=0) / (n - 1)
 
@@ -243,7 +243,7 @@ def _loss_terms(
     return invariance, variance, covariance
 
 
-def _center(z: torch.Tensor) -> torch.Tensor:
+def center(z: torch.Tensor) -> torch.Tensor:
     """Subtract the batch mean, in two passes.
 
     The second pass removes the rounding error of the first mean. That error is
@@ -256,7 +256,7 @@ def _center(z: torch.Tensor) -> torch.Tensor:
     return z - z.mean(dim=0)
 
 
-def _offdiag_sq_sum(z: torch.Tensor) -> torch.Tensor:
+def offdiag_sq_sum(z: torch.Tensor) -> torch.Tensor:
     """Sum of the squared off-diagonal entries of ``C = z^T z / (N - 1)``, cheaper form.
 
     Both forms give the same number (up to rounding). The Gram form costs
@@ -370,43 +370,10 @@ def _offdiag_sq_sum_dxd(z: torch.Tensor) -> torch.Tensor:
     return sum(rows.pow(2).sum() for rows in cov.split(_BLOCK))
 
 
-# ----------------------------------------------------------------------------- distributed
-
-
-def _world_size() -> int:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """Concatenate the ``(n, D)`` tensors of all processes into ``(world_size * n, D)``.
-
-    Unlike ``dist.all_gather``, gradients flow back to every process: each
-    process computes a loss on the full batch, so the gradient of the sum of the
-    losses with respect to the slice of process ``r`` is the sum over processes
-    of their incoming gradients, restricted to rows of ``r``.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        z = z.contiguous()
-        pieces = [torch.empty_like(z) for _ in range(dist.get_world_size())]
-        dist.all_gather(pieces, z)
-        ctx.rows = slice(dist.get_rank() * z.shape[0], (dist.get_rank() + 1) * z.shape[0])
-        return torch.cat(pieces, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()  # all_reduce works in place
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rows]
-
-
 # ----------------------------------------------------------------------------- input checks
 
 
-def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) -> None:
+def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) -> None:
     for name, z in (("z1", z1), ("z2", z2)):
         if not isinstance(z, torch.Tensor):
             raise ValueError(

@@ -11,14 +11,7 @@ One training step, as in the official implementation (facebookresearch/vicreg)::
     loss = VICRegLoss(inv, var, cov)(z1, z2)["loss"]   # bf16 autocast on CUDA
     loss.backward(); optimizer.step()                  # LARS or AdamW, warm-up + cosine
 
-With ``loss="vicregl"`` (VICRegL, see :mod:`vicreg_lab.vicregl`) each view also keeps its
-feature map and where the augmentation took it from::
-
-    (view1, geometry1), (view2, geometry2) = augment(x), augment(x)
-    maps = encoder.forward_features(view)              # (B, F, d, h, w)
-    z = expander(avg_pool(maps)); m = local_expander(maps)   # 1x1x1 convolutions
-    locations = feature_locations(geometry, maps.shape[2:], view.shape[2:], encoder.feature_grid)
-    loss = VICRegLLoss(alpha, ...)(z1, z2, m1, m2, locations1, locations2)["loss"]
+VICRegL (:class:`vicreg_lab.vicregl.VICRegL`) is a subclass that changes the step.
 
 Reproducibility: the shuffling and the augmentation of epoch ``e`` are drawn from
 generators seeded with ``(seed, e)`` (TorchIO views: from seeds of ``(seed, e, item,
@@ -29,9 +22,7 @@ exactly as the uninterrupted run would have (on CPU).
 from __future__ import annotations
 
 import copy
-import inspect
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,135 +30,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vicreg_lab._io import atomic_path
+from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import collapse_report
+from vicreg_lab.distributed import is_main, rank, world_size
 from vicreg_lab.losses import VICRegLoss
-from vicreg_lab.models import build_encoder, build_expander, build_local_expander
-from vicreg_lab.vicregl import TERMS as VICREGL_TERMS
-from vicreg_lab.vicregl import VICRegLLoss, feature_locations
+from vicreg_lab.models import build_encoder, build_expander
+from vicreg_lab.optim import build_optimizer, lr_at_step
 
-__all__ = ["VICReg", "LARS", "exclude_bias_and_norm", "init_distributed", "lr_at_step"]
+__all__ = ["VICReg", "channels_last", "load_checkpoint"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
-LOSSES = ("vicreg", "vicregl")
 CHECKPOINT_NAME = "last.ckpt"
-
-
-# ------------------------------------------------------------------ optimisation
-
-
-def exclude_bias_and_norm(p: torch.Tensor) -> bool:
-    """True for one-dimensional parameters: biases and normalisation weights (official filter)."""
-    return p.ndim == 1
-
-
-class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as in the official VICReg code (``main_vicreg.py``).
-
-    Each step adds ``weight_decay * p`` to the gradient, rescales it by the trust ratio
-    ``eta * ||p|| / ||update||``, then takes an SGD step with momentum. Parameters for
-    which a filter returns True are left out of that part of the update: by default, as
-    in the official code, biases and normalisation weights get neither weight decay nor
-    the trust ratio.
-
-    Parameters
-    ----------
-    params : iterable of parameters or of parameter groups
-    lr : float
-    weight_decay : float, default=1e-6
-        The official VICReg value (``--wd 1e-6``).
-    momentum : float, default=0.9
-    eta : float, default=0.001
-        Trust coefficient.
-    weight_decay_filter, lars_adaptation_filter : callable or None, default=exclude_bias_and_norm
-        ``f(p) -> bool``; True exempts ``p`` from the weight decay / the trust ratio;
-        None exempts nothing. They are attributes of the optimizer, not entries of its
-        parameter groups, so that ``state_dict()`` holds no functions and checkpoints
-        load with ``torch.load(weights_only=True)``.
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float,
-        weight_decay: float = 1e-6,
-        momentum: float = 0.9,
-        eta: float = 0.001,
-        weight_decay_filter: Callable[[torch.Tensor], bool] | None = exclude_bias_and_norm,
-        lars_adaptation_filter: Callable[[torch.Tensor], bool] | None = exclude_bias_and_norm,
-    ):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
-        self.weight_decay_filter = weight_decay_filter
-        self.lars_adaptation_filter = lars_adaptation_filter
-
-    @staticmethod
-    def _exempt(rule, p: torch.Tensor) -> bool:
-        return rule is not None and bool(rule(p))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                dp = p.grad
-                if not self._exempt(self.weight_decay_filter, p):
-                    dp = dp.add(p, alpha=group["weight_decay"])
-                if not self._exempt(self.lars_adaptation_filter, p):
-                    p_norm, dp_norm = torch.norm(p), torch.norm(dp)
-                    ratio = torch.where(
-                        (p_norm > 0) & (dp_norm > 0), group["eta"] * p_norm / dp_norm, 1.0
-                    )
-                    dp = dp.mul(ratio)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"].mul_(group["momentum"]).add_(dp)
-                p.add_(mu, alpha=-group["lr"])
-
-
-def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict]:
-    """Biases and normalisation parameters (1-D) are excluded from weight decay."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-
-
-def lr_at_step(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up to ``base_lr``, then cosine decay to ``base_lr / 1000``.
-
-    Examples
-    --------
-    >>> lr_at_step(0, 100, 10, 1.0), lr_at_step(10, 100, 10, 1.0)
-    (0.1, 1.0)
-    """
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    end_lr = base_lr * 0.001
-    return end_lr + (base_lr - end_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+#: Parameters that say where and how a run executes, not what it trains: not saved.
+RUNTIME_PARAMS = (
+    "device",
+    "num_workers",
+    "checkpoint_dir",
+    "progress",
+    "callbacks",
+    "sync_batchnorm",
+)
 
 
 # ------------------------------------------------------------------ data handling
-
-
-def _image_of(item):
-    """The volume of one dataset item: a tensor, ``(image, target)`` or ``{"image": ...}``."""
-    if isinstance(item, dict):
-        return item["image"]
-    if isinstance(item, (tuple, list)):
-        return item[0]
-    return item
-
-
-def _stack_images(items) -> torch.Tensor:
-    return torch.stack([torch.as_tensor(_image_of(item)) for item in items])
 
 
 def _seeded_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -182,7 +72,7 @@ def augment_generator(seed: int, epoch: int, rank: int, device) -> torch.Generat
 # ------------------------------------------------------------------ the estimator
 
 
-class VICReg:
+class VICReg(TransformerMixin, BaseEstimator):
     """VICReg self-supervised training of a 3D encoder.
 
     Parameters
@@ -233,21 +123,6 @@ class VICReg:
         Default (None): on CUDA, as the official code does; on CPU (gloo) BatchNorm
         stays per process, since PyTorch's SyncBatchNorm only runs on GPUs. True
         converts (an error on CPU), False never does.
-    loss : {"vicreg", "vicregl"}, default="vicreg"
-        "vicregl" adds VICRegL's local term on the encoder's feature maps
-        (:class:`vicreg_lab.vicregl.VICRegLLoss`). It needs the geometry of every view:
-        ``augmentation="batched"``, or a callable returning ``(views, geometry)``; and an
-        encoder with ``forward_features`` (all built-in encoders).
-    alpha : float, default=0.75
-        VICRegL only: weight of the global term (the local term gets ``1 - alpha``).
-    num_matches : int, optional
-        VICRegL only: matched cells kept per view and matching (default: 20/49 of the
-        cells, the official ratio).
-    l2_all_matches : bool, default=False
-        VICRegL only: keep every feature-distance match (the official code's default).
-    local_expander : str, default="512-512"
-        VICRegL only: the dense expander on the feature maps, 1x1x1 convolutions laid
-        out as the expander (official VICRegL: ``"512-512-512"``).
     encoder_kwargs : dict, optional
         Passed to :func:`vicreg_lab.models.build_encoder` with a named encoder, e.g.
         ``{"output_stride": 8}`` for a finer ``small_cnn`` feature map, or
@@ -257,17 +132,13 @@ class VICReg:
     ----------
     encoder_, expander_ : nn.Module
         The trained networks.
-    local_expander_ : nn.Module
-        VICRegL only: the trained dense expander.
     history_ : dict
         ``"step"``: one record per step (epoch, step, the loss terms, lr, volumes/s);
         ``"epoch"``: one record per epoch (mean terms, lr, volumes/s, seconds, and
         ``collapse`` / ``collapse_expander``: collapse reports of a held batch, the
         representation's scale-free, the expander's with ``target_std=1.0``; their
-        ``scale`` field says which). The loss
-        terms are those of :class:`vicreg_lab.VICRegLoss`; VICRegL adds ``"global"``,
-        ``"local"`` and ``"local_invariance"``, ``"local_variance"``,
-        ``"local_covariance"`` (see :func:`vicreg_lab.vicregl.vicregl_loss`).
+        ``scale`` field says which). The loss terms are those of
+        :class:`vicreg_lab.VICRegLoss` (:attr:`TERMS`).
     representation_size_ : int
 
     Examples
@@ -277,6 +148,11 @@ class VICReg:
     >>> model = VICReg(max_epochs=2).fit(cohort)                # doctest: +SKIP
     >>> embeddings = model.transform(cohort)                     # doctest: +SKIP
     """
+
+    #: Keys of the loss dict (and of every step record).
+    TERMS = TERMS
+    #: The trained networks: saved, loaded and switched to eval mode together.
+    network_names = ("encoder_", "expander_")
 
     def __init__(
         self,
@@ -302,11 +178,6 @@ class VICReg:
         progress: bool = True,
         callbacks: Sequence[Callable] = (),
         sync_batchnorm: bool | None = None,
-        loss: str = "vicreg",
-        alpha: float = 0.75,
-        num_matches: int | None = None,
-        l2_all_matches: bool = False,
-        local_expander: str = "512-512",
         encoder_kwargs: dict | None = None,
     ):
         self.encoder = encoder
@@ -331,11 +202,6 @@ class VICReg:
         self.progress = progress
         self.callbacks = callbacks
         self.sync_batchnorm = sync_batchnorm
-        self.loss = loss
-        self.alpha = alpha
-        self.num_matches = num_matches
-        self.l2_all_matches = l2_all_matches
-        self.local_expander = local_expander
         self.encoder_kwargs = encoder_kwargs
 
     # ---------------------------------------------------------------- set-up
@@ -359,23 +225,6 @@ class VICReg:
                 "augmentation must be 'batched', 'torchio' or a callable, "
                 f"got {self.augmentation!r}"
             )
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be 'vicreg' or 'vicregl', got {self.loss!r}")
-        if self.loss == "vicregl":
-            self._check_vicregl_params()
-
-    def _check_vicregl_params(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
-        n = self.num_matches
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise ValueError(f"num_matches must be a positive int or None, got {n!r}")
-        if self.augmentation == "torchio":
-            raise ValueError(
-                "loss='vicregl' needs the geometry of every view (where each cell of the "
-                "feature map comes from): use augmentation='batched' or a callable "
-                "returning (views, geometry); TorchIO views do not record it"
-            )
 
     def _resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -396,48 +245,27 @@ class VICReg:
 
     def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
         torch.manual_seed(self.seed)
-        self.__dict__.pop("local_expander_", None)  # left by an earlier VICRegL fit
         self.input_size_ = tuple(self.input_size or image_shape[-3:])
-        self.encoder_ = build_encoder(self.encoder, **dict(self.encoder_kwargs or {}))
-        self.representation_size_ = int(self.encoder_.representation_size)
-        self.expander_ = build_expander(self.representation_size_, self.expander)
-        networks = [self.encoder_, self.expander_]
-        if self.loss == "vicregl":
-            if not callable(getattr(self.encoder_, "forward_features", None)):
-                raise ValueError(
-                    "loss='vicregl' needs an encoder with forward_features(x) returning its "
-                    f"feature map (B, F, d, h, w); {type(self.encoder_).__name__} has none"
-                )
-            self.local_expander_ = build_local_expander(
-                self.representation_size_, self.local_expander
-            )
-            networks.append(self.local_expander_)
-        for network in networks:
+        self._build_networks()
+        for network in self._networks():
             network.to(device)
         if device.type == "cuda":
             self.encoder_.to(memory_format=torch.channels_last_3d)
-        self.optimizer_ = self._make_optimizer(networks)
-        self._augment = self._make_augment(device)
+        self.optimizer_, self.base_lr_ = build_optimizer(
+            self.optimizer, self._networks(), self.batch_size, self.lr, self.weight_decay
+        )
+        self._augment = self._make_augment()
         self.history_ = {"step": [], "epoch": []}
 
-    def _make_optimizer(self, networks: Sequence[nn.Module]) -> torch.optim.Optimizer:
-        """LARS with the official VICReg settings, or AdamW; sets ``base_lr_``."""
-        lars = self.optimizer == "lars"
-        lr = self.lr
-        if lr is None:
-            lr = 0.2 * self.batch_size / 256 if lars else 1e-3
-        self.base_lr_ = lr
-        weight_decay = self.weight_decay
-        if weight_decay is None:
-            weight_decay = 1e-6 if lars else 1e-4
-        # LARS exempts biases and norms itself (its filters); the two groups are kept for
-        # both optimizers so that checkpoints of either resume with one layout.
-        groups = _param_groups(networks, weight_decay)
-        if lars:
-            return LARS(groups, lr=lr, momentum=0.9, eta=0.001)
-        return torch.optim.AdamW(groups, lr=lr)
+    def _build_networks(self) -> None:
+        self.encoder_ = build_encoder(self.encoder, **dict(self.encoder_kwargs or {}))
+        self.representation_size_ = int(self.encoder_.representation_size)
+        self.expander_ = build_expander(self.representation_size_, self.expander)
 
-    def _make_augment(self, device: torch.device):
+    def _networks(self) -> list[nn.Module]:
+        return [getattr(self, name) for name in self.network_names]
+
+    def _make_augment(self):
         """``f(x, generator) -> (views, geometry or None)``, or None for TorchIO."""
         params = dict(self.augment_params or {})
         if callable(self.augmentation):
@@ -461,7 +289,7 @@ class VICReg:
         if dist.is_available() and dist.is_initialized():
             sampler = torch.utils.data.DistributedSampler(data, shuffle=shuffle, seed=self.seed)
             sampler.set_epoch(epoch)
-        collate = _stack_images
+        collate = stack_images
         if self.augmentation == "torchio" and shuffle:
             data, collate = self._torchio_views(data, epoch)
         return DataLoader(
@@ -496,8 +324,7 @@ class VICReg:
         """``(view1, view2), (geometry1, geometry2)``; geometries are None if unknown."""
         if isinstance(batch, (tuple, list)) and len(batch) == 3:  # (view1, view2, targets)
             return (batch[0].to(device), batch[1].to(device)), (None, None)
-        x = _image_of(batch) if not torch.is_tensor(batch) else batch
-        x = x.to(device, non_blocking=True)
+        x = image_of(batch).to(device, non_blocking=True)
         if self._augment is None:
             raise ValueError(
                 "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
@@ -507,53 +334,20 @@ class VICReg:
         view2, geometry2 = self._augment(x, generator)
         return (view1, view2), (geometry1, geometry2)
 
-    def _embed(self, view: torch.Tensor) -> torch.Tensor:
-        if view.device.type == "cuda":
-            view = view.contiguous(memory_format=torch.channels_last_3d)
-        return self._expander_module(self._encoder_module(view))
+    def _training_modules(self) -> dict[str, nn.Module]:
+        """The modules a training step calls; under torch.distributed each is wrapped in DDP."""
+        return {"encoder": self.encoder_, "expander": self.expander_}
 
     def _loss_terms(self, criterion, views, geometries) -> dict:
-        if self.loss == "vicreg":
-            return criterion(self._embed(views[0]), self._embed(views[1]))
-        if geometries[0] is None or geometries[1] is None:
-            raise ValueError(
-                "loss='vicregl' needs the geometry of every view: the augmentation callable "
-                "must return (views, geometry) with geometry (B, 3, 4) view-index -> "
-                "source-index maps (as BatchedAugment does), and a DataLoader may not yield "
-                "ready-made (view1, view2, targets)"
-            )
-        grid = getattr(self.encoder_, "feature_grid", None)
-        outputs = []
-        for view, geometry in zip(views, geometries, strict=True):
-            if view.device.type == "cuda":
-                view = view.contiguous(memory_format=torch.channels_last_3d)
-            maps = self._features_module(view)
-            z = self._expander_module(torch.flatten(F.adaptive_avg_pool3d(maps, 1), 1))
-            geometry = geometry.to(device=maps.device, dtype=torch.float32)
-            where = feature_locations(geometry, maps.shape[2:], view.shape[2:], grid)
-            outputs.append((z, self._local_module(maps), where))
-        (z1, m1, where1), (z2, m2, where2) = outputs
-        return criterion(z1, z2, m1, m2, where1, where2)
+        """The loss dict of one batch of view pairs (the geometries are VICRegL's)."""
+        encoder, expander = self._modules["encoder"], self._modules["expander"]
+        z1, z2 = (expander(encoder(channels_last(view))) for view in views)
+        return criterion(z1, z2)
 
-    def _criterion(self, distributed: bool):
+    def _criterion(self, distributed: bool) -> nn.Module:
         # finiteness is checked on the terms, after the step
         coeffs = (self.inv_coeff, self.var_coeff, self.cov_coeff)
-        if self.loss == "vicreg":
-            return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
-        return VICRegLLoss(
-            alpha=self.alpha,
-            num_matches=self.num_matches,
-            l2_all_matches=self.l2_all_matches,
-            inv_coeff=coeffs[0],
-            var_coeff=coeffs[1],
-            cov_coeff=coeffs[2],
-            gather_distributed=distributed,
-            check_finite=False,
-        )
-
-    @property
-    def _term_names(self) -> tuple[str, ...]:
-        return VICREGL_TERMS if self.loss == "vicregl" else TERMS
+        return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
 
     def fit(self, data, resume: bool = False) -> VICReg:
         """Train on ``data``: a Dataset of volumes (1, D, H, W) or a DataLoader.
@@ -573,24 +367,20 @@ class VICReg:
         self._check_params()
         device = self._resolve_device()
         first = data.dataset[0] if isinstance(data, DataLoader) else data[0]
-        image_shape = tuple(torch.as_tensor(_image_of(first)).shape)
+        image_shape = tuple(image_of(first).shape)
         if len(image_shape) != 4 or image_shape[0] != 1:
             raise ValueError(
                 f"volumes must have shape (1, D, H, W); the first item has shape {image_shape}"
             )
         self._build(image_shape, device)
-        start_epoch = 0
-        if resume:
-            start_epoch = self._restore_checkpoint()
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        self._encoder_module, self._expander_module = self.encoder_, self.expander_
-        if self.loss == "vicregl":
-            self._features_module = _FeatureMaps(self.encoder_)
-            self._local_module = self.local_expander_
+        start_epoch = self._restore_checkpoint() if resume else 0
+        distributed = world_size() > 1
+        if distributed and self._use_sync_batchnorm(device):
+            self._convert_to_sync_batchnorm()
+        self._modules = self._training_modules()
         if distributed:
-            self._wrap_distributed(device)
+            self._modules = _wrap_ddp(self._modules, device)
         criterion = self._criterion(distributed)
-        autocast_dtype = self._autocast_dtype(device)
         held = self._held_batch(data, device)
         steps_per_epoch = len(self._loader(data, 0))
         if steps_per_epoch == 0:
@@ -598,32 +388,26 @@ class VICReg:
                 f"no full batch: the dataset has {_len(data)} items, "
                 f"fewer than batch_size={self.batch_size}"
             )
+        schedule = (steps_per_epoch, int(self.warmup_epochs * steps_per_epoch))
         total = steps_per_epoch * self.max_epochs
-        warmup = int(self.warmup_epochs * steps_per_epoch)
-        bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and _is_main())
+        bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and is_main())
         for epoch in range(start_epoch, self.max_epochs):
-            self._train_epoch(
-                data, epoch, device, criterion, autocast_dtype, steps_per_epoch, total, warmup, bar
-            )
+            self._train_epoch(data, epoch, device, criterion, schedule, bar)
             self._end_epoch(epoch, held)
         if bar is not None:
             bar.close()
-        self._encoder_module = self._expander_module = None
-        self._features_module = self._local_module = None
+        self._modules = None
         for network in self._networks():
             network.eval()
         return self
 
-    def _networks(self) -> list[nn.Module]:
-        local = getattr(self, "local_expander_", None)
-        return [self.encoder_, self.expander_] + ([local] if local is not None else [])
-
-    def _train_epoch(
-        self, data, epoch, device, criterion, autocast_dtype, steps_per_epoch, total, warmup, bar
-    ):
+    def _train_epoch(self, data, epoch, device, criterion, schedule, bar) -> None:
+        steps_per_epoch, warmup = schedule
+        total = steps_per_epoch * self.max_epochs
+        autocast_dtype = self._autocast_dtype(device)
         for network in self._networks():
             network.train()
-        generator = augment_generator(self.seed, epoch, _rank(), device)
+        generator = augment_generator(self.seed, epoch, rank(), device)
         tick = time.perf_counter()
         for i, batch in enumerate(self._loader(data, epoch)):
             step = epoch * steps_per_epoch + i
@@ -637,7 +421,7 @@ class VICReg:
                 enabled=autocast_dtype is not None,
             ):
                 terms = self._loss_terms(criterion, views, geometries)
-            values = {k: float(terms[k].detach()) for k in self._term_names}
+            values = {k: float(terms[k].detach()) for k in self.TERMS}
             self._check_finite(values, step, epoch)
             self.optimizer_.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -654,7 +438,7 @@ class VICReg:
 
     def _check_finite(self, values: dict, step: int, epoch: int) -> None:
         order = ("invariance", "variance", "covariance", "loss")  # the first culprit first
-        names = [*order, *(k for k in self._term_names if k not in order)]
+        names = [*order, *(k for k in self.TERMS if k not in order)]
         bad = [k for k in names if not math.isfinite(values[k])]
         if not bad:
             return
@@ -673,10 +457,9 @@ class VICReg:
         """A fixed, un-augmented batch whose embeddings are diagnosed after every epoch."""
         dataset = data.dataset if isinstance(data, DataLoader) else data
         n = min(len(dataset), max(self.batch_size, 64))
-        x = _stack_images([dataset[i] for i in range(n)])
-        return self._prepare(x).to(device)
+        return self.prepare(stack_images(dataset[i] for i in range(n))).to(device)
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Un-augmented volumes as the encoder sees its training views.
 
         Both built-in augmentations (``BatchedAugment`` and ``SimCLRTransform``) start
@@ -699,7 +482,7 @@ class VICReg:
     def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
         steps = [r for r in self.history_["step"] if r["epoch"] == epoch]
         record = {"epoch": epoch, "steps": len(steps)}
-        for key in (*self._term_names, "volumes_per_s"):
+        for key in (*self.TERMS, "volumes_per_s"):
             record[key] = float(np.mean([r[key] for r in steps]))
         record["lr"] = steps[-1]["lr"]
         with torch.no_grad():
@@ -719,7 +502,7 @@ class VICReg:
         record["collapse"] = _plain_report(collapse_report(rep.cpu()))
         record["collapse_expander"] = _plain_report(collapse_report(emb.cpu(), target_std=1.0))
         self.history_["epoch"].append(record)
-        if self.checkpoint_dir is not None and _is_main():
+        if self.checkpoint_dir is not None and is_main():
             self._save_checkpoint(Path(self.checkpoint_dir) / CHECKPOINT_NAME, epoch + 1)
         self._notify("epoch", record)
 
@@ -727,21 +510,8 @@ class VICReg:
         for callback in self.callbacks:
             callback(self, event, record)
 
-    def _wrap_distributed(self, device: torch.device) -> None:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        if self._use_sync_batchnorm(device):
-            self._convert_to_sync_batchnorm()
-        ids = [device.index] if device.type == "cuda" else None
-        self._encoder_module = DDP(self.encoder_, device_ids=ids)
-        self._expander_module = DDP(self.expander_, device_ids=ids)
-        if self.loss == "vicregl":
-            # DDP only synchronises what runs through its forward: wrap forward_features.
-            self._features_module = DDP(_FeatureMaps(self.encoder_), device_ids=ids)
-            self._local_module = DDP(self.local_expander_, device_ids=ids)
-
     def _use_sync_batchnorm(self, device: torch.device) -> bool:
-        """Whether :meth:`_wrap_distributed` converts BatchNorm to SyncBatchNorm."""
+        """Whether :meth:`fit` converts BatchNorm to SyncBatchNorm (several processes)."""
         if self.sync_batchnorm is None:  # the official code always converts (on GPUs)
             return device.type == "cuda"
         if self.sync_batchnorm and device.type == "cpu":
@@ -757,29 +527,25 @@ class VICReg:
         The converted layers take over the same parameter and buffer tensors, so the
         optimizer (built on those parameters) keeps training them.
         """
-        self.encoder_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_)
-        self.expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.expander_)
-        if getattr(self, "local_expander_", None) is not None:
-            self.local_expander_ = nn.SyncBatchNorm.convert_sync_batchnorm(self.local_expander_)
+        for name in self.network_names:
+            setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
 
     # ---------------------------------------------------------------- checkpoints
 
     def _state(self, epochs_done: int) -> dict:
+        networks = {
+            name.rstrip("_"): getattr(self, name).state_dict() for name in self.network_names
+        }
         return {
             "format": "vicreg-lab-checkpoint-v1",
+            "estimator": type(self).__name__,
             "epochs_done": epochs_done,
             "params": _plain_params(self),
             "input_size": list(self.input_size_),
-            "encoder": self.encoder_.state_dict(),
-            "expander": self.expander_.state_dict(),
-            **self._local_state(),
+            **networks,
             "optimizer": self.optimizer_.state_dict(),
             "history": self.history_,
         }
-
-    def _local_state(self) -> dict:
-        local = getattr(self, "local_expander_", None)
-        return {} if local is None else {"local_expander": local.state_dict()}
 
     def _save_checkpoint(self, path: Path, epochs_done: int) -> Path:
         with atomic_path(path) as tmp:
@@ -799,12 +565,11 @@ class VICReg:
         return int(state["epochs_done"])
 
     def _load_weights(self, state: dict) -> None:
-        self.encoder_.load_state_dict(state["encoder"])
-        self.expander_.load_state_dict(state["expander"])
-        if getattr(self, "local_expander_", None) is not None:
-            if "local_expander" not in state:
-                raise ValueError("the checkpoint has no local_expander weights for VICRegL")
-            self.local_expander_.load_state_dict(state["local_expander"])
+        for name in self.network_names:
+            key = name.rstrip("_")
+            if key not in state:
+                raise ValueError(f"the checkpoint has no {key} weights for {type(self).__name__}")
+            getattr(self, name).load_state_dict(state[key])
 
     def save(self, path: str | Path) -> Path:
         """Save the trained estimator (weights, parameters, history) atomically."""
@@ -815,10 +580,12 @@ class VICReg:
     def load(cls, path: str | Path, device: str = "cpu") -> VICReg:
         """Load an estimator written by :meth:`save` (or a training checkpoint).
 
-        The file is read with ``torch.load(weights_only=True)``: it cannot run code.
+        The file is read with ``torch.load(weights_only=True)``: it cannot run code. A
+        VICRegL checkpoint gives a :class:`vicreg_lab.vicregl.VICRegL`.
         """
         state = load_checkpoint(path)
-        model = cls(**state["params"])
+        klass, params = _estimator_of(state)
+        model = klass(**params)
         model.device = device
         model._build((1, *state["input_size"]), torch.device(device))
         model._load_weights(state)
@@ -829,25 +596,11 @@ class VICReg:
 
     # ---------------------------------------------------------------- inference
 
-    def __repr__(self) -> str:
-        """scikit-learn style: the class and the parameters that differ from the defaults."""
-        defaults = inspect.signature(type(self).__init__).parameters
-        changed = []
-        for name, param in defaults.items():
-            if name == "self" or not hasattr(self, name):
-                continue
-            value = getattr(self, name)
-            try:
-                same = bool(value == param.default)
-            except Exception:  # e.g. tensors or modules: show them
-                same = False
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoder_"):
-            raise RuntimeError("this VICReg estimator is not fitted yet: call fit() first")
+            raise RuntimeError(
+                f"this {type(self).__name__} estimator is not fitted yet: call fit() first"
+            )
 
     @torch.no_grad()
     def transform(self, data, batch_size: int | None = None) -> np.ndarray:
@@ -884,28 +637,18 @@ class VICReg:
         return self._encode(data, batch_size, self.encoder_.forward_features)
 
     def _encode(self, data, batch_size: int | None, network) -> np.ndarray:
-        self._check_fitted()
         device = next(self.encoder_.parameters()).device
         self.encoder_.eval()
         if torch.is_tensor(data):
             batches = data.split(batch_size or self.batch_size)
         elif isinstance(data, DataLoader):
-            batches = (_image_of(b) if not torch.is_tensor(b) else b for b in data)
+            batches = (image_of(b) for b in data)
         else:
             batches = DataLoader(
-                data, batch_size=batch_size or self.batch_size, collate_fn=_stack_images
+                data, batch_size=batch_size or self.batch_size, collate_fn=stack_images
             )
-        out = []
-        for x in batches:
-            x = self._prepare(x).to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            out.append(network(x).float().cpu())
+        out = [network(channels_last(self.prepare(x).to(device))).float().cpu() for x in batches]
         return torch.cat(out).numpy()
-
-    def fit_transform(self, data, **fit_params) -> np.ndarray:
-        """``fit(data)`` then ``transform(data)``."""
-        return self.fit(data, **fit_params).transform(data)
 
 
 # ------------------------------------------------------------------ helpers
@@ -931,37 +674,34 @@ def load_checkpoint(path: str | Path) -> dict:
 def _plain_params(model: VICReg) -> dict:
     """Constructor parameters that a weights_only checkpoint can hold (no modules, no callables)."""
     params = {}
-    for key in (
-        "encoder",
-        "expander",
-        "inv_coeff",
-        "var_coeff",
-        "cov_coeff",
-        "optimizer",
-        "lr",
-        "weight_decay",
-        "warmup_epochs",
-        "batch_size",
-        "max_epochs",
-        "augmentation",
-        "precision",
-        "seed",
-        "loss",
-        "alpha",
-        "num_matches",
-        "l2_all_matches",
-        "local_expander",
-    ):
-        value = getattr(model, key)
-        if isinstance(value, (str, int, float, type(None))):
+    for key, value in model.get_params(deep=False).items():
+        if key in RUNTIME_PARAMS or value is None:
+            continue
+        if isinstance(value, (str, int, float)):
             params[key] = value
-    if model.encoder_kwargs:
-        params["encoder_kwargs"] = dict(model.encoder_kwargs)
-    if model.input_size is not None:
-        params["input_size"] = list(model.input_size)
-    if model.augment_params:
-        params["augment_params"] = dict(model.augment_params)
+        elif isinstance(value, (tuple, list)):
+            params[key] = list(value)
+        elif isinstance(value, dict):
+            params[key] = dict(value)
     return params
+
+
+# VICRegL's parameters, stored by checkpoints written before VICRegL became a subclass
+_VICREGL_PARAMS = ("alpha", "num_matches", "l2_all_matches", "local_expander")
+
+
+def _estimator_of(state: dict) -> tuple[type, dict]:
+    """The estimator class a checkpoint was written by, and its constructor parameters."""
+    params = dict(state["params"])
+    name = state.get("estimator") or ("VICRegL" if params.get("loss") == "vicregl" else "VICReg")
+    params.pop("loss", None)
+    if name == "VICRegL":
+        from vicreg_lab.vicregl import VICRegL
+
+        return VICRegL, params
+    if name != "VICReg":
+        raise ValueError(f"the checkpoint was written by an unknown estimator {name!r}")
+    return VICReg, {k: v for k, v in params.items() if k not in _VICREGL_PARAMS}
 
 
 def _plain_report(report) -> dict:
@@ -975,15 +715,16 @@ def _plain_report(report) -> dict:
     return plain
 
 
-class _FeatureMaps(nn.Module):
-    """``encoder.forward_features`` as a module's forward (so that DDP can wrap it)."""
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The memory layout cuDNN's 3D convolutions are fastest with (CUDA only)."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if x.device.type == "cuda" else x
 
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.forward_features(x)
+def _wrap_ddp(modules: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return {name: DDP(module, device_ids=ids) for name, module in modules.items()}
 
 
 def _views_and_geometry(output):
@@ -995,32 +736,6 @@ def _views_and_geometry(output):
 
 def _len(data) -> int:
     return len(data.dataset) if isinstance(data, DataLoader) else len(data)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _is_main() -> bool:
-    return _rank() == 0
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    Uses NCCL when CUDA is available (and selects the GPU ``LOCAL_RANK``), else gloo.
-    Without ``torchrun`` (no ``WORLD_SIZE`` > 1) it does nothing.
-
-    Returns
-    -------
-    rank, world_size : int
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return _rank(), world_size
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

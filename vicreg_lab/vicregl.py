@@ -30,7 +30,7 @@ its commit d14c226 ("Fix local loss"); before it, the local term was half as lar
 Efficiency: distances are one batched ``torch.cdist`` per matching (no grad: only
 their ranks are used), the selection one ``min`` + ``topk`` over the whole batch; no
 Python loop touches a location. The ``k`` covariance terms reuse
-:func:`vicreg_lab.losses._offdiag_sq_sum` (the ``N x N`` Gram form whenever the batch is
+:func:`vicreg_lab.losses.offdiag_sq_sum` (the ``N x N`` Gram form whenever the batch is
 smaller than the channels) through ``torch.vmap``.
 
 Compared with facebookresearch/VICRegL (``main_vicregl.py``), see ``docs/vicregl.md``:
@@ -52,17 +52,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vicreg_lab.distributed import gather_with_grad, world_size
 from vicreg_lab.losses import (
-    _center,
-    _check_embeddings,
-    _GatherWithGrad,
-    _offdiag_sq_sum,
-    _world_size,
+    center,
+    check_embeddings,
+    offdiag_sq_sum,
     vicreg_loss,
 )
+from vicreg_lab.models import build_local_expander
+from vicreg_lab.train import VICReg, channels_last
 
 __all__ = [
     "TERMS",
+    "VICRegL",
     "VICRegLLoss",
     "cell_centres",
     "feature_locations",
@@ -164,7 +166,7 @@ def vicregl_loss(
     >>> out["loss"].shape, "local_covariance" in out
     (torch.Size([]), True)
     """
-    _check_embeddings(z1, z2, check_finite=check_finite)
+    check_embeddings(z1, z2, check_finite=check_finite)
     _check_maps(z1, maps1, maps2, locations1, locations2, check_finite)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -176,7 +178,7 @@ def vicregl_loss(
         z1, z2, gamma=gamma, eps=eps, gather_distributed=gather_distributed,
         check_finite=False, **coeffs,
     )  # fmt: skip
-    gather = gather_distributed and _world_size() > 1
+    gather = gather_distributed and world_size() > 1
     with torch.autocast(device_type=maps1.device.type, enabled=False):
         wide = torch.float64 in (z1.dtype, z2.dtype, maps1.dtype, maps2.dtype)
         dtype = torch.float64 if wide else torch.float32
@@ -388,15 +390,15 @@ def _local_terms(a: torch.Tensor, b: torch.Tensor, *, gamma: float, eps: float, 
     """
     invariance = F.mse_loss(a, b)
     if gather:
-        a, b = _GatherWithGrad.apply(a), _GatherWithGrad.apply(b)
+        a, b = gather_with_grad(a), gather_with_grad(b)
     n, _, channels = a.shape
     variance = a.new_zeros(())
     covariance = a.new_zeros(())
     for z in (a, b):
-        z = _center(z)  # over the batch, for each (match index, channel)
+        z = center(z)  # over the batch, for each (match index, channel)
         var = z.pow(2).sum(dim=0) / (n - 1)  # (k, C)
         variance = variance + F.relu(gamma - torch.sqrt(var + eps)).mean() / 2
-        offdiag = torch.vmap(_offdiag_sq_sum)(z.transpose(0, 1))  # (k,)
+        offdiag = torch.vmap(offdiag_sq_sum)(z.transpose(0, 1))  # (k,)
         covariance = covariance + offdiag.mean() / channels
     return invariance, variance, covariance
 
@@ -542,3 +544,155 @@ def _check_maps(z1, maps1, maps2, loc1, loc2, check_finite: bool) -> None:
         for name, t in named:
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} contains NaN or infinite values")
+
+
+# ----------------------------------------------------------------------------- the estimator
+
+
+class _FeatureMaps(nn.Module):
+    """``encoder.forward_features`` as a module's forward (so that DDP can wrap it)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(x)
+
+
+class VICRegL(VICReg):
+    """VICRegL training: :class:`vicreg_lab.VICReg` plus a local term on the feature maps.
+
+    Every parameter of :class:`vicreg_lab.VICReg`, and the four below. One step::
+
+        (view1, geometry1), (view2, geometry2) = augment(x), augment(x)
+        maps = encoder.forward_features(view)                     # (B, F, d, h, w)
+        z = expander(avg_pool(maps)); m = local_expander(maps)    # 1x1x1 convolutions
+        locations = feature_locations(geometry, maps.shape[2:], view.shape[2:], grid)
+        loss = VICRegLLoss(alpha, ...)(z1, z2, m1, m2, locations1, locations2)["loss"]
+
+    It needs the geometry of every view: ``augmentation="batched"``, or a callable
+    returning ``(views, geometry)``; and an encoder with ``forward_features`` (all
+    built-in encoders).
+
+    Parameters
+    ----------
+    alpha : float, default=0.75
+        Weight of the global term (the local term gets ``1 - alpha``).
+    num_matches : int, optional
+        Matched cells kept per view and matching (default: 20/49 of the cells, the
+        official ratio).
+    l2_all_matches : bool, default=False
+        Keep every feature-distance match (the official code's default).
+    local_expander : str, default="512-512"
+        The dense expander on the feature maps, 1x1x1 convolutions laid out as the
+        expander (official VICRegL: ``"512-512-512"``).
+
+    Attributes
+    ----------
+    local_expander_ : nn.Module
+        The trained dense expander (besides ``encoder_`` and ``expander_``).
+    history_ : dict
+        As VICReg's, with the terms of :func:`vicregl_loss` (:data:`TERMS`): ``"global"``,
+        ``"local"``, ``"local_invariance"``, ``"local_variance"``, ``"local_covariance"``.
+    """
+
+    TERMS = TERMS
+    network_names = ("encoder_", "expander_", "local_expander_")
+
+    def __init__(
+        self,
+        encoder="small_cnn",
+        expander="512-512",
+        inv_coeff=25.0,
+        var_coeff=25.0,
+        cov_coeff=1.0,
+        optimizer="adamw",
+        lr=None,
+        weight_decay=None,
+        warmup_epochs=1.0,
+        batch_size=32,
+        max_epochs=10,
+        input_size=None,
+        augmentation="batched",
+        augment_params=None,
+        device="auto",
+        precision="auto",
+        num_workers=0,
+        checkpoint_dir=None,
+        seed=0,
+        progress=True,
+        callbacks=(),
+        sync_batchnorm=None,
+        encoder_kwargs=None,
+        alpha: float = 0.75,
+        num_matches: int | None = None,
+        l2_all_matches: bool = False,
+        local_expander: str = "512-512",
+    ):
+        params = {k: v for k, v in locals().items() if k in VICReg._get_param_names()}
+        super().__init__(**params)
+        self.alpha = alpha
+        self.num_matches = num_matches
+        self.l2_all_matches = l2_all_matches
+        self.local_expander = local_expander
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        n = self.num_matches
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"num_matches must be a positive int or None, got {n!r}")
+        if self.augmentation == "torchio":
+            raise ValueError(
+                "VICRegL needs the geometry of every view (where each cell of the "
+                "feature map comes from): use augmentation='batched' or a callable "
+                "returning (views, geometry); TorchIO views do not record it"
+            )
+
+    def _build_networks(self) -> None:
+        super()._build_networks()
+        if not callable(getattr(self.encoder_, "forward_features", None)):
+            raise ValueError(
+                "VICRegL needs an encoder with forward_features(x) returning its "
+                f"feature map (B, F, d, h, w); {type(self.encoder_).__name__} has none"
+            )
+        self.local_expander_ = build_local_expander(self.representation_size_, self.local_expander)
+
+    def _training_modules(self) -> dict[str, nn.Module]:
+        # DDP only synchronises what runs through its forward: wrap forward_features too
+        features = {"features": _FeatureMaps(self.encoder_), "local_expander": self.local_expander_}
+        return {**super()._training_modules(), **features}
+
+    def _criterion(self, distributed: bool) -> nn.Module:
+        return VICRegLLoss(
+            alpha=self.alpha,
+            num_matches=self.num_matches,
+            l2_all_matches=self.l2_all_matches,
+            inv_coeff=self.inv_coeff,
+            var_coeff=self.var_coeff,
+            cov_coeff=self.cov_coeff,
+            gather_distributed=distributed,
+            check_finite=False,
+        )
+
+    def _loss_terms(self, criterion, views, geometries) -> dict:
+        if geometries[0] is None or geometries[1] is None:
+            raise ValueError(
+                "VICRegL needs the geometry of every view: the augmentation callable "
+                "must return (views, geometry) with geometry (B, 3, 4) view-index -> "
+                "source-index maps (as BatchedAugment does), and a DataLoader may not yield "
+                "ready-made (view1, view2, targets)"
+            )
+        grid = getattr(self.encoder_, "feature_grid", None)
+        modules = self._modules
+        outputs = []
+        for view, geometry in zip(views, geometries, strict=True):
+            maps = modules["features"](channels_last(view))
+            z = modules["expander"](torch.flatten(F.adaptive_avg_pool3d(maps, 1), 1))
+            geometry = geometry.to(device=maps.device, dtype=torch.float32)
+            where = feature_locations(geometry, maps.shape[2:], view.shape[2:], grid)
+            outputs.append((z, modules["local_expander"](maps), where))
+        (z1, m1, where1), (z2, m2, where2) = outputs
+        return criterion(z1, z2, m1, m2, where1, where2)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vicreg_lab.data import image_of
+
 # ---------------------------------------------------------------- loss & diagnostics
 
 _LOSS_TERMS = ("loss", "invariance", "variance", "covariance")
@@ -477,8 +479,7 @@ def _subject_volumes(dataset, indices, modality=None) -> dict[int, np.ndarray]:
         return {i: volume[0].numpy() for i, volume in zip(indices, stack, strict=True)}
     volumes = {}
     for i in indices:
-        item = dataset[i]
-        volumes[i] = _as_volume(item["image"] if isinstance(item, dict) else item[0], "image")
+        volumes[i] = _as_volume(image_of(dataset[i]), "image")
     return volumes
 
 

@@ -6,9 +6,10 @@ is a dict ``{"image", "participant_id", "age", "sex", "site", "index"}`` when
 of shape (1, D, H, W).
 """
 
+from ._base import image_of, stack_images
 from .effects import Effects
 from .nifti import NiftiFolder
 from .openbhb import OpenBHB
 from .synthetic import SyntheticCohort
 
-__all__ = ["Effects", "NiftiFolder", "OpenBHB", "SyntheticCohort"]
+__all__ = ["Effects", "NiftiFolder", "OpenBHB", "SyntheticCohort", "image_of", "stack_images"]

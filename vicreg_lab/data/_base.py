@@ -19,6 +19,7 @@ id, never by file listing order.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,22 @@ import torch
 from torch.utils.data import Dataset
 
 LABELS = ("participant_id", "age", "sex", "site")
+
+
+def image_of(item) -> torch.Tensor:
+    """The volume of one item: a tensor or array, ``(image, target)`` or ``{"image": ...}``."""
+    if isinstance(item, Mapping):
+        if "image" not in item:
+            raise ValueError(f"items that are dicts need an 'image' key; this one has {list(item)}")
+        item = item["image"]
+    elif isinstance(item, (tuple, list)):
+        item = item[0]
+    return torch.as_tensor(item)
+
+
+def stack_images(items) -> torch.Tensor:
+    """One batch ``(B, 1, D, H, W)`` from dataset items (a DataLoader's ``collate_fn``)."""
+    return torch.stack([image_of(item) for item in items])
 
 
 class _SubjectDataset(Dataset):
