@@ -28,6 +28,7 @@ Usage (the commands behind the shipped tables and docs/learning.md / docs/vicreg
     .venv/bin/python benchmarks/bench_live_runs.py vicregl --seeds 0 1 2 \
         --write vicreg_lab/cached/vicregl-cpu.csv
     .venv/bin/python benchmarks/bench_live_runs.py augment --seeds 0 --quick   # smoke test
+    .venv/bin/python benchmarks/bench_live_runs.py vicregl --table   # the shipped table (markdown)
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ from vicreg_lab.evaluate import (
     recalibrate_batchnorm,
 )
 from vicreg_lab.models import build_encoder
+from vicreg_lab.pretrained import cached_results
 from vicreg_lab.profiles import get_profile
+from vicreg_lab.report import seed_summary
+from vicreg_lab.vicregl import VICRegL
 
 CPU = get_profile("cpu")
 SHAPE = CPU.shape
@@ -138,16 +142,16 @@ def vicregl_rows(seed: int, quick: bool) -> list[dict]:
         progress=False,
     )
     arms = {
-        "VICReg": {},
-        "VICRegL": {"loss": "vicregl", "alpha": 0.75, "local_expander": CPU.expander},
+        "VICReg": (VICReg, {}),
+        "VICRegL": (VICRegL, {"alpha": 0.75, "local_expander": CPU.expander}),
     }
     maps, info = (
         {"random init": feature_maps(recalibrate_batchnorm(random_init, volumes), volumes)},
         {},
     )
-    for name, extra in arms.items():
+    for name, (estimator, extra) in arms.items():
         start = time.perf_counter()
-        model = VICReg(**common, **extra).fit(cohort)
+        model = estimator(**common, **extra).fit(cohort)
         info[name] = (len(model.history_["step"]), round(time.perf_counter() - start, 1))
         maps[name] = model.feature_maps(volumes)
     rows = []
@@ -168,13 +172,42 @@ def vicregl_rows(seed: int, quick: bool) -> list[dict]:
     return rows
 
 
+def markdown_table(comparison: str) -> str:
+    """The shipped table as markdown: mean (min to max) over the seeds, one row per arm."""
+    runs, command = cached_results(f"{comparison}-cpu")
+    keys = ["recipe", "arm"] if comparison == "augment" else ["arm"]
+    metrics = (
+        ["age_r2", "site_balanced_accuracy"]
+        if comparison == "augment"
+        else ["r2_overall", "r2_within_cell"]
+    )
+    summary = seed_summary(runs, metrics + ["train_seconds"], by=keys)
+    lines = [f"`{command}`", "", "| " + " | ".join(keys + metrics) + " | seeds | train s |"]
+    lines.append("|" + "---|" * len(keys) + "---:|" * (len(metrics) + 2))
+    for group, row in summary.iterrows():
+        group = group if isinstance(group, tuple) else (group,)
+        cells = [
+            f"{row[(m, 'mean')]:.3f} ({row[(m, 'min')]:.3f} to {row[(m, 'max')]:.3f})"
+            for m in metrics
+        ]
+        seconds = f"{row[('train_seconds', 'mean')]:.0f}"
+        lines.append(
+            "| " + " | ".join([*group, *cells, str(int(row[("seeds", "n")])), seconds]) + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison", choices=["augment", "vicregl"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="one epoch per run (smoke test)")
     parser.add_argument("--write", type=Path, help="CSV to (re)write after every seed")
+    parser.add_argument("--table", action="store_true", help="print the shipped table and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.comparison))
+        return
     if args.write is not None and not args.write.parent.is_dir():
         parser.error(f"--write: folder {args.write.parent} does not exist")
     command = shlex.join(["benchmarks/bench_live_runs.py", *(argv or sys.argv[1:])])

@@ -180,13 +180,13 @@ def _measure(n: int, d: int, form: str, repeats: int, threads: int, device: str)
 
 def _step_function(form: str):
     """Forward + backward of the VICReg loss with the given covariance form."""
-    from vicreg_lab.losses import _check_embeddings, _loss_terms, _to_loss_dtype, vicreg_loss
+    from vicreg_lab.losses import _loss_terms, _to_loss_dtype, check_embeddings, vicreg_loss
 
     def gram_step(z1, z2):
         vicreg_loss(z1, z2)["loss"].backward()
 
     def dxd_step(z1, z2):  # vicreg_loss, with the D x D form forced
-        _check_embeddings(z1, z2, check_finite=True)
+        check_embeddings(z1, z2, check_finite=True)
         z1, z2 = _to_loss_dtype(z1, z2)
         invariance, variance, covariance = _loss_terms(z1, z2, gamma=1.0, eps=1e-4, cov_form="dxd")
         (25.0 * invariance + 25.0 * variance + 1.0 * covariance).backward()
