@@ -1,12 +1,12 @@
 """The paper's Table 7, replayed on cohort v2 over several seeds: the cached sweep of notebook 04.
 
-Each configuration of :data:`CONFIGS` (rows of :data:`vicreg_lab.ablation.PAPER_TABLE7`) is
-trained with :func:`vicreg_lab.ablation.run_ablation` at the sizes of
-:func:`vicreg_lab.ablation.ablation_settings` for the profile, once per seed, on
+Each configuration of :data:`CONFIGS` (rows of :data:`vicreg_lab.lab.ablation.PAPER_TABLE7`) is
+trained with :func:`vicreg_lab.lab.ablation.run_ablation` at the sizes of
+:func:`vicreg_lab.lab.ablation.ablation_settings` for the profile, once per seed, on
 ``SyntheticCohort(settings.n_subjects, seed=0)``; it is measured on
 ``held_out(settings.n_eval)`` (new people, same scanners). One CSV row per run is written
 to ``vicreg_lab/cached/ablation-<profile>.csv``, which notebook 04 reads with
-:func:`vicreg_lab.ablation.cached_sweep`; a markdown summary is printed.
+:func:`vicreg_lab.lab.ablation.cached_sweep`; a markdown summary is printed.
 
 Usage (the command behind the cached file and docs/learning.md)::
 
@@ -22,14 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from vicreg_lab._io import write_text
-from vicreg_lab.ablation import (
+from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.lab.ablation import (
     ablation_settings,
     cached_sweep,
     paper_findings,
     run_ablation,
     training_settings,
 )
-from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.pretrained import CACHED_DIR
 
 CONFIGS = {

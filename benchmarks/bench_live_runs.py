@@ -52,10 +52,10 @@ from vicreg_lab.evaluate import (
     probe,
     recalibrate_batchnorm,
 )
+from vicreg_lab.lab.report import seed_summary
 from vicreg_lab.models import build_encoder
 from vicreg_lab.pretrained import cached_results
 from vicreg_lab.profiles import get_profile
-from vicreg_lab.report import seed_summary
 from vicreg_lab.vicregl import VICRegL
 
 CPU = get_profile("cpu")

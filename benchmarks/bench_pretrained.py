@@ -115,7 +115,7 @@ def cpu_profile_ages(path: Path | None = None) -> tuple[list[float], str] | None
     """Held-out age R^2 of the cpu profile's recipe (the standard row of the shipped
     ablation sweep at the training recipe), one per seed, with the sweep's command;
     None when the shipped sweep is not at the training recipe."""
-    from vicreg_lab.ablation import cached_sweep
+    from vicreg_lab.lab.ablation import cached_sweep
 
     try:
         sweep = cached_sweep("cpu", path)
@@ -138,9 +138,9 @@ def _terms(record) -> str:
 
 def write_page(result: dict, out: Path, figures: Path, seconds: float, seeds, command) -> None:
     """docs/pretrained.md (and its figures and CSV) from an :func:`evaluate` result."""
-    from vicreg_lab import viz
     from vicreg_lab._io import save_figure, write_text
-    from vicreg_lab.report import _read_latents, _read_variance, read_probes
+    from vicreg_lab.lab import plots as viz
+    from vicreg_lab.lab.report import _read_latents, _read_variance, read_probes
 
     model, info, table = result["model"], result["info"], result["table"]
     latents, held_out = result["latents"], result["held_out"]

@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from vicreg_lab.ablation import DEFAULT_CONFIGS, ablation_settings
+from vicreg_lab.lab.ablation import DEFAULT_CONFIGS, ablation_settings
 from vicreg_lab.profiles import PROFILES, training_flops
 
 T4_SUSTAINED = 8.1e12 / 3  # FLOP/s: a third of the T4's fp32 peak (the assumption)

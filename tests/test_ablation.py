@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from vicreg_lab.ablation import (
+from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.diagnostics import collapse_report
+from vicreg_lab.lab.ablation import (
     DEFAULT_CONFIGS,
     PAPER_TABLE7,
     AblationPanel,
@@ -24,8 +26,6 @@ from vicreg_lab.ablation import (
     run_verdict,
     training_settings,
 )
-from vicreg_lab.data import SyntheticCohort
-from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.profiles import get_profile
 from vicreg_lab.train import VICReg
 
@@ -68,7 +68,7 @@ def test_settings_follow_the_profile():
 
 
 def test_training_settings_train_as_the_profile_does(monkeypatch):
-    from vicreg_lab import ablation
+    from vicreg_lab.lab import ablation
 
     cpu = get_profile("cpu")
     long = ablation.training_settings("cpu")
@@ -341,7 +341,7 @@ def test_paper_findings_are_decided_from_the_numbers(sweep):
 
 
 def test_cached_sweep_aggregates_seeds_and_rejects_other_files(tmp_path):
-    from vicreg_lab.ablation import cached_sweep
+    from vicreg_lab.lab.ablation import cached_sweep
 
     path = tmp_path / "ablation-x.csv"
     rows = [
@@ -371,7 +371,7 @@ def test_cached_sweep_aggregates_seeds_and_rejects_other_files(tmp_path):
 def test_the_shipped_cpu_sweep_is_the_cpu_training_recipe_with_three_seeds():
     # The CSV notebook 04 and docs/pretrained.md read: it must still be what the code
     # would run today (training_settings("cpu")), every configuration with seeds 0, 1, 2.
-    from vicreg_lab.ablation import cached_sweep
+    from vicreg_lab.lab.ablation import cached_sweep
 
     sweep = cached_sweep("cpu")
     assert "--recipe training" in sweep.command

@@ -17,9 +17,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from vicreg_lab.cli import main
-from vicreg_lab.exercises import MAX_SITE_ACCURACY
-from vicreg_lab.exercises.release import CODE_STUB, TEXT_STUB, compute_checksum
+from vicreg_lab.classroom import MAX_SITE_ACCURACY
+from vicreg_lab.classroom.release import CODE_STUB, TEXT_STUB, compute_checksum
+from vicreg_lab.lab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "assignments").glob("*.ipynb"))

@@ -5,7 +5,7 @@ import pytest
 from _train_script import Blobs, make_model
 from matplotlib.figure import Figure
 
-from vicreg_lab.callbacks import TERMS, InterruptAfter, LiveLossPlot, SimulatedInterruption
+from vicreg_lab.lab.callbacks import TERMS, InterruptAfter, LiveLossPlot, SimulatedInterruption
 
 
 def test_live_loss_plot_redraws_every_n_steps_and_each_epoch():

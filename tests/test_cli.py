@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from vicreg_lab.cli import main
+from vicreg_lab.lab.cli import main
 
 
 def test_help_lists_the_demo(capsys):
@@ -19,7 +19,7 @@ def test_help_lists_the_demo(capsys):
 
 def test_console_script_is_installed():
     done = subprocess.run(
-        [sys.executable, "-m", "vicreg_lab.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "vicreg_lab.lab.cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert "usage: vicreg-lab" in done.stdout

@@ -191,7 +191,7 @@ def test_to_bids_round_trip(tmp_path):
 def test_figures_come_back():
     from matplotlib.figure import Figure
 
-    from vicreg_lab.viz import plot_cohort_grid, plot_factors, plot_subject
+    from vicreg_lab.lab.plots import plot_cohort_grid, plot_factors, plot_subject
 
     cohort = SyntheticCohort(16, shape=(24, 24, 24), seed=0)
     fig = plot_subject(cohort[0]["image"], cohort.affine, title="sub-0000")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vicreg_lab import diagnostics as diag
-from vicreg_lab import viz
 from vicreg_lab.diagnostics import collapse_report, rankme
+from vicreg_lab.lab import plots as viz
 
 RNG_SEED = 0
 

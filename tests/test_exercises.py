@@ -1,4 +1,4 @@
-"""The checkers of vicreg_lab.exercises and the student-version builder (release).
+"""The checkers of vicreg_lab.classroom and the student-version builder (release).
 
 The reference answers are the solution cells of the source notebooks in assignments/,
 run in a plain namespace (no kernel): the checks must pass on them, fail with the
@@ -13,8 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vicreg_lab.cli import main
-from vicreg_lab.exercises import (
+from vicreg_lab.classroom import (
     MAX_SITE_ACCURACY,
     MIN_AGE_R2,
     CheckFailed,
@@ -30,9 +29,9 @@ from vicreg_lab.exercises import (
     check_variance,
     check_vicreg_total,
 )
-from vicreg_lab.exercises import augmentations as aug
-from vicreg_lab.exercises.rankme import _truth_agrees_with_report
-from vicreg_lab.exercises.release import (
+from vicreg_lab.classroom import augmentations as aug
+from vicreg_lab.classroom.rankme import _truth_agrees_with_report
+from vicreg_lab.classroom.release import (
     CODE_STUB,
     TEXT_STUB,
     ReleaseError,
@@ -40,6 +39,7 @@ from vicreg_lab.exercises.release import (
     release,
     release_notebook,
 )
+from vicreg_lab.lab.cli import main
 
 ASSIGNMENTS = Path(__file__).resolve().parents[1] / "assignments"
 

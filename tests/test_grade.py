@@ -16,9 +16,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from vicreg_lab.cli import main
-from vicreg_lab.exercises.grade import COLUMNS, _restore_checks, grade, totals
-from vicreg_lab.exercises.release import default_source, release_notebook
+from vicreg_lab.classroom.grade import COLUMNS, _restore_checks, grade, totals
+from vicreg_lab.classroom.release import default_source, release_notebook
+from vicreg_lab.lab.cli import main
 
 NAME = "01_loss_terms.ipynb"
 SOURCE = nbformat.read(default_source() / NAME, as_version=4)

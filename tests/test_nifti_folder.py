@@ -202,7 +202,7 @@ def test_ambiguous_or_unnamed_files(tmp_path):
 
 
 def test_cohort_grid_of_a_folder(tmp_path):
-    from vicreg_lab.viz import plot_cohort_grid
+    from vicreg_lab.lab.plots import plot_cohort_grid
 
     _make_folder(tmp_path, n=5)
     fig = plot_cohort_grid(NiftiFolder(tmp_path, target="age", shape=(8, 8, 8)), by="age", n=3)

@@ -63,7 +63,7 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
 def test_profile_augment_changes_are_valid_views_and_reach_training(tmp_path):
     from vicreg_lab.augment import AugmentParams
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.demo import run_train
+    from vicreg_lab.lab.demo import run_train
 
     for profile in PROFILES.values():
         AugmentParams(**dict(profile.augment))  # raises on an unknown knob or a bad range
@@ -84,7 +84,7 @@ def test_profile_augment_changes_are_valid_views_and_reach_training(tmp_path):
 
 def test_run_train_frees_the_training_volumes_before_probing_held_out_subjects(tmp_path):
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.demo import run_train
+    from vicreg_lab.lab.demo import run_train
 
     tiny = PROFILES["ci"].override(
         n_subjects=8, shape=(16, 16, 16), batch_size=4, max_epochs=1, expander="16-16"

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from vicreg_lab.report import RAW, TRAINED, read_probes, summary_text
+from vicreg_lab.lab.report import RAW, TRAINED, read_probes, summary_text
 
 
 def _table(trained_r2, raw_r2):
@@ -41,7 +41,7 @@ def test_summary_text_is_the_page_without_title_and_figures(tmp_path):
 
 
 def test_the_spread_sentence_follows_the_variance_term():
-    from vicreg_lab.report import _read_variance
+    from vicreg_lab.lab.report import _read_variance
 
     good = _read_variance([{"variance": 0.67}, {"variance": 0.25}])
     assert "fell from 0.67 (first epoch) to 0.25 (last)" in good and good.endswith("reached.")
@@ -55,7 +55,7 @@ def _seed_runs(first, second):
 
 
 def test_compare_seeds_separates_clear_paired_and_inconsistent_differences():
-    from vicreg_lab.report import compare_seeds
+    from vicreg_lab.lab.report import compare_seeds
 
     clear = compare_seeds(_seed_runs([0.6, 0.7, 0.8], [0.1, 0.2, 0.3]), "m", "a", "b")
     assert "a is higher at every seed, and the ranges do not overlap" in clear
@@ -69,7 +69,7 @@ def test_compare_seeds_separates_clear_paired_and_inconsistent_differences():
 
 
 def test_compare_seeds_pairs_by_seed_and_refuses_missing_arms():
-    from vicreg_lab.report import compare_seeds
+    from vicreg_lab.lab.report import compare_seeds
 
     runs = _seed_runs([0.9, 0.1, 0.9], [0.5, 0.5])  # arm a has a seed 2 that b lacks
     assert "over 2 seeds" in compare_seeds(runs, "m", "a", "b")
@@ -81,7 +81,7 @@ def test_compare_seeds_pairs_by_seed_and_refuses_missing_arms():
 
 
 def test_seed_summary_counts_seeds_per_group():
-    from vicreg_lab.report import seed_summary
+    from vicreg_lab.lab.report import seed_summary
 
     table = seed_summary(_seed_runs([0.2, 0.4, 0.9], [0.5]), ["m"])
     assert table.loc["a", ("m", "max")] == 0.9 and table.loc["a", ("seeds", "n")] == 3

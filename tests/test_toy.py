@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vicreg_lab.diagnostics import collapse_report
-from vicreg_lab.toy import make_toy_data, plot_toy_run, principal_axes, torch_threads, train_toy
+from vicreg_lab.lab.toy import make_toy_data, plot_toy_run, principal_axes, torch_threads, train_toy
 
 
 def test_toy_data_is_seeded():

@@ -6,7 +6,7 @@ import torch
 from conftest import mni_brain
 
 from vicreg_lab.augment import SimCLRTransform
-from vicreg_lab.viz import _NO_AUGMENTATION, GALLERY, plot_augmentation_gallery
+from vicreg_lab.lab.plots import _NO_AUGMENTATION, GALLERY, plot_augmentation_gallery
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_gallery_refuses_bad_input(brain):
 
 def test_cohort_grid_shows_each_subjects_own_slice(tmp_path):
     from vicreg_lab.data import NiftiFolder, SyntheticCohort
-    from vicreg_lab.viz import _section, plot_cohort_grid
+    from vicreg_lab.lab.plots import _section, plot_cohort_grid
 
     cohort = SyntheticCohort(12, shape=(20, 24, 20), seed=1)
     table = cohort.participants
@@ -114,7 +114,7 @@ def test_cohort_grid_shows_each_subjects_own_slice(tmp_path):
 
 def test_plot_factors_measures_every_subject_across_chunks():
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.viz import plot_factors
+    from vicreg_lab.lab.plots import plot_factors
 
     cohort = SyntheticCohort(20, shape=(16, 20, 16), seed=2)  # 20 subjects: chunks of 16 and 4
     fig = plot_factors(cohort, n=20)
@@ -139,7 +139,7 @@ def test_umap_panels_one_per_factor_quietly_and_reproducibly():
 
     import pandas as pd
 
-    from vicreg_lab.viz import plot_umap
+    from vicreg_lab.lab.plots import plot_umap
 
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1], 40)

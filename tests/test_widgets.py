@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 
 from vicreg_lab.augment import BatchedAugment, SimCLRTransform
 from vicreg_lab.augment.params import LIMITS, AugmentParams
-from vicreg_lab.viz import plot_views
-from vicreg_lab.widgets import LOSS_WEIGHTS, SLIDERS, AugmentationPanel, LossWeightsPanel
+from vicreg_lab.lab.plots import plot_views
+from vicreg_lab.lab.widgets import LOSS_WEIGHTS, SLIDERS, AugmentationPanel, LossWeightsPanel
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """vicreg-lab: learn VICReg self-supervised learning on 3D brain MRI.
 
-Public names are re-exported here and imported lazily (PEP 562), so that
+The core's public names are re-exported here (the teaching helpers live in
+:mod:`vicreg_lab.lab`), imported lazily (PEP 562), so that
 ``import vicreg_lab`` stays fast and ``vicreg-lab --help`` does not load torch,
 TorchIO or nilearn.
 
@@ -41,8 +42,6 @@ _EXPORTS = {
     "VICRegLLoss": "vicreg_lab.vicregl",
     "vicregl_loss": "vicreg_lab.vicregl",
     "build_local_expander": "vicreg_lab.models",
-    "occlusion_sensitivity": "vicreg_lab.saliency",
-    "run_ablation": "vicreg_lab.ablation",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

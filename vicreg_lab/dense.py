@@ -327,20 +327,20 @@ def plot_location_matches(source, locations1, locations2, num_matches=None, axis
     """
     import matplotlib.pyplot as plt
 
-    from vicreg_lab.vicregl import _n_matches, nearest_neighbour_matches
+    from vicreg_lab.vicregl import n_matches, nearest_neighbour_matches
 
     src = np.asarray(source.detach().cpu() if hasattr(source, "detach") else source)
     src = src[0] if src.ndim == 4 else src
     p1 = torch.as_tensor(locations1, dtype=torch.float32)
     p2 = torch.as_tensor(locations2, dtype=torch.float32)
     flat1, flat2 = p1.reshape(1, -1, 3), p2.reshape(1, -1, 3)
-    k = _n_matches(num_matches, flat1.shape[1])
+    k = n_matches(num_matches, flat1.shape[1])
     query, match = nearest_neighbour_matches(torch.cdist(flat1, flat2), k)
     layer1 = _middle_layer(p1.shape[:3], axis)
     layer2 = _middle_layer(p2.shape[:3], axis)
     cut = float(flat1[0, layer1, axis].mean())
     plane = [a for a in range(3) if a != axis]
-    # as vicreg_lab.viz.plot_views: the slice transposed, origin at the bottom (RAS arrays
+    # as vicreg_lab.lab.plots.plot_views: the slice transposed, origin at the bottom (RAS arrays
     # show as sagittal, coronal, axial views)
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     index = int(np.clip(round(cut), 0, src.shape[axis] - 1))

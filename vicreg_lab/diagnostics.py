@@ -396,7 +396,7 @@ def collapse_report(
     constant. With ``target_std=1.0``, an expander trained without the variance term
     reads "complete collapse" once its std falls below 0.1, even while its normalised
     std still looks healthy (its embeddings shrink towards the origin in every
-    direction; :mod:`vicreg_lab.toy` shows it within a few dozen steps).
+    direction; :mod:`vicreg_lab.lab.toy` shows it within a few dozen steps).
 
     Examples
     --------

@@ -117,7 +117,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         Show a ``tqdm.auto`` progress bar with the loss terms.
     callbacks : sequence of callables, optional
         Each is called as ``callback(estimator, event, record)`` with event ``"step"`` or
-        ``"epoch"``; see :class:`vicreg_lab.callbacks.LiveLossPlot` for a live plot.
+        ``"epoch"``; see :class:`vicreg_lab.lab.callbacks.LiveLossPlot` for a live plot.
     sync_batchnorm : bool, optional
         Convert BatchNorm to SyncBatchNorm under torch.distributed (several processes).
         Default (None): on CUDA, as the official code does; on CPU (gloo) BatchNorm

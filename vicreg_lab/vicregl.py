@@ -184,8 +184,8 @@ def vicregl_loss(
         dtype = torch.float64 if wide else torch.float32
         x1, x2 = _cells(maps1, dtype), _cells(maps2, dtype)
         p1, p2 = _cells_xyz(locations1, dtype), _cells_xyz(locations2, dtype)
-        k1 = _n_matches(num_matches, x1.shape[1])
-        k2 = _n_matches(num_matches, x2.shape[1])
+        k1 = n_matches(num_matches, x1.shape[1])
+        k2 = n_matches(num_matches, x2.shape[1])
         with torch.no_grad():  # only the ranks of the distances are used
             feature_distances = torch.cdist(x1, x2)
             location_distances = torch.cdist(p1, p2)
@@ -373,7 +373,8 @@ def _combine_matchings(terms: list) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return tuple(per_matching.sum(dim=0).unbind())
 
 
-def _n_matches(num_matches: int | None, cells: int) -> int:
+def n_matches(num_matches: int | None, cells: int) -> int:
+    """Cells kept per direction of a matching: ``num_matches`` (at most ``cells``) or 20/49."""
     if num_matches is None:
         return max(1, math.ceil(DEFAULT_MATCH_FRACTION * cells))
     return min(num_matches, cells)

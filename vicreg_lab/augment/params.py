@@ -3,7 +3,7 @@
 One dataclass, :class:`AugmentParams`, holds the defaults and the valid ranges,
 so :class:`~vicreg_lab.augment.SimCLRTransform` (TorchIO, per sample),
 :class:`~vicreg_lab.augment.BatchedAugment` (torch, per batch) and
-:class:`~vicreg_lab.widgets.AugmentationPanel` never disagree.
+:class:`~vicreg_lab.lab.widgets.AugmentationPanel` never disagree.
 
 Output sizes are checked here too: each side of ``input_size`` must lie in
 [2, ``MAX_SIDE``] = [2, 256], and be at most ``MAX_UPSAMPLING`` = 4 times the

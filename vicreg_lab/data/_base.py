@@ -46,7 +46,7 @@ def stack_images(items) -> torch.Tensor:
     return torch.stack([image_of(item) for item in items])
 
 
-class _SubjectDataset(Dataset):
+class SubjectDataset(Dataset):
     """Base class: subclasses set ``participants``, ``target``, ``transform``; define ``_load``."""
 
     participants: pd.DataFrame

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ._base import (
-    _SubjectDataset,
+    SubjectDataset,
     check_on_missing,
     check_shape,
     check_volume,
@@ -35,7 +35,7 @@ from ._base import (
 _SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)")
 
 
-class NiftiFolder(_SubjectDataset):
+class NiftiFolder(SubjectDataset):
     """Subjects of a BIDS-like folder: one NIfTI volume each, labels in ``participants.tsv``.
 
     Parameters

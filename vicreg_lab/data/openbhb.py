@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from ._base import (
-    _SubjectDataset,
+    SubjectDataset,
     check_on_missing,
     check_shape,
     check_volume,
@@ -61,7 +61,7 @@ HOW_TO_GET = (
 )
 
 
-class OpenBHB(_SubjectDataset):
+class OpenBHB(SubjectDataset):
     """The OpenBHB dataset from a local copy (nidl's layout; see the module docstring).
 
     Parameters

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ._base import _SubjectDataset, check_shape, resolve_target
+from ._base import SubjectDataset, check_shape, resolve_target
 from ._templates import PARCEL_AGE_WEIGHTS, grid_affine, mni_templates, parcel_labels
 from .effects import Effects
 
@@ -44,7 +44,7 @@ GM_LOSS_RANGE = (-0.25, 0.95)  # a parcel may also hold a little more grey matte
 BIDS_SUFFIX = {"t1": "T1w", "gm": "label-GM_probseg"}
 
 
-class SyntheticCohort(_SubjectDataset):
+class SyntheticCohort(SubjectDataset):
     """A synthetic cohort of 3D brain MRI with known age, sex, scanner site and anatomy.
 
     Parameters

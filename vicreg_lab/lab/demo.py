@@ -1,7 +1,7 @@
 """The main jobs behind the command line: ``vicreg-lab demo`` and ``vicreg-lab train``.
 
 ``run_demo`` is what ``make demo`` runs: the synthetic cohort, a VICReg training sized
-by the profile (``cpu`` on a laptop), and a report folder (see :mod:`vicreg_lab.report`)
+by the profile (``cpu`` on a laptop), and a report folder (see :mod:`vicreg_lab.lab.report`)
 with the cohort figure added. ``run_train`` is the same job on any dataset, with
 overrides.
 """
@@ -52,7 +52,7 @@ def run_train(
         Figures already in ``out`` to link from the summary page.
     probe_dataset : Dataset, optional
         Held-out subjects for the report's probes (see
-        :func:`vicreg_lab.report.training_report`).
+        :func:`vicreg_lab.lab.report.training_report`).
     **overrides
         Any :class:`vicreg_lab.VICReg` parameter (e.g. ``max_epochs``, ``var_coeff``).
 
@@ -63,7 +63,7 @@ def run_train(
         The report's ``index.html``.
     """
     from vicreg_lab.distributed import is_main
-    from vicreg_lab.report import training_report
+    from vicreg_lab.lab.report import training_report
     from vicreg_lab.train import VICReg
 
     profile = profile or get_profile()
@@ -102,7 +102,7 @@ def run_demo(
         The summary page ``index.html`` inside ``out``.
     """
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.viz import plot_cohort_grid
+    from vicreg_lab.lab.plots import plot_cohort_grid
 
     profile = profile or get_profile()
     out = _check_out(out)

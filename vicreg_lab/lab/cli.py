@@ -9,7 +9,8 @@ Examples
     vicreg-lab train --profile cpu --epochs 20 --out runs/cpu
     vicreg-lab train --nifti /data/my_bids --out runs/mine
     vicreg-lab assignments release student-version
-    torchrun --nproc_per_node=4 -m vicreg_lab.cli train --openbhb /data/openBHB --profile research
+    torchrun --nproc_per_node=4 -m vicreg_lab train --openbhb /data/openBHB \
+        --profile research
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def _version() -> str:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from vicreg_lab.demo import run_demo
+    from vicreg_lab.lab.demo import run_demo
     from vicreg_lab.profiles import get_profile
 
     report = run_demo(args.out, profile=get_profile(args.profile), seed=args.seed)
@@ -169,14 +170,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _print_summary(report) -> None:
     """The report's facts, probe table and plain-language reading, on the terminal."""
-    from vicreg_lab.report import summary_text
+    from vicreg_lab.lab.report import summary_text
 
     print(summary_text(report))
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from vicreg_lab.demo import run_train
     from vicreg_lab.distributed import init_distributed
+    from vicreg_lab.lab.demo import run_train
     from vicreg_lab.profiles import get_profile
 
     init_distributed()
@@ -208,7 +209,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_release(args: argparse.Namespace) -> int:
-    from vicreg_lab.exercises.release import default_source, release
+    from vicreg_lab.classroom.release import default_source, release
 
     source = Path(args.source) if args.source else default_source()
     written = release(source, args.out_dir, force=args.force)
@@ -218,7 +219,7 @@ def _run_release(args: argparse.Namespace) -> int:
 
 
 def _run_grade(args: argparse.Namespace) -> int:
-    from vicreg_lab.exercises.grade import grade, totals
+    from vicreg_lab.classroom.grade import grade, totals
 
     def progress(line: str) -> None:
         print(f"vicreg-lab assignments grade: {line}", flush=True)

@@ -11,7 +11,7 @@ every embedding to one point: complete collapse, in a few dozen steps.
 
 Examples
 --------
->>> from vicreg_lab.toy import train_toy
+>>> from vicreg_lab.lab.toy import train_toy
 >>> run = train_toy(steps=5, seed=0)
 >>> sorted(run["history"])
 ['covariance', 'invariance', 'loss', 'step', 'variance']

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vicreg_lab.lab.toy import torch_threads
 from vicreg_lab.losses import vicreg_loss
-from vicreg_lab.toy import torch_threads
 
 from ._core import CheckResult, finish, quiet
 
@@ -301,7 +301,7 @@ def check_augmentations(
         Sizes of the experiment (see :func:`experiment_sizes`).
     points : float, default=4
     raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.exercises.CheckFailed` (an AssertionError) on failure.
+        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
 
     Returns
     -------

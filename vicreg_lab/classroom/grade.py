@@ -20,7 +20,7 @@ feedback of every check.
 
 Examples
 --------
->>> from vicreg_lab.exercises.grade import grade                     # doctest: +SKIP
+>>> from vicreg_lab.classroom.grade import grade                     # doctest: +SKIP
 >>> table = grade("submissions", out_dir="grading", profile="cpu")   # doctest: +SKIP
 >>> table.groupby("student")["points"].sum()                         # doctest: +SKIP
 """

@@ -8,8 +8,8 @@ import io
 import ipywidgets as widgets
 import torch
 
-from .augment import AugmentParams, BatchedAugment, SimCLRTransform
-from .augment.params import LIMITS, check_volume
+from vicreg_lab.augment import AugmentParams, BatchedAugment, SimCLRTransform
+from vicreg_lab.augment.params import LIMITS, check_volume
 
 # slider name -> (label, min, max, step); each min/max lies within AugmentParams' limits
 SLIDERS = {
@@ -77,7 +77,7 @@ class AugmentationPanel:
     Examples
     --------
     >>> import torch
-    >>> from vicreg_lab.widgets import AugmentationPanel
+    >>> from vicreg_lab.lab.widgets import AugmentationPanel
     >>> panel = AugmentationPanel(torch.rand(1, 24, 24, 24), input_size=16)
     >>> panel.sliders["crop_scale_min"].value = 0.9
     >>> panel.transform.params.crop_scale, panel.n_redraws
@@ -139,7 +139,7 @@ class AugmentationPanel:
 
     def redraw(self) -> None:
         """Draw two views with the current sliders and sample, and show them."""
-        from .viz import plot_views
+        from vicreg_lab.lab.plots import plot_views
 
         self.transform = self.transform_cls(
             input_size=self.input_size, seed=self.seed + self.sample, **self.params.as_dict()
@@ -231,7 +231,7 @@ _VERDICT_COLOURS = {
 class LossWeightsPanel:
     """Sliders for the three VICReg loss weights, on a toy problem that trains in a second.
 
-    Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.toy` from the same seed
+    Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.lab.toy` from the same seed
     with the new weights, then shows the loss terms, the embeddings coloured by cluster,
     their spread along each principal axis, and the collapse verdict of
     :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0`` (the std the
@@ -269,7 +269,7 @@ class LossWeightsPanel:
     widget : ipywidgets.VBox
         The whole panel (CSS class ``vicreg-loss-panel``).
     run : dict
-        The last :func:`vicreg_lab.toy.train_toy` result.
+        The last :func:`vicreg_lab.lab.toy.train_toy` result.
     report : CollapseReport
         Collapse diagnostics of the last run's embeddings (``target_std=1.0``).
     figure : matplotlib.figure.Figure
@@ -281,7 +281,7 @@ class LossWeightsPanel:
 
     Examples
     --------
-    >>> from vicreg_lab.widgets import LossWeightsPanel
+    >>> from vicreg_lab.lab.widgets import LossWeightsPanel
     >>> panel = LossWeightsPanel(steps=100)
     >>> panel.report.verdict
     'healthy'
@@ -344,7 +344,7 @@ class LossWeightsPanel:
 
     @property
     def weights(self) -> dict:
-        """The slider values as :func:`vicreg_lab.toy.train_toy` keywords."""
+        """The slider values as :func:`vicreg_lab.lab.toy.train_toy` keywords."""
         return {LOSS_WEIGHTS[key][1]: float(s.value) for key, s in self.sliders.items()}
 
     def set_weights(self, inv=None, var=None, cov=None) -> None:
@@ -366,8 +366,8 @@ class LossWeightsPanel:
         """Train the toy problem with the current weights and show the result."""
         import time
 
-        from .diagnostics import collapse_report
-        from .toy import plot_toy_run, train_toy
+        from vicreg_lab.diagnostics import collapse_report
+        from vicreg_lab.lab.toy import plot_toy_run, train_toy
 
         tick = time.perf_counter()
         self.readout.value = f"<i>training with {_weights_text(self.weights)} ...</i>"

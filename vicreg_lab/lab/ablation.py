@@ -24,7 +24,7 @@ run it measures noise-sized leftovers and can look high.
 
 Examples
 --------
->>> from vicreg_lab.ablation import ablation_settings
+>>> from vicreg_lab.lab.ablation import ablation_settings
 >>> s = ablation_settings("ci")
 >>> s.shape, s.batch_size, s.steps
 ((32, 32, 32), 16, 36)
@@ -237,7 +237,7 @@ def training_settings(profile=None) -> AblationSettings:
     >>> training_settings("cpu").steps
     384
     """
-    from vicreg_lab.demo import PROBE_SUBJECTS
+    from vicreg_lab.lab.demo import PROBE_SUBJECTS
     from vicreg_lab.profiles import Profile, get_profile
 
     if not isinstance(profile, Profile):
@@ -728,7 +728,7 @@ class AblationResult:
         return {name: getattr(run, which) for name, run in self.runs.items()}
 
     def histories(self) -> dict[str, pd.DataFrame]:
-        """``{name: per-step loss terms}``, for :func:`vicreg_lab.viz.plot_loss_terms`."""
+        """``{name: per-step loss terms}``, for :func:`vicreg_lab.lab.plots.plot_loss_terms`."""
         return {name: pd.DataFrame(run.steps) for name, run in self.runs.items() if run.steps}
 
     def with_run(self, run: RunResult) -> AblationResult:
@@ -1109,12 +1109,12 @@ def plot_ablation(result: AblationResult, title: str | None = None):
         over folds). Bottom row: the expander's std and the representation's RankMe
         at the end of every epoch (:attr:`RunResult.dynamics`; log-scale steps; dashed:
         models not trained by :func:`run_ablation`), and the singular value spectra of
-        the held-out representations (:func:`vicreg_lab.viz.plot_spectrum`).
+        the held-out representations (:func:`vicreg_lab.lab.plots.plot_spectrum`).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    from vicreg_lab.viz import plot_spectrum
+    from vicreg_lab.lab.plots import plot_spectrum
 
     if not isinstance(result, AblationResult) or len(result) == 0:
         raise ValueError("plot_ablation needs an AblationResult with at least one run")

@@ -156,8 +156,8 @@ def training_report(
     Path
         ``index.html`` in ``out``.
     """
-    from vicreg_lab import viz
     from vicreg_lab.evaluate import latent_table, probe_table
+    from vicreg_lab.lab import plots as viz
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ hidden tests in its database, so that ``nbgrader autograde`` puts them back).
 
 Examples
 --------
->>> from vicreg_lab.exercises.release import release                 # doctest: +SKIP
+>>> from vicreg_lab.classroom.release import release                 # doctest: +SKIP
 >>> release("assignments", "student-version")                       # doctest: +SKIP
 [PosixPath('student-version/01_loss_terms.ipynb'), ...]
 """

@@ -14,7 +14,7 @@ passes agrees with the library (and with the official implementation).
 Examples
 --------
 >>> import torch
->>> from vicreg_lab.exercises import check_invariance
+>>> from vicreg_lab.classroom import check_invariance
 >>> def invariance_term(z1, z2):
 ...     return ((z1 - z2) ** 2).sum()          # a typical first attempt
 >>> result = check_invariance(invariance_term, raise_on_fail=False)
@@ -157,7 +157,7 @@ def check_invariance(
     points : float, default=2
         Points of the check (those of the grade cell).
     raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.exercises.CheckFailed` (an AssertionError) on failure.
+        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 - :func:`check_collapsed_loss`: the student's ``collapsed_loss(inv_coeff, var_coeff,
   cov_coeff, gamma=1.0, eps=1e-4)``, the value of the VICReg loss when every
   embedding of both views is the same point, against :func:`vicreg_lab.vicreg_loss`.
-- :func:`check_collapsing_weights`: trains the toy problem (:mod:`vicreg_lab.toy`)
+- :func:`check_collapsing_weights`: trains the toy problem (:mod:`vicreg_lab.lab.toy`)
   with the student's weights and checks that the embeddings collapse completely
   (:func:`vicreg_lab.collapse_report`).
 """
@@ -68,7 +68,7 @@ def check_collapsed_loss(
         The student's function: the weights (and gamma, eps) -> a float.
     points : float, default=2
     raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.exercises.CheckFailed` (an AssertionError) on failure.
+        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
 
     Returns
     -------
@@ -123,7 +123,7 @@ def toy_verdict(weights: dict, seed: int = 0) -> dict:
         final ``loss``.
     """
     from vicreg_lab.diagnostics import collapse_report
-    from vicreg_lab.toy import train_toy
+    from vicreg_lab.lab.toy import train_toy
 
     run = train_toy(**weights, steps=TOY_STEPS, seed=seed)
     report = collapse_report(run["embeddings"], target_std=1.0)

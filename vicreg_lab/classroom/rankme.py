@@ -1,7 +1,7 @@
 """Assignment 2: RankMe, and three training runs to diagnose with it.
 
 - :func:`three_runs`: the embeddings of three short runs of the toy VICReg problem
-  (:mod:`vicreg_lab.toy`), trained with different loss weights: one healthy, one
+  (:mod:`vicreg_lab.lab.toy`), trained with different loss weights: one healthy, one
   with dimensional collapse, one with complete collapse (in a shuffled order).
 - :func:`check_rankme`: checks the student's ``rankme(z)`` against
   :func:`vicreg_lab.diagnostics.rankme` (centred embeddings, ``eps = 1e-7``).
@@ -10,7 +10,7 @@
 
 Examples
 --------
->>> from vicreg_lab.exercises import three_runs
+>>> from vicreg_lab.classroom import three_runs
 >>> runs = three_runs()                                   # doctest: +SKIP
 >>> sorted(runs), runs["run A"].shape                     # doctest: +SKIP
 (['run A', 'run B', 'run C'], (512, 32))
@@ -43,7 +43,7 @@ _TOY = {"steps": 200, "embed_dim": 32}
 
 @lru_cache(maxsize=4)
 def _toy_embeddings(weights: tuple[float, float, float], seed: int) -> np.ndarray:
-    from vicreg_lab.toy import train_toy
+    from vicreg_lab.lab.toy import train_toy
 
     inv, var, cov = weights
     run = train_toy(inv_coeff=inv, var_coeff=var, cov_coeff=cov, seed=seed, **_TOY)
@@ -53,7 +53,7 @@ def _toy_embeddings(weights: tuple[float, float, float], seed: int) -> np.ndarra
 def three_runs(seed: int = 0) -> dict[str, np.ndarray]:
     """Embeddings (512, 32) of three short toy VICReg runs, named "run A", "run B", "run C".
 
-    Each run trains the toy MLP of :func:`vicreg_lab.toy.train_toy` for 200 steps
+    Each run trains the toy MLP of :func:`vicreg_lab.lab.toy.train_toy` for 200 steps
     (``embed_dim=32``) with its own loss weights; one run is healthy, one shows
     dimensional collapse, one complete collapse. Which is which is the exercise. The
     runs take a few seconds each and are cached for the session.
@@ -178,7 +178,7 @@ def check_rankme(
     points : float, default=3
         Points of the check.
     raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.exercises.CheckFailed` (an AssertionError) on failure.
+        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
 
     Returns
     -------

@@ -26,7 +26,7 @@ The student versions of the notebooks are built by :func:`release.release`
 
 Examples
 --------
->>> from vicreg_lab.exercises import check_invariance
+>>> from vicreg_lab.classroom import check_invariance
 >>> def invariance_term(z1, z2):
 ...     raise NotImplementedError()
 >>> try:

@@ -1,0 +1,72 @@
+"""The package's shape: a small core without plotting, teaching helpers in vicreg_lab.lab,
+no private names across modules, and notebooks that import from two places only."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import vicreg_lab
+import vicreg_lab.lab as lab
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vicreg_lab"
+CORE = ["losses", "models", "augment", "optim", "train", "diagnostics", "evaluate"]
+
+
+def test_the_core_imports_neither_matplotlib_nor_ipywidgets():
+    modules = ", ".join(f"vicreg_lab.{name}" for name in CORE)
+    code = (
+        f"import sys, {modules}\n"
+        "loaded = sorted(m for m in ('matplotlib', 'ipywidgets', 'umap') if m in sys.modules)\n"
+        "print(','.join(loaded))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the core loaded {out.stdout.strip()}"
+
+
+def _imports(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            yield node
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in _imports(ast.parse(path.read_text())):
+            internal = node.level > 0 or (node.module or "").startswith("vicreg_lab")
+            for alias in node.names if internal else ():
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}")
+    assert offenders == []
+
+
+def test_the_public_namespaces_are_small_disjoint_and_resolve():
+    assert len(vicreg_lab.__all__) <= 25
+    assert not set(vicreg_lab.__all__) & set(lab.__all__)
+    for namespace in (vicreg_lab, lab):
+        for name in namespace.__all__:
+            assert getattr(namespace, name) is not None, name
+
+
+def test_notebooks_import_only_from_the_core_and_the_lab():
+    seen = {}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            lines = [
+                line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+            ]
+            for node in _imports(ast.parse("\n".join(lines))):
+                if not (node.module or "").startswith("vicreg_lab"):
+                    continue
+                assert node.module in ("vicreg_lab", "vicreg_lab.lab"), (
+                    f"{path.name}: {node.module}"
+                )
+                for alias in node.names:
+                    assert seen.setdefault(alias.name, node.module) == node.module, alias.name
+    assert len(seen) > 40  # the notebooks do use the package
