@@ -106,3 +106,54 @@ def test_cached_results_reads_the_command_and_refuses_bad_tables(tmp_path):
         cached_results("t", path=path)
     with pytest.raises(FileNotFoundError, match="no cached results at .*nowhere.csv"):
         cached_results("nowhere")
+
+
+def _steps(n_subjects, epochs, batch_size):
+    return n_subjects // batch_size * epochs
+
+
+def test_the_shipped_live_comparisons_are_the_notebooks_recipes_with_three_seeds():
+    # The tables notebooks 05 and 06 show beside the student's one-seed run: they must
+    # still be what bench_live_runs.py computes for the cpu profile's sizes.
+    from vicreg_lab.pretrained import cached_results
+    from vicreg_lab.profiles import get_profile
+
+    cpu = get_profile("cpu")
+    runs, command = cached_results("augment-cpu", ["recipe", "arm", "seed", "age_r2"])
+    assert command.startswith("benchmarks/bench_live_runs.py augment --seeds 0 1 2")
+    trained = runs[runs.recipe != "baseline"]
+    assert trained.groupby(["recipe", "arm"]).seed.nunique().eq(3).all()
+    assert len(trained.groupby(["recipe", "arm"])) == 6
+    live_epochs = round(cpu.max_epochs * cpu.n_subjects / 512 / 4)
+    steps = trained.groupby("recipe").steps.unique().to_dict()
+    assert list(steps["notebook 05 live run"]) == [_steps(512, live_epochs, cpu.batch_size)]
+    assert list(steps["cpu profile recipe"]) == [
+        _steps(cpu.n_subjects, cpu.max_epochs, cpu.batch_size)
+    ]
+    dense, command = cached_results("vicregl-cpu", ["arm", "seed", "r2_within_cell"])
+    assert command.startswith("benchmarks/bench_live_runs.py vicregl --seeds 0 1 2")
+    assert dense.groupby("arm").seed.nunique().to_dict() == {
+        "VICReg": 3,
+        "VICRegL": 3,
+        "random init": 3,
+    }
+    n = min(cpu.n_subjects, 256)
+    assert set(dense[dense.arm != "random init"].steps) == {
+        _steps(n, cpu.max_epochs, cpu.batch_size)
+    }
+
+
+def test_notebook_05s_reading_of_the_shipped_augmentation_table_holds():
+    # Notebook 05 states these findings of the shipped table in prose: they must stay true.
+    from vicreg_lab.lab import compare_seeds
+    from vicreg_lab.pretrained import cached_results
+
+    runs, _ = cached_results("augment-cpu")
+    cpu = runs[runs.recipe == "cpu profile recipe"]
+    none, scanner = "no intensity augmentation", "scanner-like intensity augmentation"
+    for metric in ("site_balanced_accuracy", "age_r2"):
+        assert f"{none} is higher at every seed" in compare_seeds(cpu, metric, scanner, none)
+    default = cpu[cpu.arm == "default intensity augmentation"].site_balanced_accuracy
+    assert default.min() > 0.98 and cpu[cpu.arm == none].site_balanced_accuracy.min() > 0.98
+    baseline = runs[runs.recipe == "baseline"].set_index("arm").site_balanced_accuracy
+    assert baseline.min() > 0.75  # site is readable before any training
