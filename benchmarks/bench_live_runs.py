@@ -13,7 +13,7 @@ epochs = 384 steps; ``make demo``). Training subjects come from ``SyntheticCohor
 at 48^3; every run is probed on the same 256 HELD-OUT subjects of the same scanners
 (subjects 1024-1279, those of notebook 05): linear age R^2 and site balanced accuracy,
 5 folds, fold seed 0, as the notebook does. The baselines of
-:func:`vicreg_lab.evaluate.embeddings_with_baselines` are rows too (recipe ``baseline``).
+:func:`vicreg_lab.probes.embeddings_with_baselines` are rows too (recipe ``baseline``).
 
 ``vicregl`` (notebook 06): VICReg and VICRegL (``alpha=0.75``) with the notebook's
 ``cpu``-profile budget (256 subjects at 48^3, small_cnn with output_stride 8, expander
@@ -46,7 +46,7 @@ import torch
 from vicreg_lab import VICReg
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.dense import cell_average, dense_probe, feature_maps
-from vicreg_lab.evaluate import (
+from vicreg_lab.probes import (
     TRAINED,
     embeddings_with_baselines,
     probe,

@@ -3,7 +3,7 @@
 The held-out subjects are new people on the training cohort's scanners
 (``SyntheticCohort(...).held_out(n)``); probes are cross-validated (5 folds x 3 split
 seeds) on frozen embeddings, beside every baseline of
-:func:`vicreg_lab.evaluate.embeddings_with_baselines`. With ``--write`` the whole page
+:func:`vicreg_lab.probes.embeddings_with_baselines`. With ``--write`` the whole page
 (card, training curves, tables, readings, figures) is generated from the encoder's card,
 its training history and these measurements: nothing on it is typed by hand.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from vicreg_lab.data import SyntheticCohort
-from vicreg_lab.evaluate import (
+from vicreg_lab.probes import (
     RANDOM_RECAL,
     TRAINED,
     embeddings_with_baselines,

@@ -43,7 +43,7 @@ def ratios(crop_lows, presets, sizes=(32, 48), n=128) -> dict:
 
 def probe_after_training(low: float, preset: str, steps: int, seed: int) -> tuple[float, float]:
     from vicreg_lab import VICReg
-    from vicreg_lab.evaluate import probe
+    from vicreg_lab.probes import probe
 
     train = SyntheticCohort(256, shape=(32, 32, 32), seed=0)
     test = train.held_out(256)

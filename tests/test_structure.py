@@ -12,7 +12,7 @@ import vicreg_lab.lab as lab
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vicreg_lab"
-CORE = ["losses", "models", "augment", "optim", "train", "diagnostics", "evaluate"]
+CORE = ["losses", "models", "augment", "optim", "train", "diagnostics", "probes"]
 
 
 def test_the_core_imports_neither_matplotlib_nor_ipywidgets():

@@ -191,7 +191,7 @@ def evaluate_pretrained(
     By default the held-out subjects are new people on the SAME scanners: the subjects
     that follow the training cohort's in its seed (:meth:`SyntheticCohort.held_out`).
     With ``cohort_seed`` another seed draws other scanners too: a new-scanner test.
-    The baselines are those of :func:`vicreg_lab.evaluate.embeddings_with_baselines`
+    The baselines are those of :func:`vicreg_lab.probes.embeddings_with_baselines`
     (random init of the same architecture with eval-mode and recalibrated BatchNorm,
     raw voxels, the intensity histogram).
 
@@ -211,10 +211,10 @@ def evaluate_pretrained(
     Returns
     -------
     pandas.DataFrame
-        The tidy table of :func:`vicreg_lab.evaluate.probe_table`.
+        The tidy table of :func:`vicreg_lab.probes.probe_table`.
     """
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.evaluate import embeddings_with_baselines, probe_table
+    from vicreg_lab.probes import embeddings_with_baselines, probe_table
 
     model = load_pretrained(name, weights_dir=weights_dir)
     info = model.pretrained_info_

@@ -350,7 +350,7 @@ def ridge_direction(embeddings, y, alphas=None) -> tuple[np.ndarray, float]:
     embedding units: ``prediction = embeddings @ w + b``. Pass ``w`` as the ``target``
     of :func:`occlusion_sensitivity` to map the change of the prediction (in the units
     of ``y``). Fitted on all rows, it describes; to *evaluate* a probe, use
-    :func:`vicreg_lab.evaluate.probe_table` (cross-validated).
+    :func:`vicreg_lab.probes.probe_table` (cross-validated).
 
     Parameters
     ----------
@@ -359,7 +359,7 @@ def ridge_direction(embeddings, y, alphas=None) -> tuple[np.ndarray, float]:
         Numeric target (e.g. age).
     alphas : sequence of float, optional
         Ridge penalties to choose from; default that of the probes
-        (``vicreg_lab.evaluate.RIDGE_ALPHAS``).
+        (``vicreg_lab.probes.RIDGE_ALPHAS``).
 
     Returns
     -------
@@ -377,7 +377,7 @@ def ridge_direction(embeddings, y, alphas=None) -> tuple[np.ndarray, float]:
     from sklearn.linear_model import RidgeCV
     from sklearn.preprocessing import StandardScaler
 
-    from vicreg_lab.evaluate import RIDGE_ALPHAS
+    from vicreg_lab.probes import RIDGE_ALPHAS
 
     X = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

@@ -14,7 +14,7 @@ in seconds on a laptop, so that a student can try many designs:
   standardised), followed by BatchNorm, trained with :func:`vicreg_lab.vicreg_loss`
   (weights 25 / 25 / 1, Adam). The encoder reads the intensity of each brain region
   at a fixed position: the volumes are registered to MNI space;
-- **probes**: :func:`vicreg_lab.evaluate.probe_table` on the embeddings of the
+- **probes**: :func:`vicreg_lab.probes.probe_table` on the embeddings of the
   un-augmented volumes: ridge regression of age (R^2) and logistic regression of
   site (balanced accuracy, chance 0.25), 5-fold cross-validation over 3 splits.
 
@@ -224,7 +224,7 @@ def augmentation_experiment(augment_params=None, profile=None, seed: int = 0) ->
 def _experiment(params, sizes: ExperimentSizes, seed: int) -> ExperimentResult:
     """Views drawn once, a linear + BatchNorm encoder trained full-batch, then the probes."""
     from vicreg_lab.augment import BatchedAugment
-    from vicreg_lab.evaluate import probe_table
+    from vicreg_lab.probes import probe_table
 
     volumes, participants = _cohort(sizes.n_subjects, sizes.side, seed)
     augment = BatchedAugment(input_size=(sizes.side,) * 3, **params.as_dict())

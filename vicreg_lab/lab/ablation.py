@@ -9,7 +9,7 @@ probe reaches 68.6 % top-1. This module replays that ablation at classroom size:
 - :func:`run_ablation` trains :class:`vicreg_lab.VICReg` once per ``(inv, var, cov)``
   configuration, embeds held-out subjects, and measures collapse
   (:func:`vicreg_lab.diagnostics.collapse_report` of the representation and of the
-  expander output) and the age probe (:func:`vicreg_lab.evaluate.probe_table`). Every
+  expander output) and the age probe (:func:`vicreg_lab.probes.probe_table`). Every
   run is cached on disk, keyed by everything that determines it, so that a second call
   loads instantly;
 - :func:`evaluate_model` measures the same things for any fitted model (e.g. the
@@ -275,7 +275,7 @@ class RunResult:
         Their collapse diagnostics: the representation's verdict is scale-free, the
         expander's uses ``target_std=1.0`` (see :func:`run_verdict`).
     probes : pandas.DataFrame
-        Rows of :func:`vicreg_lab.evaluate.probe_table` (empty without targets).
+        Rows of :func:`vicreg_lab.probes.probe_table` (empty without targets).
     steps : list of dict
         Per-step loss terms of the training run.
     epochs : list of dict
@@ -463,7 +463,7 @@ def _expander_output(model, representation: np.ndarray) -> np.ndarray:
 
 
 def _age_probes(name: str, representation: np.ndarray, targets, seed: int) -> pd.DataFrame:
-    from vicreg_lab.evaluate import TABLE_COLUMNS, probe_table
+    from vicreg_lab.probes import TABLE_COLUMNS, probe_table
 
     if targets is None or "age" not in targets.columns:
         return pd.DataFrame(columns=TABLE_COLUMNS)
@@ -662,7 +662,7 @@ def _load_run(path: Path, key: str, name: str) -> RunResult | None:
         return None
     if meta.get("format") != _CACHE_FORMAT or meta.get("key") != key:
         return None
-    from vicreg_lab.evaluate import TABLE_COLUMNS
+    from vicreg_lab.probes import TABLE_COLUMNS
 
     probes = pd.DataFrame(meta["probes"], columns=TABLE_COLUMNS)
     probes["embedding"] = name
@@ -710,7 +710,7 @@ class AblationResult:
 
     @property
     def probes(self) -> pd.DataFrame:
-        """All probe rows, in the format of :func:`vicreg_lab.evaluate.probe_table`."""
+        """All probe rows, in the format of :func:`vicreg_lab.probes.probe_table`."""
         frames = [run.probes for run in self.runs.values() if not run.probes.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from vicreg_lab._io import save_figure, write_text
-from vicreg_lab.evaluate import (  # noqa: F401 (names the report's readers use)
+from vicreg_lab.probes import (  # noqa: F401 (names the report's readers use)
     HISTOGRAM,
     RANDOM_EVAL,
     RANDOM_RECAL,
@@ -156,7 +156,7 @@ def training_report(
     Path
         ``index.html`` in ``out``.
     """
-    from vicreg_lab.evaluate import latent_table, probe_table
+    from vicreg_lab.probes import latent_table, probe_table
     from vicreg_lab.lab import plots as viz
 
     out = Path(out)
