@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.pretrained import load_pretrained
 from vicreg_lab.probes import (
     RANDOM_RECAL,
     TRAINED,
@@ -33,7 +34,6 @@ from vicreg_lab.probes import (
     latent_table,
     probe_table,
 )
-from vicreg_lab.pretrained import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (("age", "r2"), ("age", "mae"), ("sex", "balanced_accuracy"))
@@ -140,7 +140,7 @@ def write_page(result: dict, out: Path, figures: Path, seconds: float, seeds, co
     """docs/pretrained.md (and its figures and CSV) from an :func:`evaluate` result."""
     from vicreg_lab._io import save_figure, write_text
     from vicreg_lab.lab import plots as viz
-    from vicreg_lab.lab.report import _read_latents, _read_variance, read_probes
+    from vicreg_lab.lab.report import read_latents, read_probes, read_variance
 
     model, info, table = result["model"], result["info"], result["table"]
     latents, held_out = result["latents"], result["held_out"]
@@ -200,7 +200,7 @@ def write_page(result: dict, out: Path, figures: Path, seconds: float, seeds, co
     first, last = epochs[0], epochs[-1]
     exp = last["collapse_expander"]
     rep = last["collapse"]
-    reading = read_probes(table)[:2] + [_read_latents(latents), _read_variance(epochs)]
+    reading = read_probes(table)[:2] + [read_latents(latents), read_variance(epochs)]
     name, shape = info["name"], ", ".join(map(str, info["shape"]))
     lr = params["lr"] if params["lr"] is not None else "default"
     weights = f"{params['inv_coeff']:g} / {params['var_coeff']:g} / {params['cov_coeff']:g}"

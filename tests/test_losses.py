@@ -319,3 +319,20 @@ def test_non_finite_input_names_the_culprit(name, bad):
 def test_unknown_covariance_form_raises():
     with pytest.raises(ValueError, match="cov_form must be"):
         _loss_terms(torch.randn(4, 3), torch.randn(4, 3), gamma=1.0, eps=1e-4, cov_form="svd")
+
+
+def test_the_three_public_terms_are_the_losss_terms():
+    from vicreg_lab.losses import covariance, invariance, variance
+
+    g = torch.Generator().manual_seed(3)
+    z1 = torch.randn(16, 32, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.1 * torch.randn(16, 32, generator=g, dtype=torch.float64)
+    terms = vicreg_loss(z1, z2)
+    assert torch.equal(terms["invariance"], invariance(z1, z2))
+    assert torch.equal(terms["variance"], (variance(z1) + variance(z2)) / 2)
+    assert torch.allclose(terms["covariance"], covariance(z1) + covariance(z2), rtol=1e-12)
+    # a collapsed batch: every std is 0 -> the hinge is gamma - sqrt(eps); no covariance
+    collapsed = torch.ones(8, 4, dtype=torch.float64)
+    assert float(variance(collapsed, gamma=2.0)) == pytest.approx(2.0 - 1e-2)
+    assert float(covariance(collapsed)) == 0.0
+    assert float(invariance(z1, z1)) == 0.0

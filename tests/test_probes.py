@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from vicreg_lab.models import build_encoder
 from vicreg_lab.probes import (
     TABLE_COLUMNS,
     encode,
@@ -14,7 +15,6 @@ from vicreg_lab.probes import (
     raw_voxel_features,
     recalibrate_batchnorm,
 )
-from vicreg_lab.models import build_encoder
 
 
 def _rows(rows):

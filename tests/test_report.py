@@ -41,11 +41,11 @@ def test_summary_text_is_the_page_without_title_and_figures(tmp_path):
 
 
 def test_the_spread_sentence_follows_the_variance_term():
-    from vicreg_lab.lab.report import _read_variance
+    from vicreg_lab.lab.report import read_variance
 
-    good = _read_variance([{"variance": 0.67}, {"variance": 0.25}])
+    good = read_variance([{"variance": 0.67}, {"variance": 0.25}])
     assert "fell from 0.67 (first epoch) to 0.25 (last)" in good and good.endswith("reached.")
-    bad = _read_variance([{"variance": 0.5}, {"variance": 0.55}])
+    bad = read_variance([{"variance": 0.5}, {"variance": 0.55}])
     assert "did not fall from 0.50" in bad and bad.endswith("not reached.")
 
 

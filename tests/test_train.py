@@ -402,3 +402,31 @@ def test_transform_sees_volumes_rescaled_like_the_training_views():
     with torch.no_grad():
         direct = model.encoder_.eval()((x - lo) / (hi - lo)).numpy()
     np.testing.assert_allclose(z, direct, rtol=1e-4, atol=1e-5)
+
+
+def _refuse(x, generator):
+    raise AssertionError("the loader's views must not be augmented again")
+
+
+def test_fit_takes_a_loader_of_two_view_batches_without_augmenting_them_again():
+    from vicreg_lab.augment import BatchedAugment, TwoViewsCollate
+
+    data = Blobs(n=16)
+    collate = TwoViewsCollate(BatchedAugment(16, seed=0))
+    loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=collate)
+    model = make_model(max_epochs=2, augmentation=_refuse).fit(loader)
+    assert len(model.history_["step"]) == 4
+    assert all(math.isfinite(r["loss"]) for r in model.history_["step"])
+    # a loader of plain volumes is augmented on the device by the estimator's augmentation
+    plain = torch.utils.data.DataLoader(data, batch_size=8)
+    with pytest.raises(AssertionError, match="augmented again"):
+        make_model(max_epochs=1, augmentation=_refuse).fit(plain)
+
+
+def test_torchio_augmentation_with_a_loader_of_volumes_is_refused_before_training():
+    steps = []
+    plain = torch.utils.data.DataLoader(Blobs(n=16), batch_size=8)
+    model = make_model(augmentation="torchio", callbacks=[lambda m, e, r: steps.append(e)])
+    with pytest.raises(ValueError, match="TwoViewsCollate"):
+        model.fit(plain)
+    assert steps == [] and model.history_["step"] == []

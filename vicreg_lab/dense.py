@@ -2,18 +2,9 @@
 
 A 3D encoder's feature map ``(N, C, d, h, w)`` has one feature vector per cell; cell
 ``j`` along an axis is centred on voxel ``offset + stride * j`` (the encoder's
-``feature_grid``). These helpers ask what the cells know about their own part of
-the brain:
-
-- :func:`cell_average`: a voxel map (e.g. grey matter) averaged over each cell's
-  voxels, the per-cell target;
-- :func:`dense_probe`: a ridge probe from each cell's features to that target, fitted
-  on some subjects and scored on the others, overall and *within cell* (after removing
-  each cell's average, what is left is this subject's own anatomy: local atrophy);
-- :func:`cells_to_volume`, :func:`plot_cell_map` (nilearn) and
-  :func:`plot_location_matches` (VICRegL's location matching on a slice).
-
-Every voxel belongs to the cell whose centre is nearest (ties to the lower index).
+``feature_grid``) and owns the voxels nearest to its centre (ties to the lower index).
+:func:`cell_average` gives a per-cell target, :func:`dense_probe` asks how well the
+cells' features predict it; :func:`plot_cell_map` and :func:`plot_location_matches` draw.
 """
 
 from __future__ import annotations
@@ -23,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from vicreg_lab.vicregl import cell_centres
+from vicreg_lab.vicregl import cell_centres, n_matches, nearest_neighbour_matches
 
 __all__ = [
     "cell_average",
@@ -55,19 +46,10 @@ def cell_average(
 ) -> np.ndarray:
     """Average of each volume over the voxels of every feature-map cell.
 
-    Parameters
-    ----------
-    volumes : tensor or array (N, D, H, W) or (N, 1, D, H, W)
-        Voxel maps at the size the encoder saw (e.g. grey-matter probability).
-    map_shape : sequence of 3 int
-        ``(d, h, w)`` of the feature map.
-    grid : (stride, offset), optional
-        The encoder's ``feature_grid``; None splits the volume evenly.
-
-    Returns
-    -------
-    numpy.ndarray (N, d, h, w), float32
-        A cell that no voxel is nearest to (a grid wider than the volume) gets NaN.
+    ``volumes`` ``(N, D, H, W)`` or ``(N, 1, D, H, W)`` are voxel maps at the size the
+    encoder saw (e.g. grey-matter probability), ``map_shape`` the map's ``(d, h, w)`` and
+    ``grid`` the encoder's ``feature_grid`` (None splits the volume evenly). Returns
+    float32 ``(N, d, h, w)``; NaN for a cell that owns no voxel (a grid wider than the volume).
 
     Examples
     --------
@@ -92,17 +74,8 @@ def cells_to_volume(
 ) -> np.ndarray:
     """Paint per-cell values back on the voxels (each voxel takes its cell's value).
 
-    Parameters
-    ----------
-    cells : array (d, h, w) or (N, d, h, w)
-    volume_shape : sequence of 3 int
-        ``(D, H, W)`` of the volume the encoder saw.
-    grid : (stride, offset), optional
-        The encoder's ``feature_grid``; None splits the volume evenly.
-
-    Returns
-    -------
-    numpy.ndarray of shape ``(D, H, W)`` (or ``(N, D, H, W)``), float32
+    ``cells`` is ``(d, h, w)`` or ``(N, d, h, w)``; returns float32 ``(D, H, W)`` or
+    ``(N, D, H, W)`` for ``volume_shape`` ``(D, H, W)``. ``grid`` as in :func:`cell_average`.
 
     Examples
     --------
@@ -121,25 +94,10 @@ def cells_to_volume(
 
 @torch.no_grad()
 def feature_maps(encoder, volumes, batch_size: int = 32) -> np.ndarray:
-    """Feature maps of a frozen encoder (eval mode, no grad), in batches.
+    """Feature maps ``(N, F, d, h, w)`` of a frozen encoder (eval mode, no grad), in batches.
 
-    Parameters
-    ----------
-    encoder : nn.Module
-        An encoder with ``forward_features`` (all built-in encoders); its train/eval
-        flag is restored afterwards.
-    volumes : tensor or array (N, C, D, H, W)
-    batch_size : int, default=32
-
-    Returns
-    -------
-    numpy.ndarray (N, F, d, h, w), float32
-
-    Examples
-    --------
-    >>> from vicreg_lab.models import build_encoder
-    >>> feature_maps(build_encoder("small_cnn"), torch.zeros(3, 1, 32, 32, 32)).shape
-    (3, 128, 2, 2, 2)
+    ``encoder`` needs ``forward_features`` (all built-in encoders); its train/eval flag is
+    restored afterwards. ``volumes`` is ``(N, C, D, H, W)``; returns float32 numpy.
     """
     if not callable(getattr(encoder, "forward_features", None)):
         raise ValueError(f"{type(encoder).__name__} has no forward_features(x)")
@@ -157,24 +115,15 @@ def feature_maps(encoder, volumes, batch_size: int = 32) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def dense_probe(
-    maps,
-    targets,
-    train_size: float = 0.75,
-    seed: int = 0,
-    mask=None,
-) -> dict:
+def dense_probe(maps, targets, train_size: float = 0.75, seed: int = 0, mask=None) -> dict:
     """Ridge probe from each cell's features to a per-cell target, on held-out subjects.
 
-    Subjects (not cells) are split into training and test sets, so that no subject is
-    seen in both. Two probes are fitted, each with features standardised on the
-    training cells and ``RidgeCV`` (alpha in ``logspace(-3, 5, 17)``):
-
-    - **overall**: features -> target. Much of it is *where* the cell is (a cell at the
-      cortex holds more grey matter than one in the white matter);
-    - **within cell**: features and target minus their training average over the
-      subjects *at the same cell*: what varies between subjects at a fixed place, such
-      as local atrophy. Position alone scores 0 here.
+    Subjects (not cells) are split into training and test sets. Two standardised
+    ``RidgeCV`` probes are fitted: **overall** (features -> target; much of it is *where*
+    the cell is: a cortical cell holds more grey matter than a white-matter one) and
+    **within cell** (features and target minus their training average at the same cell:
+    what varies between subjects at a fixed place, such as local atrophy; position alone
+    scores 0 here).
 
     Parameters
     ----------
@@ -192,10 +141,9 @@ def dense_probe(
     Returns
     -------
     dict
-        ``"r2"`` and ``"r2_within_cell"`` (R^2 on the test subjects' cells);
-        ``"prediction"`` and ``"prediction_within_cell"`` (the two probes' predictions,
-        arrays (n_test, d, h, w), NaN outside ``mask``; the second is a deviation from
-        the cell's training average); ``"test_index"`` (the test subjects, array of int).
+        ``"r2"``, ``"r2_within_cell"`` (R^2 on the test cells); ``"prediction"``,
+        ``"prediction_within_cell"`` (arrays (n_test, d, h, w), NaN outside ``mask``; the
+        second a deviation from the cell's training average); ``"test_index"``.
 
     Examples
     --------
@@ -205,49 +153,56 @@ def dense_probe(
     >>> round(out["r2"], 2), out["prediction"].shape
     (0.99, (10, 2, 2, 2))
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     maps, targets = np.asarray(maps, dtype=np.float64), np.asarray(targets, dtype=np.float64)
     if maps.ndim != 5 or targets.shape != (maps.shape[0], *maps.shape[2:]):
         raise ValueError(
             f"maps must be (N, C, d, h, w) and targets (N, d, h, w) with the same N and "
             f"cells, got {maps.shape} and {targets.shape}"
         )
-    if not 0 < train_size < 1:
-        raise ValueError(f"train_size must lie in (0, 1), got {train_size}")
-    n = maps.shape[0]
-    n_train = int(round(train_size * n))
-    if not 2 <= n_train <= n - 2:
-        raise ValueError(f"need at least 2 training and 2 test subjects, got N = {n}")
+    train, test = _split_subjects(maps.shape[0], train_size, seed)
     mask = np.ones(maps.shape[2:], bool) if mask is None else np.asarray(mask, bool)
-    order = np.random.default_rng(seed).permutation(n)
-    train, test = np.sort(order[:n_train]), np.sort(order[n_train:])
     x = maps.transpose(0, 2, 3, 4, 1)[:, mask]  # (N, cells, C)
     y = targets[:, mask]  # (N, cells)
-
-    def fit_score(x, y):
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-        model.fit(x[train].reshape(-1, x.shape[-1]), y[train].ravel())
-        pred = model.predict(x[test].reshape(-1, x.shape[-1])).reshape(y[test].shape)
-        return float(r2_score(y[test].ravel(), pred.ravel())), pred
-
-    def painted(pred):
-        out = np.full((len(test), *maps.shape[2:]), np.nan)
-        out[:, mask] = pred
-        return out
-
-    r2, pred = fit_score(x, y)
-    r2_within, pred_within = fit_score(x - x[train].mean(0), y - y[train].mean(0))
+    r2, pred = _fit_score(x, y, train, test)
+    r2_within, pred_within = _fit_score(x - x[train].mean(0), y - y[train].mean(0), train, test)
     return {
         "r2": r2,
         "r2_within_cell": r2_within,
-        "prediction": painted(pred),
-        "prediction_within_cell": painted(pred_within),
+        "prediction": _painted(pred, mask),
+        "prediction_within_cell": _painted(pred_within, mask),
         "test_index": test,
     }
+
+
+def _split_subjects(n: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and test subject indices, at least 2 of each."""
+    if not 0 < train_size < 1:
+        raise ValueError(f"train_size must lie in (0, 1), got {train_size}")
+    n_train = int(round(train_size * n))
+    if not 2 <= n_train <= n - 2:
+        raise ValueError(f"need at least 2 training and 2 test subjects, got N = {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def _fit_score(x, y, train, test) -> tuple[float, np.ndarray]:
+    """Fit a standardised ridge on the training subjects' cells; R^2 and predictions on test."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+    model.fit(x[train].reshape(-1, x.shape[-1]), y[train].ravel())
+    pred = model.predict(x[test].reshape(-1, x.shape[-1])).reshape(y[test].shape)
+    return float(r2_score(y[test].ravel(), pred.ravel())), pred
+
+
+def _painted(pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n_test, masked cells) -> (n_test, d, h, w), NaN outside ``mask``."""
+    out = np.full((len(pred), *mask.shape), np.nan)
+    out[:, mask] = pred
+    return out
 
 
 # ----------------------------------------------------------------------------- figures
@@ -266,21 +221,15 @@ def plot_cell_map(cells, background, affine, grid=None, title=None, **kwargs):
         Voxel-to-mm affine of ``background`` (``cohort.affine``).
     grid : (stride, offset), optional
         The encoder's ``feature_grid``.
-    title : str, optional
     **kwargs
-        Passed to :func:`nilearn.plotting.plot_stat_map` (``cmap``, ``vmax``,
-        ``cut_coords``: by default the volume's centre, so that figures align).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
+        Passed to :func:`nilearn.plotting.plot_stat_map`; ``cut_coords`` defaults to the
+        volume's centre, so that figures align.
     """
     import matplotlib.pyplot as plt
     import nibabel as nib
     from nilearn import plotting
 
-    bg = np.asarray(background.detach().cpu() if hasattr(background, "detach") else background)
-    bg = bg[0] if bg.ndim == 4 else bg
+    bg = _as_volume(background)
     volume = cells_to_volume(np.nan_to_num(np.asarray(cells, dtype=np.float32)), bg.shape, grid)
     affine = np.asarray(affine, dtype=float)
     fig = plt.figure(figsize=(7.5, 2.8))
@@ -288,10 +237,8 @@ def plot_cell_map(cells, background, affine, grid=None, title=None, **kwargs):
     if "cut_coords" not in kwargs:  # the volume's centre: figures of one subject align
         centre = (np.asarray(bg.shape, dtype=float) - 1) / 2
         kwargs["cut_coords"] = tuple(affine[:3, :3] @ centre + affine[:3, 3])
-    kwargs.setdefault("draw_cross", False)
-    kwargs.setdefault("cmap", "viridis")
-    kwargs.setdefault("threshold", 1e-6)
-    kwargs.setdefault("transparency", 0.65)  # the brain shows through the cells
+    style = dict(draw_cross=False, cmap="viridis", threshold=1e-6, transparency=0.65)
+    kwargs = {**style, **kwargs}  # transparency 0.65: the brain shows through the cells
     plotting.plot_stat_map(
         nib.Nifti1Image(volume, affine),
         bg_img=nib.Nifti1Image(bg.astype(np.float32), affine),
@@ -305,32 +252,23 @@ def plot_cell_map(cells, background, affine, grid=None, title=None, **kwargs):
 def plot_location_matches(source, locations1, locations2, num_matches=None, axis=2):
     """VICRegL's location matching on one slice of the source volume.
 
-    Shows the cells of the middle layer (along ``axis``) of view 1's feature map
-    (circles) and of view 2's (crosses), at their source positions, and a line from
-    each kept view-1 cell to its nearest view-2 cell (in 3D).
+    Shows the middle layer (along ``axis``) of view 1's cells (circles) and view 2's
+    (crosses) at their source positions, and a line from each kept view-1 cell to its
+    nearest view-2 cell (in 3D).
 
     Parameters
     ----------
     source : tensor or array (D, H, W) or (1, D, H, W)
-        The source volume.
     locations1, locations2 : tensor (d, h, w, 3)
-        Source coordinates of the cells of one sample (:func:`feature_locations`).
+        Source coordinates of one sample's cells (:func:`vicreg_lab.vicregl.feature_locations`).
     num_matches : int, optional
         Pairs kept, as in the loss (default: 20/49 of the cells).
     axis : int, default=2
-        Axis cut by the slice (0: D, 1: H, 2: W; for RAS arrays sagittal, coronal,
-        axial).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
+        Axis cut by the slice (for RAS arrays 0: sagittal, 1: coronal, 2: axial).
     """
     import matplotlib.pyplot as plt
 
-    from vicreg_lab.vicregl import n_matches, nearest_neighbour_matches
-
-    src = np.asarray(source.detach().cpu() if hasattr(source, "detach") else source)
-    src = src[0] if src.ndim == 4 else src
+    src = _as_volume(source)
     p1 = torch.as_tensor(locations1, dtype=torch.float32)
     p2 = torch.as_tensor(locations2, dtype=torch.float32)
     flat1, flat2 = p1.reshape(1, -1, 3), p2.reshape(1, -1, 3)
@@ -340,8 +278,7 @@ def plot_location_matches(source, locations1, locations2, num_matches=None, axis
     layer2 = _middle_layer(p2.shape[:3], axis)
     cut = float(flat1[0, layer1, axis].mean())
     plane = [a for a in range(3) if a != axis]
-    # as vicreg_lab.lab.plots.plot_views: the slice transposed, origin at the bottom (RAS arrays
-    # show as sagittal, coronal, axial views)
+    # transposed, origin at the bottom, as vicreg_lab.lab.plots.plot_views
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     index = int(np.clip(round(cut), 0, src.shape[axis] - 1))
     ax.imshow(np.take(src, index, axis=axis).T, cmap="gray", origin="lower")
@@ -354,10 +291,9 @@ def plot_location_matches(source, locations1, locations2, num_matches=None, axis
     ax.scatter(flat2[0, layer2, plane[0]], flat2[0, layer2, plane[1]], s=28, marker="x",
                color="tab:red", label="view 2 cells")  # fmt: skip
     ax.set(xlim=(-0.5, src.shape[plane[0]] - 0.5), ylim=(-0.5, src.shape[plane[1]] - 0.5))
+    ax.set(xticks=[], yticks=[])
     ax.set_title(f"location matches (slice {index} of axis {axis})", fontsize="medium")
     ax.legend(loc="upper right", fontsize="small")
-    ax.set_xticks([])
-    ax.set_yticks([])
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -370,3 +306,9 @@ def _middle_layer(map_shape, axis: int) -> torch.Tensor:
     index[axis] = map_shape[axis] // 2
     mask[tuple(index)] = True
     return mask.flatten()
+
+
+def _as_volume(x) -> np.ndarray:
+    """(D, H, W) numpy array from a tensor or array (D, H, W) or (1, D, H, W)."""
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    return x[0] if x.ndim == 4 else x

@@ -1,10 +1,8 @@
-"""Several processes, one batch: the few pieces of ``torch.distributed`` that VICReg needs.
+"""The few pieces of ``torch.distributed`` that VICReg needs.
 
-VICReg's variance and covariance are statistics over the batch. When ``torchrun`` starts
-several processes, each holds a slice of the batch, so :func:`gather_with_grad` joins the
-slices (with gradients flowing back to every process) before those statistics are taken,
-as the official code does. :func:`init_distributed` joins the process group that
-``torchrun`` describes; without it everything here is a no-op for one process.
+VICReg's variance and covariance are batch statistics, but under ``torchrun`` each
+process holds a slice of the batch: :func:`gather_with_grad` joins the slices, with
+gradients, as the official code does. With one process everything here is a no-op.
 """
 
 from __future__ import annotations
@@ -33,14 +31,10 @@ def is_main() -> bool:
 
 
 def init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
+    """Join the process group that ``torchrun`` describes, if any; returns ``(rank, world_size)``.
 
-    Uses NCCL when CUDA is available (and selects the GPU ``LOCAL_RANK``), else gloo.
-    Without ``torchrun`` (no ``WORLD_SIZE`` > 1) it does nothing.
-
-    Returns
-    -------
-    rank, world_size : int
+    NCCL on GPU ``LOCAL_RANK`` when CUDA is available, else gloo. Without ``torchrun``
+    (``WORLD_SIZE`` unset or 1) it does nothing.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
@@ -71,9 +65,7 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     """Concatenate the ``(n, ...)`` tensors of all processes into ``(world_size * n, ...)``.
 
-    Unlike ``dist.all_gather``, gradients flow back to every process: each process
-    computes the loss on the full batch, so the gradient with respect to the rows of
-    process ``r`` is the sum of every process's gradient for those rows. With one
-    process, ``z`` is returned unchanged.
+    Unlike ``dist.all_gather``, gradients flow back: every process computes the loss on
+    the full batch, so the gradient of process ``r``'s rows is the sum over processes.
     """
     return _GatherWithGrad.apply(z) if world_size() > 1 else z

@@ -1,30 +1,20 @@
 r"""The VICReg loss (Bardes, Ponce & LeCun, ICLR 2022).
 
-Given the embeddings of two augmented views of the same batch, ``z1`` and
-``z2`` of shape ``(N, D)``, VICReg minimises
+For the embeddings ``z1, z2`` of shape ``(N, D)`` of two views of one batch::
 
-.. math::
-
-    \ell = \lambda\, s(Z, Z') + \mu\, [v(Z) + v(Z')] / 2 + \nu\, [c(Z) + c(Z')]
-
-with the three terms written below for the embeddings ``z`` of one view,
-centred over the batch (``z <- z - mean(z)``)::
+    loss = lambda * s(Z, Z') + mu * [v(Z) + v(Z')] / 2 + nu * [c(Z) + c(Z')]
 
     invariance  s(Z, Z') = 1/(N D) sum_{n,d} (z_nd - z'_nd)^2          # F.mse_loss
     variance    v(Z)     = 1/D sum_d relu(gamma - sqrt(Var(z_d) + eps))
     covariance  c(Z)     = 1/D sum_{i != j} C(Z)_ij^2,    C(Z) = Z^T Z / (N - 1)
 
-``Var`` is the unbiased variance (divided by ``N - 1``). The defaults
-``lambda = mu = 25`` and ``nu = 1`` are those of the paper and of the official
-implementation (facebookresearch/vicreg, ``main_vicreg.py``), whose semantics
-this module follows: the variance terms of the two views are averaged, the
-covariance terms are summed.
+with ``z`` centred over the batch and ``Var`` unbiased. Defaults and semantics
+(variances averaged over the views, covariances summed) follow the official
+``main_vicreg.py``.
 
-The ``D x D`` covariance matrix is never built when ``N < D`` (the usual case:
-batch 256, expander 8192): the sum of its squared entries is computed from the
-``N x N`` Gram matrix instead, accumulated in float64 so that the subtraction of the
-diagonal cannot cancel, see :func:`_offdiag_sq_sum_gram`. Both forms are exact (to
-the precision of the inputs) and never negative.
+Fast path: when ``N < D`` (batch 256, expander 8192) the ``D x D`` matrix ``C`` is
+never built; the sum of its squared entries comes from the ``N x N`` Gram matrix,
+accumulated in float64, see :func:`_offdiag_sq_sum_gram`.
 """
 
 from __future__ import annotations
@@ -36,7 +26,16 @@ from torch.autograd.function import once_differentiable
 
 from vicreg_lab.distributed import gather_with_grad
 
-__all__ = ["VICRegLoss", "center", "check_embeddings", "offdiag_sq_sum", "vicreg_loss"]
+__all__ = [
+    "VICRegLoss",
+    "center",
+    "check_embeddings",
+    "covariance",
+    "invariance",
+    "offdiag_sq_sum",
+    "variance",
+    "vicreg_loss",
+]
 
 
 def vicreg_loss(
@@ -52,111 +51,53 @@ def vicreg_loss(
 ) -> dict[str, torch.Tensor]:
     """VICReg loss of two batches of embeddings (functional form of :class:`VICRegLoss`).
 
+    Computed in float32 (float64 if an input is) even under ``torch.autocast``: the
+    square root of small variances and the sum of ``D^2`` squares lose too much in
+    half precision.
+
     Parameters
     ----------
     z1, z2 : torch.Tensor of shape (N, D)
-        Embeddings of the two views; row ``n`` of ``z1`` and row ``n`` of ``z2``
-        come from the same image. ``N >= 2``.
-    inv_coeff : float, default=25.0
-        Weight ``lambda`` of the invariance term.
-    var_coeff : float, default=25.0
-        Weight ``mu`` of the variance term.
-    cov_coeff : float, default=1.0
-        Weight ``nu`` of the covariance term.
-    gamma : float, default=1.0
+        Embeddings of the two views, row ``n`` of each from the same image; ``N >= 2``.
+    inv_coeff, var_coeff, cov_coeff : float
+        Weights ``lambda``, ``mu``, ``nu`` of the three terms.
+    gamma : float
         Target standard deviation of every embedding dimension.
-    eps : float, default=1e-4
-        Added to the variance before the square root (keeps the gradient finite
-        when a dimension has collapsed).
-    gather_distributed : bool, default=False
-        If True and ``torch.distributed`` is initialised with more than one
-        process, the variance and covariance terms use the embeddings of all
-        processes (gathered with gradients); the invariance term stays local.
-        Every process must then call the loss with the same ``N``. Without an
-        initialised process group this flag does nothing.
-    check_finite : bool, default=True
-        Raise a ValueError if an input holds NaN or infinity. The check
-        synchronises a GPU with the host; switch it off in tight training loops.
+    eps : float
+        Added to the variance before the square root (finite gradient at collapse).
+    gather_distributed : bool
+        With an initialised multi-process group, take the variance and covariance over
+        the embeddings of all processes (same ``N`` on each); invariance stays local.
+    check_finite : bool
+        Raise on NaN or infinite inputs (costs a GPU-host sync).
 
     Returns
     -------
     dict of str to torch.Tensor
-        ``"loss"``: the weighted total, a scalar to call ``.backward()`` on;
-        ``"invariance"``, ``"variance"``, ``"covariance"``: the three terms,
-        **unweighted** (so that they can be compared across settings).
-        All are float32 (float64 if an input is float64), even under
-        ``torch.autocast``.
-
-    Raises
-    ------
-    ValueError
-        If the inputs are not 2-D, have different shapes, have fewer than two
-        rows, are not floating point, or (with ``check_finite``) are not finite.
-
-    Notes
-    -----
-    The loss is computed in float32 even inside a bf16/fp16 autocast region:
-    the variance term takes a square root of small numbers and the covariance
-    term sums ``D^2`` squares, both of which lose too much in half precision.
+        ``"loss"`` (weighted total) and the **unweighted** terms ``"invariance"``,
+        ``"variance"``, ``"covariance"``.
 
     Examples
     --------
-    >>> import torch
     >>> z1, z2 = torch.randn(32, 64), torch.randn(32, 64)
-    >>> out = vicreg_loss(z1, z2)
-    >>> sorted(out)
+    >>> sorted(vicreg_loss(z1, z2))
     ['covariance', 'invariance', 'loss', 'variance']
     >>> float(vicreg_loss(z1, z1)["invariance"])
     0.0
     """
     check_embeddings(z1, z2, check_finite=check_finite)
-    # Disable autocast so that the matmuls below are not cast back to half precision.
+    # Autocast off, or the matmuls below would run in half precision again.
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1, z2 = _to_loss_dtype(z1, z2)
         invariance, variance, covariance = _loss_terms(
             z1, z2, gamma=gamma, eps=eps, gather_distributed=gather_distributed
         )
         loss = inv_coeff * invariance + var_coeff * variance + cov_coeff * covariance
-    return {
-        "loss": loss,
-        "invariance": invariance,
-        "variance": variance,
-        "covariance": covariance,
-    }
+    return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
 
 
 class VICRegLoss(nn.Module):
-    """VICReg loss as a module: ``VICRegLoss(...)(z1, z2)`` returns the same dict as
-    :func:`vicreg_loss`.
-
-    Parameters
-    ----------
-    inv_coeff : float, default=25.0
-        Weight of the invariance term (``lambda`` in the paper).
-    var_coeff : float, default=25.0
-        Weight of the variance term (``mu``).
-    cov_coeff : float, default=1.0
-        Weight of the covariance term (``nu``).
-    gamma : float, default=1.0
-        Target standard deviation of every embedding dimension.
-    eps : float, default=1e-4
-        Added to the variance before the square root.
-    gather_distributed : bool, default=False
-        Compute the variance and covariance terms on the embeddings of all
-        processes, see :func:`vicreg_loss`.
-    check_finite : bool, default=True
-        Raise a ValueError on NaN or infinite inputs, see :func:`vicreg_loss`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> criterion = VICRegLoss(cov_coeff=0.0)
-    >>> z1 = torch.randn(16, 32, requires_grad=True)
-    >>> out = criterion(z1, torch.randn(16, 32))
-    >>> out["loss"].backward()
-    >>> z1.grad.shape
-    torch.Size([16, 32])
-    """
+    """VICReg loss as a module; arguments and returned dict as :func:`vicreg_loss`."""
 
     def __init__(
         self,
@@ -169,27 +110,13 @@ class VICRegLoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.inv_coeff = inv_coeff
-        self.var_coeff = var_coeff
-        self.cov_coeff = cov_coeff
-        self.gamma = gamma
-        self.eps = eps
-        self.gather_distributed = gather_distributed
-        self.check_finite = check_finite
+        self.inv_coeff, self.var_coeff, self.cov_coeff = inv_coeff, var_coeff, cov_coeff
+        self.gamma, self.eps = gamma, eps
+        self.gather_distributed, self.check_finite = gather_distributed, check_finite
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Compute the loss; see :func:`vicreg_loss` for the returned dict."""
-        return vicreg_loss(
-            z1,
-            z2,
-            inv_coeff=self.inv_coeff,
-            var_coeff=self.var_coeff,
-            cov_coeff=self.cov_coeff,
-            gamma=self.gamma,
-            eps=self.eps,
-            gather_distributed=self.gather_distributed,
-            check_finite=self.check_finite,
-        )
+        hparams = (self.inv_coeff, self.var_coeff, self.cov_coeff, self.gamma, self.eps)
+        return vicreg_loss(z1, z2, *hparams, self.gather_distributed, self.check_finite)
 
     def extra_repr(self) -> str:
         return (
@@ -202,6 +129,25 @@ class VICRegLoss(nn.Module):
 # ----------------------------------------------------------------------------- the three terms
 
 
+def invariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """``s(Z, Z')``: mean squared distance between the two views' embeddings (N, D)."""
+    return F.mse_loss(z1, z2)
+
+
+def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """``v(Z)``: hinge ``relu(gamma - std)`` on every dimension of ``z`` (N, D), averaged.
+
+    >>> float(variance(torch.zeros(8, 4)))  # collapsed: every std is 0, the hinge is ~gamma
+    0.9900000095367432
+    """
+    return _variance(center(z), gamma, eps)
+
+
+def covariance(z: torch.Tensor) -> torch.Tensor:
+    """``c(Z)``: sum of the squared off-diagonal covariances of ``z`` (N, D), divided by D."""
+    return offdiag_sq_sum(center(z)) / z.shape[1]
+
+
 def _loss_terms(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -211,101 +157,65 @@ def _loss_terms(
     gather_distributed: bool = False,
     cov_form: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unweighted (invariance, variance, covariance) of checked, float32/64 inputs.
-
-    ``cov_form`` is ``"auto"`` (cheaper form by shape), ``"gram"`` or ``"dxd"``;
-    the benchmark forces ``"dxd"`` to time the textbook computation.
-    """
+    """Unweighted (invariance, variance, covariance); ``cov_form`` "gram"/"dxd" forces a form."""
     offdiag = {"auto": offdiag_sq_sum, "gram": _offdiag_sq_sum_gram, "dxd": _offdiag_sq_sum_dxd}
     if cov_form not in offdiag:
         raise ValueError(f"cov_form must be 'auto', 'gram' or 'dxd', got {cov_form!r}")
-
-    # Invariance: on the local batch only, as in the official implementation.
-    invariance = F.mse_loss(z1, z2)
-
+    inv = invariance(z1, z2)  # on the local batch only, as the official code
     if gather_distributed:
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-
-    n, d = z1.shape
-    z1 = center(z1)
-    z2 = center(z2)
-    var1 = z1.pow(2).sum(dim=0) / (n - 1)  # unbiased per-dimension variance = diag(C)
-    var2 = z2.pow(2).sum(dim=0) / (n - 1)
-
-    # Variance: hinge on the standard deviation, averaged over dims, then over the views.
-    std1 = torch.sqrt(var1 + eps)
-    std2 = torch.sqrt(var2 + eps)
-    variance = (F.relu(gamma - std1).mean() + F.relu(gamma - std2).mean()) / 2
-
-    # Covariance: squared off-diagonal entries of C, divided by D, summed over the views.
+    z1, z2 = center(z1), center(z2)  # once, for both terms
+    var = (_variance(z1, gamma, eps) + _variance(z2, gamma, eps)) / 2
     sq_sum = offdiag[cov_form]
-    covariance = (sq_sum(z1) + sq_sum(z2)) / d
-    return invariance, variance, covariance
+    cov = (sq_sum(z1) + sq_sum(z2)) / z1.shape[1]
+    return inv, var, cov
+
+
+def _variance(z: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
+    """Hinge on the standard deviation of each dimension of centred ``z``, averaged."""
+    var = z.pow(2).sum(dim=0) / (z.shape[0] - 1)  # unbiased, (D,) = diag(C)
+    return F.relu(gamma - torch.sqrt(var + eps)).mean()
 
 
 def center(z: torch.Tensor) -> torch.Tensor:
     """Subtract the batch mean, in two passes.
 
-    The second pass removes the rounding error of the first mean. That error is
-    about ``eps * |mean|``, which is not small next to the spread of a collapsed
-    batch (all embeddings near one point): with one pass, a float32 batch of
-    spread 1e-6 around a point of norm 1 gets a covariance term off by ~1e-3
-    relative, with two passes by ~1e-6.
+    The second pass removes the rounding error of the first mean (``eps * |mean|``),
+    which is not small next to the spread of a collapsed batch.
     """
     z = z - z.mean(dim=0)
     return z - z.mean(dim=0)
 
 
 def offdiag_sq_sum(z: torch.Tensor) -> torch.Tensor:
-    """Sum of the squared off-diagonal entries of ``C = z^T z / (N - 1)``, cheaper form.
+    """Sum of the squared off-diagonal entries of ``C = z^T z / (N - 1)`` for centred ``z``.
 
-    Both forms give the same number (up to rounding). The Gram form costs
-    ``O(N^2 D)`` time and ``N^2`` memory, the ``D x D`` form ``O(N D^2)`` and
-    ``D^2``: pick the Gram form exactly when ``N < D``. At N = 256, D = 8192 this
-    is a 256 x 256 matrix instead of a 8192 x 8192 one (0.25 MB instead of 268 MB).
-    ``z`` must be centred.
+    The Gram form costs ``O(N^2 D)`` time and ``N^2`` memory, the ``D x D`` form
+    ``O(N D^2)`` and ``D^2``: the Gram form is cheaper exactly when ``N < D``.
     """
     n, d = z.shape
-    if n < d:
-        return _offdiag_sq_sum_gram(z)
-    return _offdiag_sq_sum_dxd(z)
+    return _offdiag_sq_sum_gram(z) if n < d else _offdiag_sq_sum_dxd(z)
 
 
 def _offdiag_sq_sum_gram(z: torch.Tensor) -> torch.Tensor:
     """Off-diagonal sum of squares of ``C`` from the ``N x N`` Gram matrix ``z z^T``.
 
-    By the cyclic property of the trace,
-    ``||z^T z||_F^2 = tr(z^T z z^T z) = tr(z z^T z z^T) = ||z z^T||_F^2``, so::
+    As ``||z^T z||_F^2 = tr(z^T z z^T z) = ||z z^T||_F^2``::
 
         sum_{i != j} C_ij^2 = (||z z^T||_F^2 - sum_d (sum_n z_nd^2)^2) / (N - 1)^2
 
-    ``z`` must be centred. The result has ``z``'s dtype.
-
-    Notes
-    -----
-    The Gram matrix mixes the diagonal of ``C`` into every entry, so the
-    off-diagonal part can only be had as a difference of two sums, which cancels
-    when it is small next to the variances: decorrelated dimensions, or one
-    dimension far wider than the others (a collapse along one axis). In float32
-    that difference is then dominated by rounding, even negative. Hence the
-    float64 accumulation, in :class:`_GramOffdiagSqSum`: it keeps the result exact
-    to float32 precision unless the off-diagonal part is some 1e7 times smaller
-    than ``||C||_F^2`` (products of float32 numbers are exact in float64; only the
-    sums round). Far past that, float64 rounding could still leave a tiny negative
-    number: the clamp, a last resort, maps it to 0, the nearest possible value (and
-    gives the gradient of a sum of squares at its minimum, zero).
+    That difference cancels when the off-diagonal part is small next to the
+    variances (decorrelated dimensions, or one dominant dimension), so it is
+    accumulated in float64, where products of float32 numbers are exact. A tiny
+    negative left by float64 rounding is clamped to 0, the true minimum.
     """
     return _GramOffdiagSqSum.apply(z)[0]
 
 
 class _GramOffdiagSqSum(torch.autograd.Function):
-    """The Gram form of :func:`_offdiag_sq_sum_gram` in float64, with its gradient by hand.
+    """The Gram form in float64 by column blocks (no float64 copy of ``z``), gradient by hand.
 
-    Autograd would run three ``N^2 D`` float64 matmuls (``z z^T`` and the two
-    factors of its backward) and keep a float64 copy of ``z``. Here the columns of
-    ``z`` go through float64 in blocks of :data:`_BLOCK` (so no float64 copy of
-    the whole ``z`` ever exists), one matmul each way, and only ``z`` and the
-    ``N x N`` Gram matrix are kept for the backward pass::
+    Only ``z`` and the ``N x N`` Gram matrix are kept for the backward pass::
 
         d/dz [||z z^T||_F^2 - sum_d s_d^2] = 4 (z z^T z - z * s),   s_d = sum_n z_nd^2
     """
@@ -340,8 +250,7 @@ class _GramOffdiagSqSum(torch.autograd.Function):
         return torch.cat(grads, dim=1)
 
 
-#: Block size of both forms: columns of ``z`` taken to float64 at a time by the Gram form
-#: (N x 1024 x 8 bytes), rows of ``C`` squared at a time by the D x D form.
+#: Columns of ``z`` taken to float64 at a time (Gram form), rows of ``C`` squared at a time (D x D).
 _BLOCK = 1024
 
 
@@ -353,19 +262,12 @@ def _float64_blocks(z: torch.Tensor):
 
 
 def _offdiag_sq_sum_dxd(z: torch.Tensor) -> torch.Tensor:
-    """Off-diagonal sum of squares of ``C``, building the ``D x D`` matrix ``z^T z / (N - 1)``.
+    """Off-diagonal sum of squares of ``C``, building the ``D x D`` matrix (the textbook form).
 
-    ``z`` must be centred. The diagonal is zeroed before squaring, so the sum has
-    only non-negative terms and cannot cancel (``||C||_F^2 - sum_d var_d^2`` loses
-    every digit when the dimensions are decorrelated). Zeroing in place keeps a
-    single ``D x D`` tensor alive for the backward pass (the matmul saves ``z``, not
-    ``C``). The squares are added by ``torch.sum``, whose cascade summation stays
-    accurate over ``D^2`` terms (a BLAS dot product of ``C`` with itself loses up to
-    1e-3, relative, in float32 at D = 2048), by blocks of rows so that the squares
-    never take a second ``D x D`` tensor.
+    The diagonal is zeroed (in place: one ``D x D`` tensor) before squaring, so no
+    difference cancels; ``torch.sum`` by row blocks adds the ``D^2`` squares accurately.
     """
-    n = z.shape[0]
-    cov = (z.T @ z) / (n - 1)
+    cov = (z.T @ z) / (z.shape[0] - 1)
     cov.diagonal().zero_()
     return sum(rows.pow(2).sum() for rows in cov.split(_BLOCK))
 
@@ -374,6 +276,7 @@ def _offdiag_sq_sum_dxd(z: torch.Tensor) -> torch.Tensor:
 
 
 def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) -> None:
+    """Raise a ValueError unless ``z1, z2`` are same-shape float ``(N, D)`` tensors, ``N >= 2``."""
     for name, z in (("z1", z1), ("z2", z2)):
         if not isinstance(z, torch.Tensor):
             raise ValueError(
@@ -406,6 +309,6 @@ def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) 
 
 
 def _to_loss_dtype(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cast both inputs to float64 if either is float64, otherwise to float32."""
+    """Both inputs in float64 if either is, otherwise in float32."""
     dtype = torch.float64 if torch.float64 in (z1.dtype, z2.dtype) else torch.float32
     return z1.to(dtype), z2.to(dtype)

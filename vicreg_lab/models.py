@@ -1,29 +1,16 @@
 """3D encoders and the VICReg expander.
 
-An encoder maps a volume batch ``(B, 1, D, H, W)`` to representations ``(B, F)``
-with global average pooling. Every built-in encoder has
+An encoder maps a volume batch ``(B, 1, D, H, W)`` to representations ``(B, F)`` by
+global average pooling. Every built-in encoder (see :func:`list_encoders`) has
 
 - ``representation_size``: the int ``F``, known without a forward pass;
-- ``forward_features(x)``: the last 3D feature map ``(B, C, d, h, w)`` before pooling
+- ``forward_features(x)``: the last feature map ``(B, C, d, h, w)`` before pooling
   (local features, e.g. for VICRegL);
-- ``forward(x)``: the pooled representation ``(B, F)``;
-- ``feature_grid``: ``(stride, offset)``: cell ``j`` of the feature map (along any axis)
-  is centred on input voxel index ``offset + stride * j``, the centre of its receptive
-  field (VICRegL uses it to place every cell in the source volume).
-
-Encoders by name (see :func:`list_encoders`):
-
-- ``resnet10_3d``, ``resnet18_3d``, ``resnet34_3d``: 3D ResNets with BasicBlocks
-  (stem conv 7 stride 2 + max pool, four stages of widths 64-128-256-512);
-- ``small_cnn``: a four-convolution CNN with a stride-4 "patchify" stem, fast enough to
-  train on a laptop CPU at 48^3 (several hundred volumes per second forward+backward).
-
-:func:`build_local_expander` is the dense counterpart of :func:`build_expander`: the same
-layers as 1x1x1 convolutions, applied to every cell of a feature map (VICRegL).
+- ``feature_grid``: ``(stride, offset)``: feature-map cell ``j`` (along any axis) is
+  centred on input voxel ``offset + stride * j`` (VICRegL places cells with it).
 
 Examples
 --------
->>> import torch
 >>> encoder = build_encoder("small_cnn")
 >>> expander = build_expander(encoder.representation_size, "256-256")
 >>> expander(encoder(torch.randn(4, 1, 32, 32, 32))).shape
@@ -33,6 +20,7 @@ torch.Size([4, 256])
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -47,6 +35,7 @@ __all__ = [
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list:
+    """Conv3d (no bias: the BatchNorm has one), BatchNorm3d, ReLU."""
     return [
         nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False),
         nn.BatchNorm3d(c_out),
@@ -65,7 +54,7 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class _Encoder3d(nn.Module):
-    """Base class: ``forward`` pools ``forward_features`` and flattens."""
+    """Base class: ``forward`` pools ``forward_features`` and flattens to ``(B, F)``."""
 
     representation_size: int
     feature_grid: tuple[int, float]  # (stride, offset) of the feature map's cell centres
@@ -89,6 +78,8 @@ class _Encoder3d(nn.Module):
 
 
 class _BasicBlock3d(nn.Module):
+    """Two 3^3 conv-BN layers plus a shortcut (1x1x1 conv when the shape changes)."""
+
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(c_in, c_out, 3, stride, 1, bias=False)
@@ -109,20 +100,18 @@ class _BasicBlock3d(nn.Module):
 
 
 class ResNet3d(_Encoder3d):
-    """3D ResNet with BasicBlocks.
+    """3D ResNet with BasicBlocks: stem (conv 7 stride 2, max pool), four stages.
 
     Parameters
     ----------
     blocks : sequence of 4 int
-        Blocks per stage: ``(1, 1, 1, 1)`` is ResNet-10, ``(2, 2, 2, 2)`` ResNet-18,
+        Blocks per stage: ``(1, 1, 1, 1)`` ResNet-10, ``(2, 2, 2, 2)`` ResNet-18,
         ``(3, 4, 6, 3)`` ResNet-34.
-    in_channels : int
-        Input channels.
     width : float
         Multiplier of the stage widths 64-128-256-512.
     zero_init_residual : bool
-        Start the last BatchNorm of every block at zero so that each block begins as the
-        identity (as the official VICReg ResNet-50 does).
+        Zero the last BatchNorm of every block, so each starts as the identity (as the
+        official VICReg ResNet-50).
     """
 
     def __init__(
@@ -158,7 +147,6 @@ class ResNet3d(_Encoder3d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Fresh initial weights, drawn as the constructor does; BatchNorm statistics reset."""
         super().reset_parameters()
         if self.zero_init_residual:
             for m in self.modules():
@@ -175,23 +163,17 @@ class ResNet3d(_Encoder3d):
 class SmallCNN(_Encoder3d):
     """A small, fast 3D CNN for CPUs and classrooms.
 
-    A stride-4 "patchify" stem (kernel 4, stride 4) shrinks the volume 64-fold before
-    anything else, then three 3^3 convolutions (the last two with stride 2), each followed
-    by BatchNorm and ReLU. The feature map is 1/16 of the input size (3^3 at 48^3).
-    On a 2-core CPU it trains at roughly 450 volumes/s at 48^3 (forward+backward, batch 64),
-    about 25% more with ``channels_last_3d`` input and weights.
+    A "patchify" stem (kernel 4, stride 4) shrinks the volume 64-fold before anything
+    else (that is what makes it fast), then three 3^3 conv-BN-ReLU layers.
 
     Parameters
     ----------
-    in_channels : int
-        Input channels.
     widths : sequence of 4 int
         Channels of the four convolutions; the last is ``representation_size``.
-    output_stride : {16, 8, 4}, default=16
-        Input voxels per feature-map cell along each axis. 8 drops the stride of the last
-        convolution, 4 of the last two: a finer map (4^3 cells at 32^3 instead of 2^3) for
-        local features (VICRegL, dense probes), for a little more compute. The weights
-        are the same shapes whatever the stride.
+    output_stride : {16, 8, 4}
+        Input voxels per feature-map cell along each axis; 8 and 4 drop the stride of
+        the last one or two convolutions: a finer map for local features (VICRegL),
+        same weight shapes.
     """
 
     def __init__(
@@ -236,13 +218,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 
 def list_encoders() -> list[str]:
-    """Names accepted by :func:`build_encoder`.
-
-    Examples
-    --------
-    >>> list_encoders()
-    ['resnet10_3d', 'resnet18_3d', 'resnet34_3d', 'small_cnn']
-    """
+    """Names accepted by :func:`build_encoder`."""
     return sorted(_REGISTRY)
 
 
@@ -257,38 +233,22 @@ def build_encoder(
     Parameters
     ----------
     name_or_module : str or nn.Module
-        A name from :func:`list_encoders`, or any module mapping ``(B, C, D, H, W)`` to
-        ``(B, F)``. A module is returned as is (not copied). If it has no int attribute
-        ``representation_size``, ``F`` is inferred by a dry run in eval mode without grad
-        (BatchNorm statistics untouched, training flag restored) on zeros of shape
-        ``(2, in_channels, *input_shape)``, and stored on the module as
-        ``representation_size``. ``forward_features`` is optional for user modules.
+        A name from :func:`list_encoders`, or a module mapping ``(B, C, D, H, W)`` to
+        ``(B, F)``, returned as is. If it has no int ``representation_size``, ``F`` is
+        found by a dry run on zeros ``(2, in_channels, *input_shape)`` (eval mode, no
+        grad, training flags restored) and stored as ``representation_size``.
     in_channels : int
         Input channels (1 for a T1w volume).
     input_shape : sequence of 3 int
         Spatial shape of the dry run (user modules only).
     **kwargs
-        Passed to the named constructor: ``width`` and ``zero_init_residual`` for the
-        ResNets, ``widths`` and ``output_stride`` for ``small_cnn``.
-
-    Returns
-    -------
-    nn.Module
-        The encoder, with an int attribute ``representation_size``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name, or a user module whose output is not ``(B, F)``.
+        For the named constructor: ``width``, ``zero_init_residual`` (ResNets);
+        ``widths``, ``output_stride`` (``small_cnn``).
 
     Examples
     --------
     >>> build_encoder("resnet18_3d", width=0.5).representation_size
     256
-    >>> net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3), torch.nn.AdaptiveAvgPool3d(1),
-    ...                           torch.nn.Flatten())
-    >>> build_encoder(net).representation_size
-    8
     """
     if isinstance(name_or_module, nn.Module):
         if kwargs:
@@ -304,6 +264,7 @@ def build_encoder(
 def _check_user_module(
     module: nn.Module, in_channels: int, input_shape: Sequence[int]
 ) -> nn.Module:
+    """Return ``module`` with a checked (or dry-run inferred) ``representation_size``."""
     size = getattr(module, "representation_size", None)
     if isinstance(size, int) and size > 0:
         return module
@@ -331,6 +292,7 @@ def _check_user_module(
 
 
 def _parse_spec(spec: str | Sequence[int]) -> list[int]:
+    """``"a-b-c"`` or ``[a, b, c]`` -> ``[a, b, c]``, checked."""
     if isinstance(spec, str):
         parts = spec.split("-")
         if not all(p.strip().isdigit() for p in parts):
@@ -347,11 +309,21 @@ def _parse_spec(spec: str | Sequence[int]) -> list[int]:
     return sizes
 
 
+def _mlp(in_size: int, spec: str | Sequence[int], linear: Callable, norm: Callable):
+    """``linear, norm, ReLU`` per hidden size, then a last ``linear`` without bias."""
+    sizes = [in_size, *_parse_spec(spec)]
+    layers: list[nn.Module] = []
+    for f_in, f_out in zip(sizes[:-2], sizes[1:-1], strict=True):
+        layers += [linear(f_in, f_out), norm(f_out), nn.ReLU(inplace=True)]
+    layers.append(linear(sizes[-2], sizes[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
 def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential:
     """The VICReg expander (projector), laid out as in the official implementation.
 
-    For ``spec="a-b-c"`` and input size ``F``: ``Linear(F, a), BatchNorm1d(a), ReLU,
-    Linear(a, b), BatchNorm1d(b), ReLU, Linear(b, c, bias=False)``.
+    ``spec="a-b-c"`` gives ``Linear(F, a), BatchNorm1d(a), ReLU, Linear(a, b),
+    BatchNorm1d(b), ReLU, Linear(b, c, bias=False)`` for ``F = in_features``.
 
     Parameters
     ----------
@@ -359,85 +331,24 @@ def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential
         Representation size ``F`` (``encoder.representation_size``).
     spec : str or sequence of int
         Output sizes of the linear layers, e.g. ``"8192-8192-8192"`` or ``[512, 512]``.
-
-    Returns
-    -------
-    nn.Sequential
-
-    Raises
-    ------
-    ValueError
-        If ``spec`` is empty, not dash-separated ints, or has a size < 1.
-
-    Examples
-    --------
-    >>> expander = build_expander(512, "1024-256")
-    >>> [type(layer).__name__ for layer in expander]
-    ['Linear', 'BatchNorm1d', 'ReLU', 'Linear']
-    >>> expander[-1]
-    Linear(in_features=1024, out_features=256, bias=False)
     """
     if not isinstance(in_features, int) or in_features < 1:
         raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-    sizes = [in_features, *_parse_spec(spec)]
-    layers: list[nn.Module] = []
-    for f_in, f_out in zip(sizes[:-2], sizes[1:-1], strict=True):
-        layers += [nn.Linear(f_in, f_out), nn.BatchNorm1d(f_out), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
-    return nn.Sequential(*layers)
+    return _mlp(in_features, spec, nn.Linear, nn.BatchNorm1d)
 
 
 def build_local_expander(in_channels: int, spec: str | Sequence[int]) -> nn.Sequential:
-    """The dense (per-location) expander of VICRegL: :func:`build_expander` as 1x1x1 convolutions.
+    """The dense expander of VICRegL: :func:`build_expander` as 1x1x1 convolutions.
 
-    For ``spec="a-b"`` and ``C`` input channels: ``Conv3d(C, a, 1), BatchNorm3d(a), ReLU,
-    Conv3d(a, b, 1, bias=False)``. Every cell of a feature map ``(B, C, d, h, w)`` goes
-    through the same small MLP (as the official VICRegL's ``maps_projector`` on each
-    location); BatchNorm statistics are taken over the batch and all the cells.
-
-    Parameters
-    ----------
-    in_channels : int
-        Channels ``C`` of the feature map (``encoder.representation_size`` for the
-        built-in encoders).
-    spec : str or sequence of int
-        Output channels of the convolutions, e.g. ``"512-512"`` (official VICRegL:
-        ``"512-512-512"``).
-
-    Returns
-    -------
-    nn.Sequential
-        Maps ``(B, C, d, h, w)`` to ``(B, spec[-1], d, h, w)``.
-
-    Raises
-    ------
-    ValueError
-        If ``spec`` is empty, not dash-separated ints, or has a size < 1.
-
-    Examples
-    --------
-    >>> head = build_local_expander(128, "256-64")
-    >>> head(torch.randn(2, 128, 3, 3, 3)).shape
-    torch.Size([2, 64, 3, 3, 3])
-    >>> head[-1]
-    Conv3d(256, 64, kernel_size=(1, 1, 1), stride=(1, 1, 1), bias=False)
+    Maps a feature map ``(B, C, d, h, w)`` to ``(B, spec[-1], d, h, w)``: every cell goes
+    through the same MLP (the official VICRegL's ``maps_projector``), with BatchNorm
+    statistics over the batch and all the cells. Official VICRegL: ``"512-512-512"``.
     """
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    sizes = [in_channels, *_parse_spec(spec)]
-    layers: list[nn.Module] = []
-    for c_in, c_out in zip(sizes[:-2], sizes[1:-1], strict=True):
-        layers += [nn.Conv3d(c_in, c_out, 1), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
-    layers.append(nn.Conv3d(sizes[-2], sizes[-1], 1, bias=False))
-    return nn.Sequential(*layers)
+    return _mlp(in_channels, spec, partial(nn.Conv3d, kernel_size=1), nn.BatchNorm3d)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (shared ones counted once).
-
-    Examples
-    --------
-    >>> count_parameters(torch.nn.Linear(10, 3))
-    33
-    """
+    """Number of parameters (shared ones counted once)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -17,28 +17,17 @@ def exclude_bias_and_norm(p: torch.Tensor) -> bool:
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as in the official VICReg code (``main_vicreg.py``).
+    """LARS (You et al. 2017) as in the official VICReg ``main_vicreg.py``.
 
     Each step adds ``weight_decay * p`` to the gradient, rescales it by the trust ratio
-    ``eta * ||p|| / ||update||``, then takes an SGD step with momentum. Parameters for
-    which a filter returns True are left out of that part of the update: by default, as
-    in the official code, biases and normalisation weights get neither weight decay nor
-    the trust ratio.
+    ``eta * ||p|| / ||update||``, then takes an SGD step with momentum.
 
     Parameters
     ----------
-    params : iterable of parameters or of parameter groups
-    lr : float
-    weight_decay : float, default=1e-6
-        The official VICReg value (``--wd 1e-6``).
-    momentum : float, default=0.9
-    eta : float, default=0.001
-        Trust coefficient.
-    weight_decay_filter, lars_adaptation_filter : callable or None, default=exclude_bias_and_norm
-        ``f(p) -> bool``; True exempts ``p`` from the weight decay / the trust ratio;
-        None exempts nothing. They are attributes of the optimizer, not entries of its
-        parameter groups, so that ``state_dict()`` holds no functions and checkpoints
-        load with ``torch.load(weights_only=True)``.
+    weight_decay_filter, lars_adaptation_filter : callable or None
+        ``f(p) -> bool``; True exempts ``p`` from the weight decay / the trust ratio
+        (default: biases and norms, as the official code). Kept as attributes, not in
+        the parameter groups, so that ``state_dict()`` loads with ``weights_only=True``.
     """
 
     def __init__(
@@ -70,10 +59,8 @@ class LARS(torch.optim.Optimizer):
                     dp = dp.add(p, alpha=group["weight_decay"])
                 if not self._exempt(self.lars_adaptation_filter, p):
                     p_norm, dp_norm = torch.norm(p), torch.norm(dp)
-                    ratio = torch.where(
-                        (p_norm > 0) & (dp_norm > 0), group["eta"] * p_norm / dp_norm, 1.0
-                    )
-                    dp = dp.mul(ratio)
+                    trust = group["eta"] * p_norm / dp_norm
+                    dp = dp.mul(torch.where((p_norm > 0) & (dp_norm > 0), trust, 1.0))
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
@@ -97,11 +84,10 @@ def build_optimizer(
     lr: float | None = None,
     weight_decay: float | None = None,
 ) -> tuple[torch.optim.Optimizer, float]:
-    """``"lars"`` with the official settings or ``"adamw"``; returns ``(optimizer, base_lr)``.
+    """``"lars"`` or ``"adamw"`` on :func:`param_groups`; returns ``(optimizer, base_lr)``.
 
     Defaults: LARS lr ``0.2 * batch_size / 256``, weight decay 1e-6 (official VICReg);
-    AdamW lr 1e-3, weight decay 1e-4. The two parameter groups are the same for both, so
-    that checkpoints of either resume with one layout.
+    AdamW lr 1e-3, weight decay 1e-4.
     """
     lars = name == "lars"
     if lr is None:
@@ -110,7 +96,7 @@ def build_optimizer(
         weight_decay = 1e-6 if lars else 1e-4
     groups = param_groups(modules, weight_decay)
     if lars:
-        return LARS(groups, lr=lr, momentum=0.9, eta=0.001), lr
+        return LARS(groups, lr=lr), lr
     return torch.optim.AdamW(groups, lr=lr), lr
 
 

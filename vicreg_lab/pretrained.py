@@ -1,18 +1,9 @@
 """Encoders trained by this project, shipped inside the package and loaded by name.
 
-A few CPU minutes do not converge VICReg, so the project trains a small encoder
-far longer once and ships the result: ``load_pretrained("synthetic-small")``
-gives a fitted :class:`vicreg_lab.VICReg` whose embeddings a notebook can probe
-at once. Each file sits in ``vicreg_lab/weights/`` beside a JSON card saying how
-it was made (exact command, seed, steps, wall time, hardware, package versions)
-and its SHA-256, checked before loading; the weights are read with
-``torch.load(weights_only=True)``, so a file cannot run code.
-
-Examples
---------
->>> from vicreg_lab.pretrained import available_pretrained
->>> "synthetic-small" in available_pretrained()
-True
+A few CPU minutes do not converge VICReg, so a small encoder was trained far longer once
+and ships in ``vicreg_lab/weights/`` beside a JSON card (exact command, seed, steps, wall
+time, hardware, versions, SHA-256). The checksum is verified before loading and weights
+are read with ``torch.load(weights_only=True)``, so a file cannot run code.
 """
 
 from __future__ import annotations
@@ -38,26 +29,11 @@ def available_pretrained(weights_dir: str | Path = WEIGHTS_DIR) -> list[str]:
 
 
 def pretrained_info(name: str = "synthetic-small", weights_dir: str | Path = WEIGHTS_DIR) -> dict:
-    """The card of a shipped encoder: how it was trained, and its checksum.
+    """The card of a shipped encoder (a dict): how it was trained, and its checksum.
 
-    Parameters
-    ----------
-    name : str
-        One of :func:`available_pretrained`.
-    weights_dir : str or Path
-        Where the cards and weights live (the package's ``weights/`` folder).
-
-    Returns
-    -------
-    dict
-        Keys include ``file``, ``sha256``, ``command``, ``seed``, ``steps``,
-        ``epochs``, ``wall_time_s``, ``hardware``, ``versions``, ``shape``,
-        ``cohort`` (keyword arguments of the training cohort) and ``params``.
-
-    Raises
-    ------
-    KeyError
-        If no card named ``name`` exists (the message lists the available names).
+    Keys include ``file``, ``sha256``, ``command``, ``seed``, ``steps``, ``epochs``,
+    ``wall_time_s``, ``hardware``, ``versions``, ``shape``, ``cohort`` (keyword arguments
+    of the training cohort) and ``params``. Raises KeyError for an unknown ``name``.
     """
     card = Path(weights_dir) / f"{name}.json"
     if not card.exists():
@@ -69,30 +45,11 @@ def pretrained_info(name: str = "synthetic-small", weights_dir: str | Path = WEI
 
 
 def cached_results(name: str, columns=(), path: str | Path | None = None):
-    """A shipped multi-seed result table and the command that computed it.
+    """A shipped multi-seed result table and the command that computed it (with its time).
 
-    Each table is a CSV in ``vicreg_lab/cached/`` whose first line is ``# COMMAND | TIME``.
-
-    Parameters
-    ----------
-    name : str
-        Table name: ``vicreg_lab/cached/NAME.csv`` (e.g. ``"augment-cpu"``).
-    columns : sequence of str
-        Columns the caller needs; a file without them is refused.
-    path : str or Path, optional
-        Another file in the same format.
-
-    Returns
-    -------
-    (pandas.DataFrame, str)
-        One row per run, and the command line (with its wall time).
-
-    Raises
-    ------
-    FileNotFoundError
-        No such table (the message says which scripts write them).
-    ValueError
-        The file lacks a needed column or has no rows.
+    Reads ``vicreg_lab/cached/NAME.csv`` (or ``path``), a CSV whose first line is
+    ``# COMMAND | TIME``, and returns ``(DataFrame, command)``; a file without rows or
+    without the needed ``columns`` is refused.
     """
     import pandas as pd
 
@@ -125,40 +82,18 @@ def sha256_of(path: str | Path) -> str:
 def load_pretrained(
     name: str = "synthetic-small", device: str = "cpu", weights_dir: str | Path = WEIGHTS_DIR
 ):
-    """Load a shipped encoder as a fitted :class:`vicreg_lab.VICReg`.
+    """Load a shipped encoder as a fitted :class:`vicreg_lab.VICReg`, checksum first.
 
-    The file's SHA-256 is compared with its card first, then the weights are
-    read with ``torch.load(weights_only=True)``.
-
-    Parameters
-    ----------
-    name : str, default="synthetic-small"
-        One of :func:`available_pretrained`.
-    device : str, default="cpu"
-    weights_dir : str or Path
-        Where the cards and weights live.
-
-    Returns
-    -------
-    VICReg
-        Fitted: ``transform`` embeds volumes; ``history_`` is the long run's
-        history; ``pretrained_info_`` is the card.
-
-    Raises
-    ------
-    KeyError
-        Unknown name.
-    FileNotFoundError
-        The card exists but its weights file does not.
-    ValueError
-        The file's checksum does not match the card (corrupt or replaced file).
+    ``name`` is one of :func:`available_pretrained`. The model's ``history_`` is the long
+    run's and ``pretrained_info_`` its card. Raises KeyError (unknown name),
+    FileNotFoundError (weights missing) or ValueError (checksum mismatch).
 
     Examples
     --------
     >>> from vicreg_lab.pretrained import load_pretrained
     >>> model = load_pretrained("synthetic-small")
     >>> model.pretrained_info_["shape"]
-    [32, 32, 32]
+    [48, 48, 48]
     """
     from vicreg_lab.train import VICReg
 
@@ -188,25 +123,19 @@ def evaluate_pretrained(
 ):
     """Probe a shipped encoder on held-out synthetic subjects, beside both baselines.
 
-    By default the held-out subjects are new people on the SAME scanners: the subjects
-    that follow the training cohort's in its seed (:meth:`SyntheticCohort.held_out`).
-    With ``cohort_seed`` another seed draws other scanners too: a new-scanner test.
-    The baselines are those of :func:`vicreg_lab.probes.embeddings_with_baselines`
-    (random init of the same architecture with eval-mode and recalibrated BatchNorm,
-    raw voxels, the intensity histogram).
+    By default the held-out subjects are new people on the SAME scanners (the subjects
+    after the training cohort's in its seed, :meth:`SyntheticCohort.held_out`); another
+    ``cohort_seed`` draws other scanners too. Baselines as in
+    :func:`vicreg_lab.probes.embeddings_with_baselines`.
 
     Parameters
     ----------
-    name : str
     n_subjects : int
         Held-out subjects.
     cohort_seed : int, optional
         Seed of a cohort with other scanners; must differ from the training cohort's.
-    seeds : sequence of int
-        Seeds of the cross-validation splits (mean and sd pool seeds x folds).
-    cv : int
-        Folds per seed.
-    weights_dir : str or Path
+    seeds, cv : sequence of int, int
+        Seeds of the cross-validation splits, and folds per seed.
 
     Returns
     -------
@@ -236,29 +165,14 @@ def evaluate_pretrained(
 
 
 def export_pretrained(
-    checkpoint: str | Path,
-    name: str,
-    card: dict,
-    weights_dir: str | Path = WEIGHTS_DIR,
+    checkpoint: str | Path, name: str, card: dict, weights_dir: str | Path = WEIGHTS_DIR
 ) -> Path:
     """Turn a training checkpoint into a shipped encoder: weights without optimizer + card.
 
-    Parameters
-    ----------
-    checkpoint : str or Path
-        A file written by :meth:`VICReg.save` or a training checkpoint.
-    name : str
-        The name :func:`load_pretrained` will know it by.
-    card : dict
-        What the card should say (command, cohort, wall time, ...); the file
-        name, checksum, steps, epochs, shape, parameters, versions and hardware
-        are added here.
-    weights_dir : str or Path
-
-    Returns
-    -------
-    Path
-        The card.
+    ``checkpoint`` is a file written by :meth:`VICReg.save` or a training checkpoint;
+    ``card`` says what it can (command, cohort, wall time, ...): the file name, checksum,
+    steps, epochs, shape, parameters, versions and hardware are added. Returns the card's
+    path.
     """
     import torch
 
@@ -271,6 +185,8 @@ def export_pretrained(
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     steps = state["history"]["step"]
+    terms = ("loss", "invariance", "variance", "covariance")
+    final_terms = {k: steps[-1][k] for k in terms} if steps else {}
     full = dict(card)
     full.update(
         file=path.name,
@@ -279,9 +195,7 @@ def export_pretrained(
         epochs=int(state["epochs_done"]),
         shape=list(state["input_size"]),
         params=state["params"],
-        final_terms={k: steps[-1][k] for k in ("loss", "invariance", "variance", "covariance")}
-        if steps
-        else {},
+        final_terms=final_terms,
         versions=package_versions(),
         hardware=card.get("hardware") or hardware(),
     )

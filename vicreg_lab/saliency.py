@@ -1,29 +1,26 @@
 """Which regions matter: occlusion sensitivity of an encoder, shown over the MNI template.
 
-Occlusion (Zeiler & Fergus 2014) asks the encoder directly: hide a cube of the input
-(replace it by a baseline, e.g. the cohort's mean image) and measure how much the
-output changes. Sliding the cube over the volume gives a 3D map on the input grid:
-
-- :func:`occlusion_sensitivity`: the map. The output measured is the embedding itself
-  (L2 distance), a linear read-out of it (e.g. the age direction of a ridge probe: the
-  map is then in years), or any function of the embedding. All occluded copies of a
-  volume are built with tensor operations and run through the encoder in batches.
-- :func:`ridge_direction`: the age (or any numeric target) direction in embedding
-  space, to pass as ``target``.
-- :func:`to_nifti`: the map as a NIfTI image, resampled onto the MNI152 template grid.
-- :func:`plot_occlusion`: the image over the template with nilearn's ``plot_stat_map``.
-
-A map is a description of one encoder on some volumes, not a test: it shows where the
-encoder's output is sensitive, including places a probe would not use.
+Occlusion (Zeiler & Fergus 2014) hides a cube of the input (replaced by a baseline, e.g.
+the cohort's mean image) and measures how much the encoder's output changes; sliding the
+cube over the volume gives a 3D map (:func:`occlusion_sensitivity`). The output measured
+is the embedding (L2 distance), a linear read-out such as the age direction of
+:func:`ridge_direction` (the map is then in years), or any function of the embedding.
+:func:`to_nifti` and :func:`plot_occlusion` show it on the MNI152 template. A map
+describes where one encoder is sensitive, including places a probe would not use.
 
 Examples
 --------
+An encoder that only looks at one corner is only sensitive there:
+
 >>> import torch
 >>> from torch import nn
->>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(16**3, 4))
->>> volumes = torch.rand(3, 1, 16, 16, 16)
->>> occlusion_sensitivity(encoder, volumes, patch=8).shape
-(16, 16, 16)
+>>> class LooksAtOneCorner(nn.Module):
+...     def forward(self, x):
+...         return x[:, :, :4, :4, :4].flatten(1)
+>>> volumes = torch.rand(2, 1, 8, 8, 8) + 1
+>>> saliency = occlusion_sensitivity(LooksAtOneCorner(), volumes, patch=4, baseline="zero")
+>>> bool(saliency[:4, :4, :4].min() > 0), float(saliency[4:].max())
+(True, 0.0)
 """
 
 from __future__ import annotations
@@ -57,99 +54,58 @@ def occlusion_sensitivity(
 ) -> np.ndarray:
     """Occlusion-sensitivity map: how much the encoder's output changes when a cube is hidden.
 
-    For every position of a ``patch``-sized cube (moved by ``stride``; the last cube
-    along each axis is shifted to end at the border, so every voxel is covered), the
-    cube is replaced by ``baseline`` and the change of the output is recorded. A voxel's
-    value is the mean change over all the cubes that contain it. The encoder runs in
-    eval mode (BatchNorm uses its running statistics, so a copy's output does not depend
-    on the others in its batch), without gradients; its train/eval flags are restored.
+    A ``patch``-sized cube, moved by ``stride`` (the last one ends at the border), is
+    replaced by ``baseline``; a voxel gets the mean change over the cubes that contain it.
+    The encoder runs in eval mode, so that BatchNorm does not mix the occluded copies.
 
     Parameters
     ----------
     model : nn.Module or fitted VICReg
-        An encoder mapping ``(B, C, D, H, W)`` to ``(B, F)``, or a fitted
-        :class:`vicreg_lab.VICReg` (its ``encoder_``; volumes must then have its
-        ``input_size_``).
-    volumes : tensor or array
-        One volume ``(D, H, W)`` or ``(C, D, H, W)``, or a batch ``(N, C, D, H, W)``.
-        Must be finite.
+        An encoder ``(B, C, D, H, W) -> (B, F)``, or a fitted VICReg (its ``encoder_``).
+    volumes : tensor or array (D, H, W), (C, D, H, W) or (N, C, D, H, W)
     target : None, array-like (F,) or callable
-        What change is measured, for an occluded copy with embedding ``e`` and the
-        intact volume's ``e0``:
-
-        - ``None``: the embedding's L2 distance ``||e - e0||`` (>= 0);
-        - a direction ``w`` (F,): the signed change ``(e - e0) @ w``, e.g. of a linear
-          age prediction (see :func:`ridge_direction`; the map is then in years);
-        - a callable ``f(embeddings (B, F) tensor) -> (B,)``: the signed change
-          ``f(e) - f(e0)``.
+        The change measured, for an occluded copy's embedding ``e`` and the intact ``e0``:
+        ``None``: ``||e - e0||``; a direction ``w``: ``(e - e0) @ w`` (e.g. a linear age
+        prediction, :func:`ridge_direction`); a callable ``f((B, F)) -> (B,)``:
+        ``f(e) - f(e0)``.
     patch : int or 3 ints
         Side(s) of the occluding cube, in voxels.
     stride : int or 3 ints, optional
-        Step between cube positions (default: ``patch``, cubes side by side). A smaller
-        stride gives a smoother map at a cost of ``(patch / stride)^3`` more forwards.
+        Step between cube positions (default ``patch``); ``(patch / stride)^3`` forwards.
     baseline : "mean", "zero", float or array-like
-        What replaces the cube. ``"mean"``: the voxel-wise mean of ``volumes`` (needs
-        N >= 2; the map then shows where a subject's departure from the average brain
-        matters). ``"zero"`` or a number: a constant. An array ``(D, H, W)`` or
-        ``(C, D, H, W)``: a reference volume, e.g. a cohort's mean image.
-    batch_size : int
-        Occluded copies per forward pass.
+        What replaces the cube: the voxel-wise mean of ``volumes`` (needs N >= 2: the
+        map shows where a subject's departure from the average brain matters), a
+        constant, or a reference volume ``(D, H, W)`` / ``(C, D, H, W)``.
     reduce : {"mean", "mean_abs", None}
-        How the volumes' maps are combined: their mean, the mean of their absolute
-        values, or not at all (one map per volume). With a signed ``target`` and
-        ``baseline="mean"``, the mean map of an encoder that is nearly linear is nearly
-        0 (occluding moves each subject towards the average, up for some and down for
-        others): ask for ``"mean_abs"`` to see where the read-out moves at all.
-    progress : bool
-        Show a ``tqdm.auto`` progress bar over the volumes.
+        Combine the volumes' maps by their mean, mean absolute value, or not at all. With
+        a signed ``target`` and ``baseline="mean"`` the mean cancels (occluding moves
+        subjects towards the average, some up, some down): ``"mean_abs"`` does not.
+    batch_size, progress : int, bool
+        Occluded copies per forward; a ``tqdm.auto`` bar over the volumes.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(D, H, W)``, or ``(N, D, H, W)`` when ``reduce=None``, on the input
-        grid.
-
-    Raises
-    ------
-    TypeError
-        ``model`` is neither an ``nn.Module`` nor a fitted VICReg; ``target`` of an
-        unknown kind.
-    ValueError
-        Volumes of a bad shape or not finite, shapes that do not match the model,
-        bad ``patch``/``stride``/``batch_size``/``baseline``/``reduce``, a direction whose length
-        is not the embedding size, a callable target returning the wrong shape.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> class LooksAtOneCorner(nn.Module):
-    ...     def forward(self, x):
-    ...         return x[:, :, :4, :4, :4].flatten(1)
-    >>> volumes = torch.rand(2, 1, 8, 8, 8) + 1
-    >>> saliency = occlusion_sensitivity(LooksAtOneCorner(), volumes, patch=4, baseline="zero")
-    >>> bool(saliency[:4, :4, :4].min() > 0), float(saliency[4:].max())
-    (True, 0.0)
+        float32 ``(D, H, W)``, or ``(N, D, H, W)`` when ``reduce=None``.
     """
     encoder, expected = _encoder_of(model)
     x = _as_batch(volumes, "volumes")
-    if expected is not None and tuple(x.shape[2:]) != tuple(expected):
-        raise ValueError(
-            f"volumes have shape {tuple(x.shape[2:])} but the model was trained on "
-            f"{tuple(expected)}: resize them first (e.g. torch.nn.functional.interpolate)"
-        )
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    _check_settings(tuple(x.shape[2:]), expected, batch_size, reduce)
     shape = tuple(x.shape[2:])
     patch = _triple(patch, "patch", shape)
     stride = patch if stride is None else _triple(stride, "stride", shape)
     base = _baseline(baseline, x)
     starts = [_starts(n, p, s) for n, p, s in zip(shape, patch, stride, strict=True)]
-    device = _device_of(encoder)
     score = _scorer(target)
+    stacked = _occlusion_maps(encoder, x, base, starts, patch, score, batch_size, progress)
+    if reduce is None:
+        return stacked
+    return (np.abs(stacked) if reduce == "mean_abs" else stacked).mean(0)
 
+
+def _occlusion_maps(encoder, x, base, starts, patch, score, batch_size, progress):
+    """One float32 voxel map per volume (N, D, H, W); the encoder's flags are restored."""
+    device = _device_of(encoder)
     flags = {m: m.training for m in encoder.modules()}
     maps = []
     try:
@@ -159,14 +115,11 @@ def occlusion_sensitivity(
                 values = _occlusion_values(
                     encoder, volume.to(device), base.to(device), starts, patch, score, batch_size
                 )
-                maps.append(_spread(values, starts, patch, shape))
+                maps.append(_spread(values, starts, patch, tuple(x.shape[2:])))
     finally:
         for module, flag in flags.items():
             module.training = flag
-    stacked = torch.stack(maps).numpy().astype(np.float32, copy=False)
-    if reduce is None:
-        return stacked
-    return (np.abs(stacked) if reduce == "mean_abs" else stacked).mean(0)
+    return torch.stack(maps).numpy().astype(np.float32, copy=False)
 
 
 def _occlusion_values(encoder, volume, base, starts, patch, score, batch_size) -> torch.Tensor:
@@ -268,6 +221,18 @@ def _encoder_of(model) -> tuple[nn.Module, tuple[int, ...] | None]:
     raise TypeError(f"model must be an nn.Module or a fitted VICReg, got {type(model).__name__}")
 
 
+def _check_settings(shape, expected, batch_size, reduce) -> None:
+    if expected is not None and shape != tuple(expected):
+        raise ValueError(
+            f"volumes have shape {shape} but the model was trained on "
+            f"{tuple(expected)}: resize them first (e.g. torch.nn.functional.interpolate)"
+        )
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+
+
 def _device_of(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -297,8 +262,7 @@ def _triple(value, name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     values = (value,) * 3 if isinstance(value, int | np.integer) else tuple(value)
     if len(values) != 3 or not all(isinstance(v, int | np.integer) and v >= 1 for v in values):
         raise ValueError(f"{name} must be a positive int or 3 positive ints, got {value!r}")
-    too_big = [v > n for v, n in zip(values, shape, strict=True)]
-    if any(too_big):
+    if any(v > n for v, n in zip(values, shape, strict=True)):
         raise ValueError(f"{name}={values} is larger than the volume shape {shape}")
     return tuple(int(v) for v in values)
 
@@ -345,26 +309,12 @@ def _progress(x: torch.Tensor, enabled: bool):
 def ridge_direction(embeddings, y, alphas=None) -> tuple[np.ndarray, float]:
     """A numeric target's linear direction in embedding space (standardised ridge).
 
-    ``StandardScaler`` then ``RidgeCV`` (alpha chosen by leave-one-out among
-    ``alphas``) are fitted on all rows, and folded into one direction in the raw
-    embedding units: ``prediction = embeddings @ w + b``. Pass ``w`` as the ``target``
-    of :func:`occlusion_sensitivity` to map the change of the prediction (in the units
-    of ``y``). Fitted on all rows, it describes; to *evaluate* a probe, use
-    :func:`vicreg_lab.probes.probe_table` (cross-validated).
-
-    Parameters
-    ----------
-    embeddings : array-like (N, F)
-    y : array-like (N,)
-        Numeric target (e.g. age).
-    alphas : sequence of float, optional
-        Ridge penalties to choose from; default that of the probes
-        (``vicreg_lab.probes.RIDGE_ALPHAS``).
-
-    Returns
-    -------
-    w : numpy.ndarray (F,)
-    b : float
+    ``StandardScaler`` then ``RidgeCV`` (leave-one-out alpha), fitted on all rows and
+    folded into raw embedding units: ``prediction = embeddings @ w + b``. Pass ``w`` as
+    the ``target`` of :func:`occlusion_sensitivity` to map the prediction's change in the
+    units of ``y`` (e.g. age). It describes; to *evaluate* a probe use
+    :func:`vicreg_lab.probes.probe_table` (cross-validated). ``alphas`` defaults to
+    ``vicreg_lab.probes.RIDGE_ALPHAS``; returns ``w`` (float32 (F,)) and ``b`` (float).
 
     Examples
     --------
@@ -417,11 +367,10 @@ def to_nifti(saliency, affine, resample_to="mni", interpolation: str = "linear")
     affine : array-like (4, 4)
         Voxel-to-world (mm) affine of that grid, e.g. ``SyntheticCohort.affine``.
     resample_to : "mni", None or image
-        ``"mni"``: nilearn's 2 mm MNI152 template grid (bundled, offline). ``None``: keep
-        the map's grid. A NIfTI image (or path): its grid. Outside the map's field of view
-        the image is 0.
+        ``"mni"``: nilearn's 2 mm MNI152 template grid (bundled, offline); ``None``: keep
+        the map's grid; a NIfTI image (or path): its grid. 0 outside the map's field of view.
     interpolation : {"linear", "nearest", "continuous"}
-        Resampling interpolation; ``"linear"`` does not overshoot at the cube edges.
+        ``"linear"`` does not overshoot at the cube edges.
 
     Returns
     -------
@@ -468,9 +417,9 @@ def plot_occlusion(
 ):
     """Show an occlusion map over a background brain with nilearn's ``plot_stat_map``.
 
-    A map with no negative value (an embedding distance, a ``"mean_abs"`` map) is drawn
-    with a sequential colour scale from 0; a signed one with a diverging scale centred
-    on 0 (red: hiding the region raises the read-out, blue: lowers it).
+    A map with no negative value (an embedding distance, a ``"mean_abs"`` map) gets a
+    sequential colour scale from 0; a signed one a diverging scale centred on 0 (red:
+    hiding the region raises the read-out, blue: lowers it).
 
     Parameters
     ----------
@@ -478,30 +427,15 @@ def plot_occlusion(
         A 3D map (:func:`to_nifti`).
     bg_img : "mni" or image
         Background: nilearn's 2 mm MNI152 template (offline), or any image.
-    title : str, optional
     threshold : "auto", float or None
-        Values with ``|value| <= threshold`` are not drawn, so the brain shows through.
-        ``"auto"``: the median of ``|value|`` over the voxels where the map is not 0
-        (its field of view), so the stronger half is drawn. ``None``: draw everything.
-    display_mode : str
-        nilearn display mode: ``"ortho"``, ``"z"``, ``"x"``, ...
-    cut_coords : sequence of float, optional
-        Where to cut (mm). Default: nilearn's choice (near the map's strongest region).
-    **kwargs
-        Passed to :func:`nilearn.plotting.plot_stat_map` (``vmax``, ``cmap``,
-        ``transparency``: the map's opacity, 0.6 by default...).
+        ``|value| <= threshold`` is not drawn, so the brain shows through. ``"auto"``: the
+        median of ``|value|`` where the map is not 0 (the stronger half is drawn).
+    display_mode, cut_coords, **kwargs
+        Passed to :func:`nilearn.plotting.plot_stat_map` (``transparency`` defaults to 0.6).
 
     Returns
     -------
     matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> img = to_nifti(np.random.default_rng(0).random((12, 12, 12)), np.diag([12.0] * 3 + [1]))
-    >>> fig = plot_occlusion(img, title="random map")
-    >>> type(fig).__name__
-    'Figure'
     """
     import matplotlib.pyplot as plt
     import nibabel as nib
@@ -515,27 +449,24 @@ def plot_occlusion(
     data = np.asarray(image.get_fdata(dtype=np.float32))
     if not np.isfinite(data).all():
         raise ValueError("image has NaN or infinite values")
-    if isinstance(threshold, str):
-        if threshold != "auto":
-            raise ValueError(f"threshold must be 'auto', a number or None, got {threshold!r}")
-        defined = np.abs(data[data != 0])
-        threshold = float(np.median(defined)) if defined.size else None
+    threshold = _auto_threshold(data, threshold)
     if data.min() >= 0:
-        kwargs.setdefault("cmap", "hot")
-        kwargs.setdefault("symmetric_cbar", False)
-        kwargs.setdefault("vmin", 0.0)
+        kwargs = {"cmap": "hot", "symmetric_cbar": False, "vmin": 0.0, **kwargs}
     fig = plt.figure(figsize=(7.5, 2.8) if display_mode == "ortho" else (3.5, 3.5))
     plt.close(fig)
-    kwargs.setdefault("draw_cross", False)
-    kwargs.setdefault("transparency", 0.6)  # the anatomy shows through
+    kwargs = {"draw_cross": False, "transparency": 0.6, **kwargs}  # the anatomy shows through
     plotting.plot_stat_map(
-        image,
-        bg_img=_image_or_mni(bg_img),
-        figure=fig,
-        title=title,
-        threshold=threshold,
-        display_mode=display_mode,
-        cut_coords=cut_coords,
-        **kwargs,
-    )
+        image, bg_img=_image_or_mni(bg_img), figure=fig, title=title, threshold=threshold,
+        display_mode=display_mode, cut_coords=cut_coords, **kwargs,
+    )  # fmt: skip
     return fig
+
+
+def _auto_threshold(data: np.ndarray, threshold):
+    """``threshold``, or for ``"auto"`` the median of ``|data|`` where it is not 0."""
+    if not isinstance(threshold, str):
+        return threshold
+    if threshold != "auto":
+        raise ValueError(f"threshold must be 'auto', a number or None, got {threshold!r}")
+    defined = np.abs(data[data != 0])
+    return float(np.median(defined)) if defined.size else None

@@ -78,75 +78,60 @@ class VICReg(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     encoder : str or nn.Module, default="small_cnn"
-        An encoder name from :func:`vicreg_lab.models.list_encoders` or a module.
+        A name from :func:`vicreg_lab.models.list_encoders`, or a module.
     expander : str, default="512-512"
-        Expander spec (official VICReg: ``"8192-8192-8192"``).
+        Expander widths (official VICReg: ``"8192-8192-8192"``).
     inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
         Loss weights (see :class:`vicreg_lab.VICRegLoss`).
     optimizer : {"adamw", "lars"}, default="adamw"
-        LARS follows the official code (base lr ``0.2 * batch_size / 256``, weight decay
-        1e-6, momentum 0.9, eta 0.001, biases and norms exempt; see :class:`LARS`).
-    lr : float, optional
-        Base learning rate; default ``1e-3`` for AdamW and ``0.2 * batch_size / 256`` for LARS.
-    weight_decay : float, optional
-        Weight decay (not applied to biases and normalisation parameters); default
-        ``1e-4`` for AdamW and ``1e-6`` for LARS (the official VICReg value).
+        LARS as in the official code (see :class:`vicreg_lab.optim.LARS`).
+    lr, weight_decay : float, optional
+        Defaults: AdamW 1e-3 and 1e-4; LARS ``0.2 * batch_size / 256`` and 1e-6.
     warmup_epochs : float, default=1
         Linear warm-up, then cosine decay, per step.
-    batch_size : int, default=32
-    max_epochs : int, default=10
+    batch_size, max_epochs : int, default=32, 10
     input_size : tuple of int, optional
-        Shape (D, H, W) of the views; default: the shape of the volumes.
+        Shape (D, H, W) of the views; default: the volumes' shape.
     augmentation : "batched", "torchio" or callable, default="batched"
-        "batched": :class:`vicreg_lab.BatchedAugment` applied on the training device;
-        "torchio": :class:`vicreg_lab.SimCLRTransform` in the DataLoader workers; a callable
+        "batched": :class:`vicreg_lab.BatchedAugment` on the training device; "torchio":
+        :class:`vicreg_lab.SimCLRTransform` in the DataLoader workers; a callable
         ``f(x, generator) -> views`` on a batch (B, 1, D, H, W).
     augment_params : dict, optional
-        Strength knobs passed to the augmentation (see :mod:`vicreg_lab.augment`).
+        Strength knobs of the augmentation (see :class:`vicreg_lab.AugmentParams`).
     device : str, default="auto"
         "auto" picks CUDA when available.
     precision : {"auto", "bf16", "fp32"}, default="auto"
-        "auto" is bf16 autocast on CUDA GPUs with native bfloat16 (Ampere and later) and
-        fp32 elsewhere (CPUs, and GPUs such as the T4 that would only emulate it).
+        "auto": bf16 autocast on GPUs with native bfloat16, fp32 elsewhere.
     num_workers : int, default=0
         DataLoader workers.
     checkpoint_dir : str or Path, optional
-        Where ``last.ckpt`` is written at the end of every epoch (atomically).
+        Where ``last.ckpt`` is written (atomically) at the end of every epoch.
     seed : int, default=0
     progress : bool, default=True
-        Show a ``tqdm.auto`` progress bar with the loss terms.
+        A ``tqdm.auto`` progress bar with the loss terms.
     callbacks : sequence of callables, optional
-        Each is called as ``callback(estimator, event, record)`` with event ``"step"`` or
-        ``"epoch"``; see :class:`vicreg_lab.lab.callbacks.LiveLossPlot` for a live plot.
+        Called as ``callback(estimator, event, record)``, event ``"step"`` or ``"epoch"``.
     sync_batchnorm : bool, optional
-        Convert BatchNorm to SyncBatchNorm under torch.distributed (several processes).
-        Default (None): on CUDA, as the official code does; on CPU (gloo) BatchNorm
-        stays per process, since PyTorch's SyncBatchNorm only runs on GPUs. True
-        converts (an error on CPU), False never does.
+        SyncBatchNorm under torch.distributed; default: on CUDA only (it does not run on CPU).
     encoder_kwargs : dict, optional
-        Passed to :func:`vicreg_lab.models.build_encoder` with a named encoder, e.g.
-        ``{"output_stride": 8}`` for a finer ``small_cnn`` feature map, or
-        ``{"width": 0.5}`` for a ResNet. Stored in checkpoints.
+        Passed to :func:`vicreg_lab.models.build_encoder`, e.g. ``{"width": 0.5}``.
 
     Attributes
     ----------
     encoder_, expander_ : nn.Module
         The trained networks.
     history_ : dict
-        ``"step"``: one record per step (epoch, step, the loss terms, lr, volumes/s);
-        ``"epoch"``: one record per epoch (mean terms, lr, volumes/s, seconds, and
-        ``collapse`` / ``collapse_expander``: collapse reports of a held batch, the
-        representation's scale-free, the expander's with ``target_std=1.0``; their
-        ``scale`` field says which). The loss terms are those of
-        :class:`vicreg_lab.VICRegLoss` (:attr:`TERMS`).
+        ``"step"``: a record per step (the loss terms, lr, volumes/s); ``"epoch"``: a record
+        per epoch with the mean terms and ``collapse`` / ``collapse_expander``, collapse
+        reports of a held batch (the representation's scale-free, the expander's against
+        the variance target std 1).
     representation_size_ : int
 
     Examples
     --------
-    >>> from vicreg_lab import SyntheticCohort, VICReg           # doctest: +SKIP
     >>> cohort = SyntheticCohort(n_subjects=64, shape=(32, 32, 32))  # doctest: +SKIP
-    >>> model = VICReg(max_epochs=2).fit(cohort)                # doctest: +SKIP
-    >>> embeddings = model.transform(cohort)                     # doctest: +SKIP
+    >>> model = VICReg(max_epochs=2).fit(cohort)                     # doctest: +SKIP
+    >>> embeddings = model.transform(cohort)                          # doctest: +SKIP
     """
 
     #: Keys of the loss dict (and of every step record).
@@ -320,16 +305,29 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- training
 
-    def _views(self, batch, device: torch.device, generator: torch.Generator):
-        """``(view1, view2), (geometry1, geometry2)``; geometries are None if unknown."""
-        if isinstance(batch, (tuple, list)) and len(batch) == 3:  # (view1, view2, targets)
-            return (batch[0].to(device), batch[1].to(device)), (None, None)
-        x = image_of(batch).to(device, non_blocking=True)
-        if self._augment is None:
+    def _views_function(self, data) -> Callable:
+        """How a batch becomes two views, chosen once per :meth:`fit`.
+
+        A DataLoader whose ``collate_fn`` is a :class:`~vicreg_lab.augment.TwoViewsCollate`
+        (or ``augmentation="torchio"``, for which :meth:`_loader` builds one) already yields
+        ``(view1, view2, targets)``; anything else yields volumes, augmented on the device.
+        """
+        from vicreg_lab.augment import TwoViewsCollate
+
+        if isinstance(data, DataLoader) and isinstance(data.collate_fn, TwoViewsCollate):
+            return _pair_of_views
+        if self._augment is not None:
+            return self._augmented_views
+        if isinstance(data, DataLoader):
             raise ValueError(
                 "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
                 "or a DataLoader with TwoViewsCollate yielding (view1, view2, targets)"
             )
+        return _pair_of_views
+
+    def _augmented_views(self, batch, device: torch.device, generator: torch.Generator):
+        """Two views of each volume, drawn on ``device``, and their geometries."""
+        x = image_of(batch).to(device, non_blocking=True)
         view1, geometry1 = self._augment(x, generator)
         view2, geometry2 = self._augment(x, generator)
         return (view1, view2), (geometry1, geometry2)
@@ -350,19 +348,11 @@ class VICReg(TransformerMixin, BaseEstimator):
         return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
 
     def fit(self, data, resume: bool = False) -> VICReg:
-        """Train on ``data``: a Dataset of volumes (1, D, H, W) or a DataLoader.
+        """Train on a Dataset of volumes (1, D, H, W), or a DataLoader.
 
-        Parameters
-        ----------
-        data : Dataset or DataLoader
-            Items may be a tensor, ``(image, target)`` or a dict with key ``"image"``;
-            a DataLoader may also yield ``(view1, view2, targets)`` (TwoViewsCollate).
-        resume : bool, default=False
-            Continue from ``checkpoint_dir/last.ckpt`` if it exists.
-
-        Returns
-        -------
-        self
+        Items may be a tensor, ``(image, target)`` or a dict with key ``"image"``; a
+        DataLoader with a :class:`~vicreg_lab.augment.TwoViewsCollate` yields views already.
+        ``resume=True`` continues from ``checkpoint_dir/last.ckpt`` if it exists.
         """
         self._check_params()
         device = self._resolve_device()
@@ -389,10 +379,11 @@ class VICReg(TransformerMixin, BaseEstimator):
                 f"fewer than batch_size={self.batch_size}"
             )
         schedule = (steps_per_epoch, int(self.warmup_epochs * steps_per_epoch))
+        views_of = self._views_function(data)
         total = steps_per_epoch * self.max_epochs
         bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and is_main())
         for epoch in range(start_epoch, self.max_epochs):
-            self._train_epoch(data, epoch, device, criterion, schedule, bar)
+            self._train_epoch(data, epoch, device, criterion, schedule, views_of, bar)
             self._end_epoch(epoch, held)
         if bar is not None:
             bar.close()
@@ -401,7 +392,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             network.eval()
         return self
 
-    def _train_epoch(self, data, epoch, device, criterion, schedule, bar) -> None:
+    def _train_epoch(self, data, epoch, device, criterion, schedule, views_of, bar) -> None:
         steps_per_epoch, warmup = schedule
         total = steps_per_epoch * self.max_epochs
         autocast_dtype = self._autocast_dtype(device)
@@ -414,7 +405,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             lr = lr_at_step(step, total, warmup, self.base_lr_)
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
-            views, geometries = self._views(batch, device, generator)
+            views, geometries = views_of(batch, device, generator)
             with torch.autocast(
                 device.type,
                 dtype=autocast_dtype or torch.float32,
@@ -462,11 +453,9 @@ class VICReg(TransformerMixin, BaseEstimator):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Un-augmented volumes as the encoder sees its training views.
 
-        Both built-in augmentations (``BatchedAugment`` and ``SimCLRTransform``) start
-        by min-max rescaling each source volume to [0, 1]; un-augmented volumes (for
-        ``transform``, the held batch, the baselines) get the same rescaling, then are
-        resized to ``input_size_``. Without it the encoder would be evaluated on raw
-        scanner intensities it never saw in training.
+        Both augmentations start by min-max rescaling each volume to [0, 1]: un-augmented
+        volumes get the same, then are resized to ``input_size_``, so that the encoder is
+        not evaluated on raw scanner intensities it never saw in training.
         """
         x = x.float()
         flat = x.flatten(1)
@@ -578,10 +567,10 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> VICReg:
-        """Load an estimator written by :meth:`save` (or a training checkpoint).
+        """Load an estimator written by :meth:`save` or a training checkpoint.
 
-        The file is read with ``torch.load(weights_only=True)``: it cannot run code. A
-        VICRegL checkpoint gives a :class:`vicreg_lab.vicregl.VICRegL`.
+        Read with ``weights_only=True``: the file cannot run code. A VICRegL checkpoint
+        gives a :class:`vicreg_lab.vicregl.VICRegL`.
         """
         state = load_checkpoint(path)
         klass, params = _estimator_of(state)
@@ -604,32 +593,17 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def transform(self, data, batch_size: int | None = None) -> np.ndarray:
-        """Embed volumes with the trained encoder (the representation, before the expander).
-
-        Parameters
-        ----------
-        data : Dataset, DataLoader or tensor of shape (N, 1, D, H, W)
-
-        Returns
-        -------
-        numpy.ndarray of shape (N, representation_size_)
-        """
+        """Representations (before the expander) of a Dataset, DataLoader or (N, 1, D, H, W)
+        tensor, as an array (N, representation_size_)."""
         self._check_fitted()
         return self._encode(data, batch_size, self.encoder_)
 
     @torch.no_grad()
     def feature_maps(self, data, batch_size: int | None = None) -> np.ndarray:
-        """The trained encoder's feature maps (before pooling and before any expander).
+        """Feature maps (N, representation_size_, d, h, w), before pooling.
 
-        Parameters
-        ----------
-        data : Dataset, DataLoader or tensor of shape (N, 1, D, H, W)
-
-        Returns
-        -------
-        numpy.ndarray of shape (N, representation_size_, d, h, w)
-            Cell ``j`` along an axis is centred on voxel ``offset + stride * j`` of the
-            (resized) volume, with ``(stride, offset) = encoder_.feature_grid``.
+        Cell ``j`` along an axis is centred on voxel ``offset + stride * j`` of the resized
+        volume, with ``(stride, offset) = encoder_.feature_grid``.
         """
         self._check_fitted()
         if not callable(getattr(self.encoder_, "forward_features", None)):
@@ -732,6 +706,11 @@ def _views_and_geometry(output):
     if isinstance(output, (tuple, list)) and len(output) == 2 and torch.is_tensor(output[1]):
         return output[0], output[1]
     return output, None
+
+
+def _pair_of_views(batch, device: torch.device, generator=None):
+    """A ``(view1, view2, targets)`` batch's views, on ``device``; no geometry is known."""
+    return (batch[0].to(device), batch[1].to(device)), (None, None)
 
 
 def _len(data) -> int:

@@ -1,46 +1,20 @@
 r"""VICRegL (Bardes, Ponce & LeCun, NeurIPS 2022) on 3D feature maps.
 
-VICReg only sees the pooled embedding of each view: nothing asks the encoder's feature
-map to be meaningful cell by cell. VICRegL adds a *local* VICReg term on the feature
-maps, between cells of the two views that show the same part of the brain::
+VICReg only sees the pooled embedding of each view. VICRegL adds a *local* VICReg term
+between cells of the two views' feature maps that show the same part of the brain::
 
-    loss  = alpha * global + (1 - alpha) * local             # alpha = 0.75
-    global = VICReg(z1, z2)                                  # pooled embeddings (B, D)
-    local  = sum over the 2 matchings (features, location) of
+    loss   = alpha * global + (1 - alpha) * local               # alpha = 0.75
+    global = VICReg(z1, z2)                                     # pooled embeddings (B, D)
+    local  = sum over the matchings (features, location) of
              the mean over their 2 directions of VICReg(m1[matched], m2[matched])
 
-``m1, m2`` are the feature maps after a dense (1x1x1) expander, ``(B, C, d, h, w)``.
-The four matchings pair every kept cell with one cell of the other view:
-
-- **by features**: view-1 cell ``i`` with its nearest neighbour (L2) among the view-2
-  cells, and the same from view 2 to view 1 (each direction keeps the ``num_matches``
-  pairs with the smallest distances, or all of them with ``l2_all_matches``);
-- **by location**: view-1 cell ``i`` with the view-2 cell whose centre lies nearest to
-  it *in the source volume*, and back; each direction keeps the ``num_matches`` closest
-  pairs. Locations come from the augmentation's geometry (crop, flips, rotation; see
-  :func:`feature_locations`), so a flipped view is matched to its mirror image.
-
-On the ``k`` matched pairs ``(B, k, C)`` the local VICReg term is computed as the
-official code does: invariance is the MSE over all pairs; variance and covariance are
-statistics over the batch, *separately for every match index* (the ``k`` kept cells of
-each sample, in raster order), then averaged over the ``k`` indices. The two directions
-of a matching are averaged and the two matchings summed, as in the official code since
-its commit d14c226 ("Fix local loss"); before it, the local term was half as large.
-
-Efficiency: distances are one batched ``torch.cdist`` per matching (no grad: only
-their ranks are used), the selection one ``min`` + ``topk`` over the whole batch; no
-Python loop touches a location. The ``k`` covariance terms reuse
-:func:`vicreg_lab.losses.offdiag_sq_sum` (the ``N x N`` Gram form whenever the batch is
-smaller than the channels) through ``torch.vmap``.
-
-Compared with facebookresearch/VICRegL (``main_vicregl.py``), see ``docs/vicregl.md``:
-same ``alpha``, the same matching rules, statistics and combination of the matchings
-(``tests/test_vicregl.py`` checks the numbers against a rewrite of the official
-functions); our covariance is *summed* over the two views, as in VICReg and
-:func:`vicreg_lab.losses.vicreg_loss` (the official VICRegL averages it:
-``cov_coeff=0.5`` reproduces its weighting); flips are honoured in the locations (the
-official default, ``--no-flip-grid 1``, ignores them); cell centres are receptive-field
-centres when the encoder declares ``feature_grid``.
+A matching pairs each kept cell of one view with its nearest cell of the other, by
+feature distance or by distance in the source volume (from the augmentation's geometry,
+:func:`feature_locations`, so a flipped view is matched to its mirror image). On the
+matched pairs ``(B, k, C)``, as in the official code, variance and covariance are batch
+statistics *per match index*, averaged over the ``k`` indices. Differences from the
+official ``main_vicregl.py`` (covariance summed over the two views, flips honoured,
+receptive-field cell centres) are listed in ``docs/vicregl.md``.
 """
 
 from __future__ import annotations
@@ -53,12 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vicreg_lab.distributed import gather_with_grad, world_size
-from vicreg_lab.losses import (
-    center,
-    check_embeddings,
-    offdiag_sq_sum,
-    vicreg_loss,
-)
+from vicreg_lab.losses import center, check_embeddings, offdiag_sq_sum, vicreg_loss
 from vicreg_lab.models import build_local_expander
 from vicreg_lab.train import VICReg, channels_last
 
@@ -73,21 +42,17 @@ __all__ = [
 ]
 
 #: Keys of the dict returned by :func:`vicregl_loss`.
-TERMS = (
-    "loss",
-    "invariance",
-    "variance",
-    "covariance",
-    "global",
-    "local",
-    "local_invariance",
-    "local_variance",
-    "local_covariance",
-)
+TERMS = ("loss", "invariance", "variance", "covariance", "global", "local")
+TERMS += ("local_invariance", "local_variance", "local_covariance")
 
 #: Fraction of the cells kept per direction when ``num_matches`` is None: the official
 #: default keeps 20 of the 7 x 7 = 49 cells of a 224-pixel crop.
 DEFAULT_MATCH_FRACTION = 20 / 49
+
+#: The keyword arguments of :func:`vicregl_loss`: attributes of VICRegLLoss, the first
+#: six of VICRegL too.
+_SETTINGS = ("alpha", "num_matches", "l2_all_matches", "inv_coeff", "var_coeff", "cov_coeff")
+_SETTINGS += ("gamma", "eps", "gather_distributed", "check_finite")
 
 
 def vicregl_loss(
@@ -112,137 +77,49 @@ def vicregl_loss(
 
     Parameters
     ----------
-    z1, z2 : torch.Tensor of shape (B, D)
-        Global embeddings of the two views (expander of the pooled representation).
-    maps1, maps2 : torch.Tensor of shape (B, C, d1, h1, w1) and (B, C, d2, h2, w2)
-        Local embeddings of the two views (dense expander of the feature maps). The two
-        maps may have different sizes (views of different sizes).
-    locations1, locations2 : torch.Tensor of shape (B, d, h, w, 3)
-        Where each cell of ``maps1`` / ``maps2`` lies in the source volume (voxel index
-        coordinates, see :func:`feature_locations`).
+    z1, z2 : torch.Tensor (B, D)
+        Global embeddings of the two views.
+    maps1, maps2 : torch.Tensor (B, C, d, h, w)
+        Local embeddings (dense expander of the feature maps); their sizes may differ.
+    locations1, locations2 : torch.Tensor (B, d, h, w, 3)
+        Source-volume coordinates of every cell (:func:`feature_locations`).
     alpha : float, default=0.75
         Weight of the global term; the local term gets ``1 - alpha``.
     num_matches : int, optional
-        Pairs kept per sample and direction (at most the number of cells of the
-        querying map). Default: ``ceil(20 / 49 * cells)``, the official ratio.
+        Pairs kept per sample and direction; default ``ceil(20 / 49 * cells)`` (official).
     l2_all_matches : bool, default=False
-        Keep all the feature-distance pairs (the official code's default,
-        ``--l2_all_matches 1``) instead of the ``num_matches`` nearest.
-    inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
-        Weights of the VICReg terms, in both the global and the local term.
-    gamma, eps : float, default=1.0, 1e-4
-        Target standard deviation, and the constant added under the square root.
-    gather_distributed : bool, default=False
-        Variance and covariance on the embeddings and matched cells of all processes
-        (with gradients); invariances stay local. See :func:`vicreg_lab.vicreg_loss`.
-    check_finite : bool, default=True
-        Raise a ValueError on NaN or infinite inputs.
+        Keep every feature-distance pair (the official default) instead of the nearest.
+    inv_coeff, var_coeff, cov_coeff, gamma, eps, gather_distributed, check_finite
+        As in :func:`vicreg_lab.vicreg_loss`, for both terms (invariances stay local).
 
     Returns
     -------
     dict of str to torch.Tensor
-        ``"loss"`` (``alpha * global + (1 - alpha) * local``), ``"global"`` and
-        ``"local"`` (weighted sums of their three terms), ``"invariance"``,
-        ``"variance"``, ``"covariance"`` (the global terms, unweighted, as in
-        :func:`vicreg_lab.vicreg_loss`) and ``"local_invariance"``,
-        ``"local_variance"``, ``"local_covariance"`` (unweighted; each matching
-        averaged over its two directions, the two matchings summed). Scalars,
-        float32 (float64 for float64 inputs).
-
-    Raises
-    ------
-    ValueError
-        For inputs of the wrong shape, batch sizes that disagree, fewer than two
-        samples, ``alpha`` outside [0, 1], ``num_matches < 1``, or non-finite values.
-
-    Examples
-    --------
-    >>> import torch
-    >>> z1, z2 = torch.randn(8, 32), torch.randn(8, 32)
-    >>> m1, m2 = torch.randn(8, 16, 2, 2, 2), torch.randn(8, 16, 2, 2, 2)
-    >>> grid = cell_centres((2, 2, 2), grid=(8, 3.5))  # cells of a 16^3 view
-    >>> loc = grid.expand(8, 2, 2, 2, 3)  # the same crop for both views
-    >>> out = vicregl_loss(z1, z2, m1, m2, loc, loc)
-    >>> out["loss"].shape, "local_covariance" in out
-    (torch.Size([]), True)
+        Scalars keyed by :data:`TERMS`: ``"loss"``, the weighted ``"global"`` and ``"local"``,
+        and the unweighted terms of each. float32 (float64 for float64 inputs).
     """
     check_embeddings(z1, z2, check_finite=check_finite)
     _check_maps(z1, maps1, maps2, locations1, locations2, check_finite)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if num_matches is not None and (not isinstance(num_matches, int) or num_matches < 1):
-        raise ValueError(f"num_matches must be a positive int or None, got {num_matches!r}")
-
-    coeffs = dict(inv_coeff=inv_coeff, var_coeff=var_coeff, cov_coeff=cov_coeff)
-    glob = vicreg_loss(
-        z1, z2, gamma=gamma, eps=eps, gather_distributed=gather_distributed,
-        check_finite=False, **coeffs,
-    )  # fmt: skip
-    gather = gather_distributed and world_size() > 1
+    _check_settings(alpha, num_matches)
+    coeffs = (inv_coeff, var_coeff, cov_coeff)
+    glob = vicreg_loss(z1, z2, *coeffs, gamma, eps, gather_distributed, check_finite=False)
     with torch.autocast(device_type=maps1.device.type, enabled=False):
         wide = torch.float64 in (z1.dtype, z2.dtype, maps1.dtype, maps2.dtype)
         dtype = torch.float64 if wide else torch.float32
-        x1, x2 = _cells(maps1, dtype), _cells(maps2, dtype)
-        p1, p2 = _cells_xyz(locations1, dtype), _cells_xyz(locations2, dtype)
-        k1 = n_matches(num_matches, x1.shape[1])
-        k2 = n_matches(num_matches, x2.shape[1])
-        with torch.no_grad():  # only the ranks of the distances are used
-            feature_distances = torch.cdist(x1, x2)
-            location_distances = torch.cdist(p1, p2)
-        kf1, kf2 = (x1.shape[1], x2.shape[1]) if l2_all_matches else (k1, k2)
-        matchings = [
-            (x1, x2, feature_distances, kf1),
-            (x2, x1, feature_distances.transpose(1, 2), kf2),
-            (x1, x2, location_distances, k1),
-            (x2, x1, location_distances.transpose(1, 2), k2),
-        ]
-        terms = []
-        for query, candidates, distances, k in matchings:
-            a, b = _matched_pairs(query, candidates, distances, k)
-            terms.append(_local_terms(a, b, gamma=gamma, eps=eps, gather=gather))
-        local_inv, local_var, local_cov = _combine_matchings(terms)
+        local_inv, local_var, local_cov = _local_terms_of_matchings(
+            (maps1, maps2), (locations1, locations2), dtype, num_matches, l2_all_matches,
+            gamma=gamma, eps=eps, gather=gather_distributed and world_size() > 1,
+        )  # fmt: skip
         local = inv_coeff * local_inv + var_coeff * local_var + cov_coeff * local_cov
         glob_loss = glob["loss"].to(dtype)
         loss = alpha * glob_loss + (1 - alpha) * local
-    return {
-        "loss": loss,
-        "invariance": glob["invariance"],
-        "variance": glob["variance"],
-        "covariance": glob["covariance"],
-        "global": glob_loss,
-        "local": local,
-        "local_invariance": local_inv,
-        "local_variance": local_var,
-        "local_covariance": local_cov,
-    }
+    terms = (loss, glob["invariance"], glob["variance"], glob["covariance"], glob_loss, local)
+    return dict(zip(TERMS, (*terms, local_inv, local_var, local_cov), strict=True))
 
 
 class VICRegLLoss(nn.Module):
     """VICRegL loss as a module: ``VICRegLLoss(...)(z1, z2, maps1, maps2, loc1, loc2)``.
-
-    Returns the same dict as :func:`vicregl_loss`; the parameters are described there.
-
-    Parameters
-    ----------
-    alpha : float, default=0.75
-    num_matches : int, optional
-    l2_all_matches : bool, default=False
-    inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
-    gamma, eps : float, default=1.0, 1e-4
-    gather_distributed : bool, default=False
-    check_finite : bool, default=True
-
-    Examples
-    --------
-    >>> import torch
-    >>> from vicreg_lab.vicregl import VICRegLLoss, cell_centres
-    >>> maps = torch.randn(4, 8, 2, 2, 2, requires_grad=True)
-    >>> loc = cell_centres((2, 2, 2), grid=(16, 1.5)).expand(4, 2, 2, 2, 3)
-    >>> out = VICRegLLoss(alpha=0.0)(torch.randn(4, 8), torch.randn(4, 8), maps,
-    ...                              torch.randn(4, 8, 2, 2, 2), loc, loc)
-    >>> out["loss"].backward()
-    >>> bool(maps.grad.abs().sum() > 0)
-    True
+    Same parameters and returned dict as :func:`vicregl_loss`.
     """
 
     def __init__(
@@ -259,16 +136,9 @@ class VICRegLLoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.alpha = alpha
-        self.num_matches = num_matches
-        self.l2_all_matches = l2_all_matches
-        self.inv_coeff = inv_coeff
-        self.var_coeff = var_coeff
-        self.cov_coeff = cov_coeff
-        self.gamma = gamma
-        self.eps = eps
-        self.gather_distributed = gather_distributed
-        self.check_finite = check_finite
+        for name, value in locals().items():
+            if name in _SETTINGS:
+                setattr(self, name, value)
 
     def forward(
         self,
@@ -280,24 +150,8 @@ class VICRegLLoss(nn.Module):
         locations2: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Compute the loss; see :func:`vicregl_loss` for the returned dict."""
-        return vicregl_loss(
-            z1,
-            z2,
-            maps1,
-            maps2,
-            locations1,
-            locations2,
-            alpha=self.alpha,
-            num_matches=self.num_matches,
-            l2_all_matches=self.l2_all_matches,
-            inv_coeff=self.inv_coeff,
-            var_coeff=self.var_coeff,
-            cov_coeff=self.cov_coeff,
-            gamma=self.gamma,
-            eps=self.eps,
-            gather_distributed=self.gather_distributed,
-            check_finite=self.check_finite,
-        )
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        return vicregl_loss(z1, z2, maps1, maps2, locations1, locations2, **settings)
 
     def extra_repr(self) -> str:
         return (
@@ -315,21 +169,10 @@ def nearest_neighbour_matches(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair each query cell with its nearest candidate; keep the closest pairs.
 
-    For every sample ``b`` and query ``i``, the match is ``argmin_j distances[b, i, j]``;
-    of the ``Lq`` pairs, the ``num_matches`` with the smallest distance are kept and
-    returned in increasing query order (as the official code orders them).
-
-    Parameters
-    ----------
-    distances : torch.Tensor of shape (B, Lq, Lc)
-        Distances from every query cell to every candidate cell.
-    num_matches : int
-        Pairs kept per sample, ``1 <= num_matches <= Lq``.
-
-    Returns
-    -------
-    query_index, match_index : torch.Tensor of shape (B, num_matches), int64
-        Query cell ``query_index[b, n]`` is matched to candidate ``match_index[b, n]``.
+    Query ``i`` of sample ``b`` is matched to ``argmin_j distances[b, i, j]`` (distances
+    ``(B, Lq, Lc)``); the ``num_matches`` closest pairs (``1 <= num_matches <= Lq``) are
+    kept in increasing query order, as in the official code. Returns int64 ``(B,
+    num_matches)`` tensors: query ``query_index[b, n]`` matches ``match_index[b, n]``.
 
     Examples
     --------
@@ -349,30 +192,6 @@ def nearest_neighbour_matches(
     return query, match.gather(1, query)
 
 
-def _matched_pairs(query, candidates, distances, k):
-    """Rows of the matched pairs: (B, k, C) from the query map and from the other map."""
-    q_idx, c_idx = nearest_neighbour_matches(distances, k)
-    channels = query.shape[-1]
-    a = query.gather(1, q_idx[..., None].expand(-1, -1, channels))
-    b = candidates.gather(1, c_idx[..., None].expand(-1, -1, channels))
-    return a, b
-
-
-def _combine_matchings(terms: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The local (invariance, variance, covariance) from those of the four matchings.
-
-    ``terms`` holds the features 1 -> 2 and 2 -> 1, then the location 1 -> 2 and
-    2 -> 1 matchings. Each matching is averaged over its two directions and the two
-    matchings are *summed*, as ``_local_loss`` in the official main_vicregl.py does
-    since commit d14c226 ("Fix local loss"). Before that commit ``local_loss`` kept
-    only its last ``_local_loss`` call but still divided by the two calls, which
-    halved the sum: the mean of the four.
-    """
-    per_direction = torch.stack([torch.stack(t) for t in terms])  # (4, 3)
-    per_matching = per_direction.reshape(2, 2, 3).mean(dim=1)  # (features | location, 3)
-    return tuple(per_matching.sum(dim=0).unbind())
-
-
 def n_matches(num_matches: int | None, cells: int) -> int:
     """Cells kept per direction of a matching: ``num_matches`` (at most ``cells``) or 20/49."""
     if num_matches is None:
@@ -380,7 +199,31 @@ def n_matches(num_matches: int | None, cells: int) -> int:
     return min(num_matches, cells)
 
 
-# ----------------------------------------------------------------------------- local terms
+def _local_terms_of_matchings(maps, locations, dtype, num_matches, l2_all_matches, **kwargs):
+    """Local (invariance, variance, covariance) of the four matchings of two views' cells."""
+    x1, x2 = (m.flatten(2).transpose(1, 2).to(dtype) for m in maps)  # (B, cells, C)
+    p1, p2 = (p.reshape(p.shape[0], -1, 3).to(dtype) for p in locations)  # (B, cells, 3)
+    k1, k2 = n_matches(num_matches, x1.shape[1]), n_matches(num_matches, x2.shape[1])
+    with torch.no_grad():  # only the ranks of the distances are used
+        feature_distances = torch.cdist(x1, x2)
+        location_distances = torch.cdist(p1, p2)
+    kf1, kf2 = (x1.shape[1], x2.shape[1]) if l2_all_matches else (k1, k2)
+    matchings = [
+        (x1, x2, feature_distances, kf1),
+        (x2, x1, feature_distances.transpose(1, 2), kf2),
+        (x1, x2, location_distances, k1),
+        (x2, x1, location_distances.transpose(1, 2), k2),
+    ]
+    terms = []
+    for query, candidates, distances, k in matchings:
+        q_idx, c_idx = nearest_neighbour_matches(distances, k)
+        a = query.gather(1, q_idx[..., None].expand(-1, -1, query.shape[-1]))
+        b = candidates.gather(1, c_idx[..., None].expand(-1, -1, query.shape[-1]))
+        terms.append(torch.stack(_local_terms(a, b, **kwargs)))
+    # each matching averaged over its two directions, the two matchings summed: the
+    # official _local_loss since commit d14c226 ("Fix local loss")
+    per_matching = torch.stack(terms).reshape(2, 2, 3).mean(dim=1)
+    return tuple(per_matching.sum(dim=0).unbind())
 
 
 def _local_terms(a: torch.Tensor, b: torch.Tensor, *, gamma: float, eps: float, gather: bool):
@@ -421,15 +264,13 @@ def cell_centres(
     view_shape : sequence of 3 int, optional
         Spatial shape ``(D, H, W)`` of the view; needed when ``grid`` is None.
     grid : (stride, offset), optional
-        Cell ``j`` is centred on voxel ``offset + stride * j`` along every axis (the
-        encoder's ``feature_grid``: its receptive-field centres). None splits the view
-        evenly into the cells, as the official VICRegL does (``(j + 1/2) D / d - 1/2``):
-        right for pooling-like maps, off by a constant for padded strided convolutions.
+        Cell ``j`` is centred on voxel ``offset + stride * j`` (the encoder's
+        ``feature_grid``: its receptive-field centres). None splits the view evenly, as
+        the official VICRegL does: off by a constant for padded strided convolutions.
 
     Returns
     -------
-    torch.Tensor of shape (d, h, w, 3), float32
-        ``(d, h, w)`` index coordinates of every cell centre.
+    torch.Tensor (d, h, w, 3), float32
 
     Examples
     --------
@@ -460,23 +301,11 @@ def feature_locations(
     view_shape: Sequence[int] | None = None,
     grid: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Source-volume coordinates of every feature-map cell of a batch of views.
+    """Source-volume coordinates ``(B, d, h, w, 3)`` of every feature-map cell of a batch.
 
-    The cell centres in the view (:func:`cell_centres`) go through each view's affine
-    map to the source: ``src = A[:, :3] @ centre + A[:, 3]``.
-
-    Parameters
-    ----------
-    geometry : torch.Tensor of shape (B, 3, 4)
-        View-index to source-index affine maps, as returned by
-        :class:`vicreg_lab.augment.BatchedAugment` (crop, flips, rotation).
-    map_shape, view_shape, grid
-        See :func:`cell_centres`.
-
-    Returns
-    -------
-    torch.Tensor of shape (B, d, h, w, 3)
-        Source voxel index coordinates, on ``geometry``'s device and dtype.
+    ``geometry`` holds ``(B, 3, 4)`` view-index to source-index affine maps ``A``
+    (:class:`vicreg_lab.augment.BatchedAugment`); a cell centre (:func:`cell_centres`,
+    same other parameters) goes to ``A[:, :3] @ centre + A[:, 3]``, in ``geometry``'s dtype.
 
     Examples
     --------
@@ -497,21 +326,18 @@ def feature_locations(
 # ----------------------------------------------------------------------------- input checks
 
 
-def _cells(maps: torch.Tensor, dtype) -> torch.Tensor:
-    """(B, C, d, h, w) -> (B, d * h * w, C)."""
-    return maps.flatten(2).transpose(1, 2).to(dtype)
-
-
-def _cells_xyz(locations: torch.Tensor, dtype) -> torch.Tensor:
-    """(B, d, h, w, 3) -> (B, d * h * w, 3)."""
-    return locations.reshape(locations.shape[0], -1, 3).to(dtype)
-
-
 def _three_ints(shape, name: str) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"{name} must be 3 positive ints (d, h, w), got {shape}")
     return shape
+
+
+def _check_settings(alpha: float, num_matches) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if num_matches is not None and (not isinstance(num_matches, int) or num_matches < 1):
+        raise ValueError(f"num_matches must be a positive int or None, got {num_matches!r}")
 
 
 def _check_maps(z1, maps1, maps2, loc1, loc2, check_finite: bool) -> None:
@@ -564,7 +390,7 @@ class _FeatureMaps(nn.Module):
 class VICRegL(VICReg):
     """VICRegL training: :class:`vicreg_lab.VICReg` plus a local term on the feature maps.
 
-    Every parameter of :class:`vicreg_lab.VICReg`, and the four below. One step::
+    Takes every parameter of :class:`vicreg_lab.VICReg` and the four below. One step::
 
         (view1, geometry1), (view2, geometry2) = augment(x), augment(x)
         maps = encoder.forward_features(view)                     # (B, F, d, h, w)
@@ -572,30 +398,27 @@ class VICRegL(VICReg):
         locations = feature_locations(geometry, maps.shape[2:], view.shape[2:], grid)
         loss = VICRegLLoss(alpha, ...)(z1, z2, m1, m2, locations1, locations2)["loss"]
 
-    It needs the geometry of every view: ``augmentation="batched"``, or a callable
-    returning ``(views, geometry)``; and an encoder with ``forward_features`` (all
-    built-in encoders).
+    It needs each view's geometry (``augmentation="batched"``, or a callable returning
+    ``(views, geometry)``) and an encoder with ``forward_features`` (all built-in ones).
 
     Parameters
     ----------
     alpha : float, default=0.75
         Weight of the global term (the local term gets ``1 - alpha``).
     num_matches : int, optional
-        Matched cells kept per view and matching (default: 20/49 of the cells, the
-        official ratio).
+        Matched cells kept per view and matching (default: 20/49 of the cells).
     l2_all_matches : bool, default=False
         Keep every feature-distance match (the official code's default).
     local_expander : str, default="512-512"
-        The dense expander on the feature maps, 1x1x1 convolutions laid out as the
-        expander (official VICRegL: ``"512-512-512"``).
+        The dense expander: 1x1x1 convolutions laid out as the expander (official VICRegL:
+        ``"512-512-512"``).
 
     Attributes
     ----------
     local_expander_ : nn.Module
         The trained dense expander (besides ``encoder_`` and ``expander_``).
     history_ : dict
-        As VICReg's, with the terms of :func:`vicregl_loss` (:data:`TERMS`): ``"global"``,
-        ``"local"``, ``"local_invariance"``, ``"local_variance"``, ``"local_covariance"``.
+        As VICReg's, with all the terms of :func:`vicregl_loss` (:data:`TERMS`).
     """
 
     TERMS = TERMS
@@ -640,11 +463,7 @@ class VICRegL(VICReg):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
-        n = self.num_matches
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise ValueError(f"num_matches must be a positive int or None, got {n!r}")
+        _check_settings(self.alpha, self.num_matches)
         if self.augmentation == "torchio":
             raise ValueError(
                 "VICRegL needs the geometry of every view (where each cell of the "
@@ -667,16 +486,8 @@ class VICRegL(VICReg):
         return {**super()._training_modules(), **features}
 
     def _criterion(self, distributed: bool) -> nn.Module:
-        return VICRegLLoss(
-            alpha=self.alpha,
-            num_matches=self.num_matches,
-            l2_all_matches=self.l2_all_matches,
-            inv_coeff=self.inv_coeff,
-            var_coeff=self.var_coeff,
-            cov_coeff=self.cov_coeff,
-            gather_distributed=distributed,
-            check_finite=False,
-        )
+        settings = {name: getattr(self, name) for name in _SETTINGS[:6]}
+        return VICRegLLoss(**settings, gather_distributed=distributed, check_finite=False)
 
     def _loss_terms(self, criterion, views, geometries) -> dict:
         if geometries[0] is None or geometries[1] is None:

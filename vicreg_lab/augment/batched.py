@@ -1,16 +1,13 @@
 """Batched augmentations: a whole (B, 1, D, H, W) batch at once, on its own device.
 
-The same family of augmentations as :class:`~vicreg_lab.augment.SimCLRTransform`
-(same knobs, same distributions), written in plain torch so that a GPU, or the
-CPU's BLAS, does the work for the whole batch:
+The knobs and distributions of :class:`~vicreg_lab.augment.SimCLRTransform`, in plain
+torch so that a GPU (or the CPU's BLAS) works on the whole batch:
 
-1. a random resized crop, flips and an optional rotation, composed into one
-   affine map and applied by ONE ``F.grid_sample`` straight to the output size
-   (the full-size source is never resampled);
-2. min-max rescaling to [0, 1] (min and max of the source volume; done on the
-   view, as it commutes with trilinear interpolation);
-3. gamma and a smooth multiplicative bias field (with probability ``p_intensity``);
-4. a separable Gaussian blur, as banded (Toeplitz) matrix products (``p_blur``);
+1. crop, flips and rotation composed into one affine map, applied by ONE
+   ``F.grid_sample`` straight to the output size;
+2. min-max rescaling to [0, 1] (it commutes with trilinear interpolation);
+3. gamma and a multiplicative bias field (``p_intensity``);
+4. a separable Gaussian blur as banded matrix products (``p_blur``);
 5. additive Gaussian noise (``p_noise``).
 """
 
@@ -19,13 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .params import (
-    AugmentParams,
-    check_upsampling,
-    check_volume,
-    parse_input_size,
-    worker_seed,
-)
+from .params import AugmentParams, check_upsampling, check_volume, parse_input_size, worker_seed
 
 _D = AugmentParams  # class attributes hold the defaults: one source of truth
 
@@ -36,40 +27,28 @@ class BatchedAugment:
     Parameters
     ----------
     input_size : int or tuple of int, default=(1, 64, 64, 64)
-        Output size: an int (cube), (D, H, W) or (1, D, H, W). Each side must
-        lie in [2, 256] and be at most 4 times the source side.
+        Output size: an int (cube), (D, H, W) or (1, D, H, W).
     crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma, \
 bias_field, p_blur, p_noise, p_intensity
-        Augmentation strengths; see :class:`~vicreg_lab.augment.AugmentParams`
-        for their meaning, defaults and valid ranges.
+        Strengths; see :class:`~vicreg_lab.augment.AugmentParams`.
     seed : int or None, default=None
-        Seed of the instance's own generator (one per device; in a DataLoader
-        worker it is mixed with the worker id). None uses torch's global RNG.
+        Seed of the instance's own generator (mixed with the DataLoader worker id);
+        None uses torch's global RNG.
 
     Notes
     -----
-    Random numbers are drawn in a fixed layout (one ``torch.rand`` of shape
-    (B, 38), then the noise), so the same seed gives the same draws whatever
-    the strengths: changing a knob changes how strong an operation is, not
-    which random numbers it uses. Seeded runs repeat exactly on one device;
-    CPU and CUDA generators give different streams.
+    Each call draws one ``torch.rand`` of shape (B, 38), then the noise, whatever
+    the strengths: a knob changes how strong an operation is, not which random
+    numbers it uses. CPU and CUDA generators give different streams.
 
-    Geometry: voxel index ``i`` is the centre of a voxel spanning
-    ``[i - 0.5, i + 0.5]``; the crop box, in those units, lies within
-    ``[-0.5, n - 0.5]`` and view voxel centres split it evenly (as
-    ``F.interpolate(..., align_corners=False)`` does). Sampling uses
-    ``align_corners=False`` accordingly. A location seen in both views maps
-    from view 1 to view 2 by ``inv(A2) @ A1`` (as 4 x 4 homogeneous matrices).
-
-    Rotations are about the view's centre and sample the source outside the
-    crop box (TorchIO's rotation pads with the minimum instead). Samples
-    outside the source repeat its border (``padding_mode="border"``).
+    Voxel ``i`` spans ``[i - 0.5, i + 0.5]`` (``align_corners=False``). A location
+    seen in both views maps from view 1 to view 2 by ``inv(A2) @ A1`` (4 x 4
+    homogeneous). Rotations turn about the view's centre; samples outside the
+    source repeat its border.
 
     Examples
     --------
-    >>> import torch
-    >>> from vicreg_lab.augment import BatchedAugment
-    >>> augment = BatchedAugment(input_size=(1, 16, 16, 16), seed=0)
+    >>> augment = BatchedAugment(input_size=16, seed=0)
     >>> views, geometry = augment(torch.rand(2, 1, 24, 24, 24))
     >>> tuple(views.shape), tuple(geometry.shape)
     ((2, 1, 16, 16, 16), (2, 3, 4))
@@ -104,79 +83,37 @@ bias_field, p_blur, p_noise, p_intensity
         return f"BatchedAugment(input_size={self.input_size}, {knobs}, seed={self.seed})"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """Augment a batch.
+        """Augment a float batch (B, 1, D, H, W) on any device.
 
         Parameters
         ----------
-        x : torch.Tensor
-            Floating-point batch (B, 1, D, H, W), on any device.
         generator : torch.Generator, optional
-            Generator for this call (on ``x``'s device, or on the CPU: the
-            draws are then moved). Default: the instance's seeded generator,
-            or torch's global RNG when ``seed`` is None.
+            On ``x``'s device or the CPU. Default: the seeded generator, if any.
 
         Returns
         -------
         views : torch.Tensor
             float32 (B, *input_size), on ``x``'s device.
         geometry : torch.Tensor
-            float32 (B, 3, 4) affine maps ``A`` from view voxel indices to
-            source voxel indices: ``src = A[:, :, :3] @ view_idx + A[:, :, 3]``,
-            both (d, h, w) index vectors in the tensor dims' order, in voxel
-            units of their own grid (0 .. size - 1 at voxel centres). Because
-            trilinear interpolation is used, ``views[b, 0, d, h, w]`` equals
-            the (rescaled) source interpolated at that location, before the
-            intensity operations.
+            float32 (B, 3, 4) maps ``A`` from view to source voxel indices (d, h, w):
+            ``src = A[:, :, :3] @ idx + A[:, :, 3]``. Before the intensity steps a
+            view voxel is the rescaled source interpolated there.
         """
         check_volume(x, 5, "BatchedAugment")
         size = self.input_size[1:]
         check_upsampling(x.shape[2:], size, "BatchedAugment")
         gen = self._generator(x.device) if generator is None else generator
-        p, b = self.params, x.shape[0]
-        # uniforms: 0-9 geometry (see _geometry), 10 apply gamma/bias, 11 gamma, 12-31 bias
-        # coefficients, 32 apply blur, 33-35 sigmas, 36 apply noise, 37 noise std
-        u = _rand((b, 38), gen, x.device)
-
-        geometry = _geometry(u[:, :10], p, x.shape[2:], size)
+        # uniforms: 0-9 geometry, 10-31 gamma and bias field, 32-35 blur, 36-37 noise
+        u = torch.rand((x.shape[0], 38), generator=gen, device=_device(gen, x.device)).to(x.device)
+        geometry = _geometry(u[:, :10], self.params, x.shape[2:], size)
         flat = x.flatten(1)
         lo, hi = flat.amin(1).float(), flat.amax(1).float()  # rescaling commutes with resampling
         views = _resample(x.float(), geometry, size)
         views = (views - _col(lo)) / _col(hi - lo).clamp_min(1e-12)
-
-        def gamma_bias(v, i):  # v ** gamma * exp(poly) = exp(gamma * log(v) + poly)
-            log_gamma = p.gamma[0] + (p.gamma[1] - p.gamma[0]) * u[i, 11]
-            v = v.clamp_min(0).log_().mul_(_col(torch.exp(log_gamma)))
-            if p.bias_field > 0:
-                v += _log_bias_field((2 * u[i, 12:32] - 1) * p.bias_field, size)
-            return v.exp_()
-
-        def blur(v, i):
-            sigma = p.blur_sigma[0] + (p.blur_sigma[1] - p.blur_sigma[0]) * u[i, 33:36]
-            return gaussian_blur(v, sigma)
-
-        def noise(v, i):
-            std = p.noise_std[0] + (p.noise_std[1] - p.noise_std[0]) * u[i, 37]
-            z = torch.randn(v.shape, generator=gen, device=_device(gen, x.device))
-            return v + _col(std) * z.to(x.device)
-
-        views = _apply_where(u[:, 10] < p.p_intensity, views, gamma_bias)
-        if p.blur_sigma[1] > 0:
-            views = _apply_where(u[:, 32] < p.p_blur, views, blur)
-        if p.noise_std[1] > 0:
-            views = _apply_where(u[:, 36] < p.p_noise, views, noise)
-        return views, geometry
+        return _intensity(views, u, self.params, size, gen), geometry
 
     def two_views(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """Two independent views of each volume: ``(view1, view2, geometry1, geometry2)``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from vicreg_lab.augment import BatchedAugment
-        >>> v1, v2, g1, g2 = BatchedAugment(16, seed=0).two_views(torch.rand(2, 1, 20, 20, 20))
-        >>> bool((v1 != v2).any())
-        True
-        """
+        """Two independent views of each volume: ``(view1, view2, geometry1, geometry2)``."""
         v1, g1 = self(x, generator)
         v2, g2 = self(x, generator)
         return v1, v2, g1, g2
@@ -189,6 +126,33 @@ bias_field, p_blur, p_noise, p_intensity
         if key not in self._generators:
             self._generators[key] = torch.Generator(device=device).manual_seed(seed)
         return self._generators[key]
+
+
+def _intensity(views, u, p: AugmentParams, size, gen) -> torch.Tensor:
+    """Gamma and bias field, blur, then noise, each on the samples its uniform picks."""
+
+    def gamma_bias(v, i):  # v ** gamma * exp(poly) = exp(gamma * log(v) + poly)
+        log_gamma = p.gamma[0] + (p.gamma[1] - p.gamma[0]) * u[i, 11]
+        v = v.clamp_min(0).log_().mul_(_col(torch.exp(log_gamma)))
+        if p.bias_field > 0:
+            v += _log_bias_field((2 * u[i, 12:32] - 1) * p.bias_field, size)
+        return v.exp_()
+
+    def blur(v, i):
+        sigma = p.blur_sigma[0] + (p.blur_sigma[1] - p.blur_sigma[0]) * u[i, 33:36]
+        return gaussian_blur(v, sigma)
+
+    def noise(v, i):
+        std = p.noise_std[0] + (p.noise_std[1] - p.noise_std[0]) * u[i, 37]
+        z = torch.randn(v.shape, generator=gen, device=_device(gen, v.device))
+        return v + _col(std) * z.to(v.device)
+
+    views = _apply_where(u[:, 10] < p.p_intensity, views, gamma_bias)
+    if p.blur_sigma[1] > 0:
+        views = _apply_where(u[:, 32] < p.p_blur, views, blur)
+    if p.noise_std[1] > 0:
+        views = _apply_where(u[:, 36] < p.p_noise, views, noise)
+    return views
 
 
 def _device(gen: torch.Generator | None, default: torch.device) -> torch.device:
@@ -205,20 +169,13 @@ def _apply_where(mask: torch.Tensor, views: torch.Tensor, fn) -> torch.Tensor:
     return views
 
 
-def _rand(shape, gen, device) -> torch.Tensor:
-    return torch.rand(shape, generator=gen, device=_device(gen, device)).to(device)
-
-
 def _col(v: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1, 1), to broadcast over a batch of volumes."""
     return v.view(-1, 1, 1, 1, 1)
 
 
 def _geometry(u: torch.Tensor, p: AugmentParams, src_shape, size) -> torch.Tensor:
-    """(B, 3, 4) view-index -> source-index maps from 10 uniforms per sample.
-
-    Columns: 0 crop fraction, 1-3 crop position, 4-6 flips, 7-9 rotation angles.
-    """
+    """(B, 3, 4) view -> source index maps; ``u``: crop fraction, position, flips, angles."""
     dev = u.device
     n = torch.tensor(src_shape, dtype=torch.float32, device=dev)
     m = torch.tensor(size, dtype=torch.float32, device=dev)
@@ -263,11 +220,7 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
 
 
 def _resample(x: torch.Tensor, geometry: torch.Tensor, size) -> torch.Tensor:
-    """Sample ``x`` at ``geometry`` (index space) with one affine_grid + grid_sample.
-
-    ``align_corners=False``: normalised coordinate -1 is the outer edge of the
-    first voxel, so index i <-> (2 i + 1) / n - 1.
-    """
+    """Sample ``x`` at ``geometry``; normalised coordinate (2 i + 1) / n - 1 is index i."""
     n = torch.tensor(x.shape[2:], dtype=torch.float32, device=x.device)
     m = torch.tensor(size, dtype=torch.float32, device=x.device)
     ones = torch.ones_like(n)[None].expand(x.shape[0], 3)
@@ -281,10 +234,9 @@ def _resample(x: torch.Tensor, geometry: torch.Tensor, size) -> torch.Tensor:
 
 
 def _affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
-    """Same as ``F.affine_grid(theta, (B, 1, *size), align_corners=False)``.
+    """``F.affine_grid(theta, (B, 1, *size), align_corners=False)``, faster on a CPU.
 
-    Written one coordinate at a time as a sum of three broadcast 1-D terms,
-    which is two to three times faster on a CPU.
+    Each coordinate is a sum of three broadcast 1-D terms.
     """
 
     def axis(n, col):  # (B, 3, n): normalised voxel centres times one column of theta
@@ -302,10 +254,7 @@ def _affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
 
 
 def _log_bias_field(coefs: torch.Tensor, size) -> torch.Tensor:
-    """Order-3 polynomial in coordinates [-1, 1]^3 (TorchIO's bias field is its exp).
-
-    ``coefs`` (B, 20) -> (B, 1, *size).
-    """
+    """(B, 20) coefficients -> order-3 polynomial on [-1, 1]^3, (B, 1, *size); TorchIO's exp."""
     b, dev = coefs.shape[0], coefs.device
     pd, ph, pw = (torch.linspace(-1, 1, s, device=dev)[None] ** torch.arange(4, device=dev)[:, None]
                   for s in size)  # fmt: skip
@@ -320,10 +269,10 @@ def _log_bias_field(coefs: torch.Tensor, size) -> torch.Tensor:
 
 
 def gaussian_matrices(sigma: torch.Tensor, n: int, truncate: float = 4.0) -> torch.Tensor:
-    """Banded (Toeplitz) matrices of 1-D Gaussian blurs with reflecting borders.
+    """(B, n, n) banded matrices of 1-D Gaussian blurs with reflecting borders.
 
-    Row i holds the weights of the inputs that make output i, as
-    ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4.0)`` uses them.
+    Row i holds the weights that make output i, as in
+    ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4.0)``.
 
     Parameters
     ----------
@@ -333,11 +282,6 @@ def gaussian_matrices(sigma: torch.Tensor, n: int, truncate: float = 4.0) -> tor
         Length of the axis.
     truncate : float, default=4.0
         The kernel stops at ``int(truncate * sigma + 0.5)`` voxels.
-
-    Returns
-    -------
-    torch.Tensor
-        (B, n, n) matrices, rows summing to 1.
     """
     i = torch.arange(n, device=sigma.device, dtype=sigma.dtype)
     radius = torch.floor(truncate * sigma + 0.5)[:, None, None]
@@ -352,22 +296,10 @@ def gaussian_matrices(sigma: torch.Tensor, n: int, truncate: float = 4.0) -> tor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, 1, D, H, W) batch, one sigma per sample and axis.
+    """Separable Gaussian blur of ``x`` (B, 1, D, H, W); ``sigma`` (B, 3) along D, H, W.
 
-    Each axis is a batched matrix product with :func:`gaussian_matrices`,
-    several times faster than ``conv3d`` on a CPU for small sigmas.
-
-    Parameters
-    ----------
-    x : torch.Tensor
-        (B, 1, D, H, W) float batch.
-    sigma : torch.Tensor
-        (B, 3) standard deviations in voxels along (D, H, W), >= 0.
-
-    Returns
-    -------
-    torch.Tensor
-        The blurred batch, same shape.
+    One batched matrix product per axis (:func:`gaussian_matrices`): several times
+    faster than ``conv3d`` on a CPU for small sigmas.
     """
     b, _, d, h, w = x.shape
     sigma = sigma.to(device=x.device, dtype=x.dtype)

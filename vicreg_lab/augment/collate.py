@@ -1,9 +1,8 @@
 """DataLoader collate functions that make two augmented views of each volume.
 
-:class:`TwoViewsCollate` draws from the transform's own randomness. For exact
-repeats (a training run resumed from a checkpoint) :class:`SeededTwoViewsCollate`
-draws every view from a seed of ``(seed, epoch, item index, view)``; the items then
-come from an :class:`IndexedDataset`.
+:class:`TwoViewsCollate` uses the transform's own randomness;
+:class:`SeededTwoViewsCollate` seeds each view from ``(seed, epoch, item index, view)``,
+so a run resumed from a checkpoint repeats exactly.
 """
 
 from __future__ import annotations
@@ -21,27 +20,19 @@ class TwoViewsCollate:
     Parameters
     ----------
     transform : callable or BatchedAugment
-        Either a per-sample transform (e.g. :class:`~vicreg_lab.augment.SimCLRTransform`),
-        called twice on each volume (1, D, H, W), or a
-        :class:`~vicreg_lab.augment.BatchedAugment`, called on the stacked
-        batch (then all volumes must share one shape).
+        A per-sample transform (e.g. :class:`~vicreg_lab.augment.SimCLRTransform`),
+        called twice per volume, or a :class:`~vicreg_lab.augment.BatchedAugment`,
+        called on the stacked batch (all volumes of one shape).
 
     Notes
     -----
-    Each dataset item may be:
-
-    - a tensor (1, D, H, W): ``targets`` is None;
-    - a pair ``(image, target)``: ``targets`` is ``default_collate`` of the
-      targets (numbers -> tensor);
-    - a dict with key ``"image"``: the other keys give ``targets``, a dict of
-      tensors (numbers, arrays) or lists (strings, ...).
-
-    Instances pickle, so they work in a DataLoader with ``num_workers > 0``.
+    An item is a tensor (``targets`` is None), an ``(image, target)`` pair, or a
+    dict with key ``"image"`` (the other keys give ``targets``); targets go through
+    ``default_collate``. Instances pickle, for DataLoader workers.
 
     Examples
     --------
-    >>> import torch
-    >>> from vicreg_lab.augment import SimCLRTransform, TwoViewsCollate
+    >>> from vicreg_lab.augment import SimCLRTransform
     >>> collate = TwoViewsCollate(SimCLRTransform(input_size=16, seed=0))
     >>> items = [{"image": torch.rand(1, 20, 20, 20), "age": 30.0, "id": "s1"}] * 2
     >>> v1, v2, targets = collate(items)
@@ -71,13 +62,7 @@ class TwoViewsCollate:
 
 
 class IndexedDataset(Dataset):
-    """``dataset[i]`` as the pair ``(i, dataset[i])``, for :class:`SeededTwoViewsCollate`.
-
-    Parameters
-    ----------
-    dataset : Dataset
-        Any map-style dataset.
-    """
+    """A dataset's items as ``(i, dataset[i])`` pairs, for :class:`SeededTwoViewsCollate`."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -92,32 +77,26 @@ class IndexedDataset(Dataset):
 class SeededTwoViewsCollate(TwoViewsCollate):
     """Two views of each item, drawn from seeds of ``(seed, epoch, item index, view)``.
 
-    Each call of the per-sample transform runs under ``torch.random.fork_rng`` with
-    ``torch.manual_seed(view_seed(seed, epoch, index, view))``: TorchIO's random
-    transforms draw from torch's global RNG, which is thereby set to a state that
-    depends on nothing else. The views of an item in an epoch are then the same in any
-    process and DataLoader worker, in any batch, and whether or not the run was resumed
-    from a checkpoint (which cannot hold the global RNG of every worker); the caller's
-    global RNG is left as it was.
+    TorchIO draws from torch's global RNG, so each view runs under
+    ``torch.random.fork_rng`` seeded with :func:`view_seed`: an item's views in an
+    epoch are the same in any worker and batch, resumed or not (a checkpoint cannot
+    hold every worker's RNG), and the caller's RNG is left alone.
 
     Parameters
     ----------
     transform : callable
-        A per-sample transform (1, D, H, W) -> view that draws from torch's global RNG,
-        e.g. :class:`~vicreg_lab.augment.SimCLRTransform` with ``seed=None``.
-    seed : int
-        The run's seed.
-    epoch : int
-        The epoch whose views this collate function draws.
+        A per-sample transform drawing from torch's global RNG
+        (e.g. ``SimCLRTransform(seed=None)``).
+    seed, epoch : int
+        The run's seed and the epoch whose views are drawn.
 
     Notes
     -----
-    The items must be ``(index, item)`` pairs, as :class:`IndexedDataset` yields them;
-    ``item`` is read as by :class:`TwoViewsCollate`.
+    Items are ``(index, item)`` pairs from :class:`IndexedDataset`; ``item`` is read as
+    by :class:`TwoViewsCollate`.
 
     Examples
     --------
-    >>> import torch
     >>> from vicreg_lab.augment import SimCLRTransform
     >>> collate = SeededTwoViewsCollate(SimCLRTransform(input_size=16), seed=0, epoch=3)
     >>> items = IndexedDataset([torch.rand(1, 20, 20, 20)] * 2)
@@ -148,8 +127,7 @@ class SeededTwoViewsCollate(TwoViewsCollate):
         indices = [int(index) for index, _ in items]
         images, targets = _split_items([item for _, item in items], type(self).__name__)
         pairs = list(zip(images, indices, strict=True))
-        view1 = torch.stack([self._view(image, index, 0) for image, index in pairs])
-        view2 = torch.stack([self._view(image, index, 1) for image, index in pairs])
+        view1, view2 = (torch.stack([self._view(im, i, v) for im, i in pairs]) for v in (0, 1))
         return view1, view2, _collate_targets(targets)
 
     def _view(self, image: torch.Tensor, index: int, view: int) -> torch.Tensor:
@@ -161,27 +139,19 @@ class SeededTwoViewsCollate(TwoViewsCollate):
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
     """A 64-bit seed for one view of one dataset item in one epoch.
 
-    ``numpy.random.SeedSequence`` hashes the four numbers together, so that nearby
-    tuples give unrelated seeds (a linear formula such as ``seed * K + index`` would
-    hand the same seed to different tuples).
-
-    Examples
-    --------
-    >>> view_seed(0, 0, 0, 0) == view_seed(0, 0, 0, 0) != view_seed(0, 0, 0, 1)
-    True
+    ``numpy.random.SeedSequence`` hashes the four numbers, so nearby tuples get unrelated seeds (a
+    linear formula such as ``seed * K + index`` would give some tuples the same seed).
     """
     words = [int(x) % 2**64 for x in (seed, epoch, index, view)]  # non-negative
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
 
 
 def _is_indexed(item) -> bool:
-    """An ``(index, item)`` pair of :class:`IndexedDataset`."""
     pair = isinstance(item, (tuple, list)) and len(item) == 2
     return pair and isinstance(item[0], (int, np.integer))
 
 
 def _split_items(items, who: str):
-    """(images, targets) of a batch of dataset items."""
     if not isinstance(items, (list, tuple)) or len(items) == 0:
         raise ValueError(f"{who} expects a non-empty list of items, got {items!r}")
     images, targets = zip(*(_split(item, i) for i, item in enumerate(items)), strict=True)
@@ -195,6 +165,7 @@ def _collate_targets(targets):
 
 
 def _split(item, index: int):
+    """(image, target) of one item."""
     if isinstance(item, torch.Tensor):
         return item, None
     if isinstance(item, dict):

@@ -1,15 +1,9 @@
 """Are your augmentations stronger than your subjects are different?
 
-VICReg makes the two views of one volume agree while keeping the embeddings of
-different volumes apart. That can only work if two views of ONE subject are, on the
-whole, closer than views of two DIFFERENT subjects. :func:`view_distance_ratio`
-measures it on the voxels, before any training:
-
-- ``within``: mean squared difference between the two views of one subject;
-- ``between``: the same between a view of one subject and a view of another;
-- ``ratio = between / within``: near 1, the views differ as much as subjects do and
-  nothing can be both invariant to the views and informative about the subject;
-  the larger, the more room the augmentations leave for learning.
+VICReg makes two views of one volume agree while keeping different volumes apart:
+that only works if two views of ONE subject are closer than views of two subjects.
+:func:`view_distance_ratio` checks it on the voxels, before any training. Near 1,
+nothing can be both invariant to the views and informative about the subject.
 """
 
 from __future__ import annotations
@@ -45,26 +39,21 @@ def view_distance_ratio(volumes, augment=None, seed: int = 0) -> ViewDistances:
     ----------
     volumes : torch.Tensor (N, 1, D, H, W)
         Volumes of ``N >= 2`` different subjects.
-    augment : BatchedAugment or callable, optional
-        ``augment(x, generator) -> views`` or ``-> (views, geometry)``, as
-        :class:`BatchedAugment` (the default: its default strengths, at the volumes'
-        shape).
+    augment : callable, optional
+        ``augment(x, generator) -> views`` or ``(views, geometry)``; default:
+        ``BatchedAugment`` at the volumes' shape.
     seed : int
         Seed of the views and of the pairing of subjects.
 
     Returns
     -------
     ViewDistances
-        ``within`` (two views of the same subject), ``between`` (views of two
-        different subjects, each subject paired with another at random),
-        ``ratio = between / within``, and ``raw_between``: the distance between the
-        subjects' own volumes (min-max rescaled, resized to the views' shape), what
-        the subjects differ by without augmentation.
+        Mean squared differences: ``within`` (two views of one subject), ``between``
+        (views of each subject and a random other one), ``ratio = between / within``,
+        and ``raw_between`` (the rescaled volumes themselves, without augmentation).
 
     Examples
     --------
-    >>> import torch
-    >>> from vicreg_lab.augment import BatchedAugment
     >>> x = torch.rand(8, 1, 16, 16, 16)
     >>> result = view_distance_ratio(x, BatchedAugment(16, crop_scale=(1, 1), p_noise=0))
     >>> result.ratio > 1

@@ -1,13 +1,8 @@
 """Augmentation strengths shared by both pipelines and the widget.
 
-One dataclass, :class:`AugmentParams`, holds the defaults and the valid ranges,
-so :class:`~vicreg_lab.augment.SimCLRTransform` (TorchIO, per sample),
-:class:`~vicreg_lab.augment.BatchedAugment` (torch, per batch) and
-:class:`~vicreg_lab.lab.widgets.AugmentationPanel` never disagree.
-
-Output sizes are checked here too: each side of ``input_size`` must lie in
-[2, ``MAX_SIDE``] = [2, 256], and be at most ``MAX_UPSAMPLING`` = 4 times the
-source side (larger outputs are almost surely a mistake, and cost memory).
+One dataclass, :class:`AugmentParams`, holds the defaults and valid ranges, so
+:class:`~vicreg_lab.augment.SimCLRTransform`, :class:`~vicreg_lab.augment.BatchedAugment`
+and the lab's ``AugmentationPanel`` never disagree.
 """
 
 from __future__ import annotations
@@ -16,9 +11,9 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 MAX_SIDE = 256  # largest output side, in voxels
-MAX_UPSAMPLING = 4  # an output side may be at most this many times the source side
+MAX_UPSAMPLING = 4  # larger outputs are almost surely a mistake, and cost memory
 
-# knob -> (lowest, highest) allowed value; ranges apply to both ends of a (low, high) pair
+# knob -> (lowest, highest) allowed value; a range's two ends must both lie in it
 LIMITS = {
     "crop_scale": (0.0, 1.0),  # low end exclusive: a crop needs some volume
     "flip_prob": (0.0, 1.0),
@@ -37,57 +32,31 @@ LIMITS = {
 class AugmentParams:
     """Strengths of the SimCLR/VICReg-style 3D augmentations.
 
-    Intensities are first rescaled to [0, 1] (min-max, per volume); all sizes
-    are in voxels. A range may be given as a pair ``(low, high)`` or as one
-    number ``x``, read as ``(0, x)`` (``(-x, x)`` for ``gamma``), as in TorchIO.
+    Intensities are first min-max rescaled to [0, 1]; sizes are in voxels of the
+    view. As in TorchIO, a range given as one number ``x`` means ``(0, x)``
+    (``(-x, x)`` for ``gamma``). Valid values are in :data:`LIMITS`.
 
     Parameters
     ----------
-    crop_scale : (float, float), default=(0.85, 1.0)
-        Range of the random crop's volume fraction, in (0, 1]. The crop keeps
-        the source's aspect ratio and is resized to the output size. The default
-        (with the mild gamma and bias field below) keeps two views of one
-        synthetic subject closer than views of two subjects: a distance ratio
-        of about 1.6 (``benchmarks/bench_views.py``, docs/augmentations.md).
-    flip_prob : float, default=0.5
-        Probability of flipping each axis of ``flip_axes`` (independently), in [0, 1].
-    flip_axes : tuple of int, default=(0,)
-        Spatial axes (0, 1, 2 = D, H, W) that may be flipped. The default flips
-        left-right only: axis 0 runs from left to right in RAS+ / MNI-oriented
-        volumes (the synthetic cohort, OpenBHB), and a brain is nearly symmetric
-        about its midline, but not upside down or front to back. ``()`` never flips.
-    rotation_degrees : float, default=0.0
-        Each axis is rotated by an angle drawn from U(-x, x) degrees, x in [0, 180].
-    blur_sigma : (float, float), default=(0.0, 1.0)
-        Range of the Gaussian blur's sigma (voxels of the output view), drawn
-        per axis; values in [0, 10].
-    noise_std : (float, float), default=(0.0, 0.05)
-        Range of the additive Gaussian noise's standard deviation, in [0, 1]
-        (intensities are in [0, 1]).
-    gamma : (float, float), default=(-0.15, 0.15)
-        Range of log(gamma) for ``sign(x) |x| ** gamma`` (TorchIO's
-        ``log_gamma``), in [-2, 2]. (-0.15, 0.15) gives gamma in [0.86, 1.16].
-    bias_field : float, default=0.15
-        Largest magnitude of the coefficients of the order-3 polynomial whose
-        exponential multiplies the image (TorchIO's ``RandomBiasField``), in [0, 2].
-    p_blur, p_noise : float, default=0.5
-        Probability of applying the blur, the noise; in [0, 1].
-    p_intensity : float, default=0.8
-        Probability of applying the MRI intensity changes (gamma, then bias
-        field) together; in [0, 1].
-
-    Raises
-    ------
-    ValueError
-        If a value lies outside its range or a range has low > high.
+    crop_scale : (float, float)
+        Volume fraction of the crop, in (0, 1]. The default keeps two views of a
+        subject closer than two subjects (docs/augmentations.md).
+    flip_prob, flip_axes : float, tuple of int
+        Probability of flipping each of ``flip_axes`` (0, 1, 2 = D, H, W). Default:
+        left-right only; a brain is nearly symmetric about its midline only.
+    rotation_degrees : float
+        Each axis rotates by an angle from U(-x, x) degrees.
+    blur_sigma, noise_std, gamma : (float, float)
+        Ranges of the blur's sigma (per axis), the noise's std and log(gamma).
+    bias_field : float
+        Largest coefficient of the order-3 polynomial whose exp multiplies the image.
+    p_blur, p_noise, p_intensity : float
+        Probabilities of the blur, the noise, and gamma + bias field together.
 
     Examples
     --------
-    >>> from vicreg_lab.augment import AugmentParams
-    >>> AugmentParams(blur_sigma=2).blur_sigma
-    (0.0, 2.0)
-    >>> AugmentParams(gamma=0.5).gamma
-    (-0.5, 0.5)
+    >>> AugmentParams(blur_sigma=2).blur_sigma, AugmentParams(gamma=0.5).gamma
+    ((0.0, 2.0), (-0.5, 0.5))
     """
 
     crop_scale: tuple[float, float] = (0.85, 1.0)
@@ -121,11 +90,11 @@ class AugmentParams:
             )
 
     def replace(self, **changes) -> AugmentParams:
-        """Return a validated copy with some knobs changed (unknown names raise TypeError)."""
+        """A validated copy with some knobs changed (unknown names raise TypeError)."""
         return replace(self, **changes)
 
     def as_dict(self) -> dict:
-        """The knobs as a plain dict (name -> value)."""
+        """The knobs as a plain dict."""
         return asdict(self)
 
 
@@ -141,16 +110,11 @@ def _as_number(value, name: str) -> float:
 
 def _as_axes(value) -> tuple[int, ...]:
     """``flip_axes`` as a sorted tuple of distinct axes in {0, 1, 2}."""
-    items = (value,) if isinstance(value, int) else value
     try:
-        axes = tuple(items)
+        axes = tuple((value,) if isinstance(value, int) else value)
     except TypeError:
-        axes = None
-    if (
-        axes is None
-        or any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes)
-        or len(set(axes)) != len(axes)
-    ):
+        axes = (None,)
+    if any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes) or len(set(axes)) < len(axes):
         raise ValueError(
             f"flip_axes must be distinct spatial axes among 0, 1, 2 (D, H, W), got {value!r}"
         )
@@ -179,7 +143,7 @@ def _as_range(value, name: str, symmetric: bool = False) -> tuple[float, float]:
 
 
 def parse_input_size(input_size) -> tuple[int, int, int, int]:
-    """Check an output size: an int (cube), (D, H, W) or (1, D, H, W); returns (1, D, H, W)."""
+    """An int (cube), (D, H, W) or (1, D, H, W) as (1, D, H, W), sides in [2, MAX_SIDE]."""
     size = (input_size,) * 3 if isinstance(input_size, int) else tuple(input_size)
     if len(size) == 3:
         size = (1, *size)

@@ -15,13 +15,10 @@ _D = AugmentParams  # class attributes hold the defaults: one source of truth
 class RandomResizedCrop(tio.SpatialTransform):
     """Crop a random box of random volume fraction, then resize it to ``size``.
 
-    The box keeps the image's aspect ratio: each side is ``fraction ** (1/3)``
-    times the image side (rounded, at least 1 voxel), with ``fraction`` drawn
-    from U(scale) and the position uniform over the integer offsets. The crop
-    is resized with trilinear interpolation (``align_corners=False``; nearest
-    for label maps) and the affine is reset to identity: sizes downstream are
-    in voxels of the view. Random numbers come from torch's global RNG, as in
-    every TorchIO random transform.
+    Each side of the box is ``fraction ** (1/3)`` times the image side (the aspect
+    ratio is kept), ``fraction ~ U(scale)``. The crop is resized trilinearly (nearest
+    for label maps) and the affine reset to identity, so later sizes are in view
+    voxels. Draws from torch's global RNG, like every TorchIO random transform.
 
     Parameters
     ----------
@@ -59,41 +56,27 @@ class RandomResizedCrop(tio.SpatialTransform):
 class SimCLRTransform:
     """Random view of a 3D brain volume for SimCLR/VICReg, from TorchIO transforms.
 
-    Applied in this order (each random step draws its own parameters):
-
-    1. ``tio.RescaleIntensity((0, 1))``: min-max rescaling of the volume;
-    2. :class:`RandomResizedCrop` to ``input_size``;
-    3. ``tio.RandomFlip`` on each axis of ``flip_axes`` with probability ``flip_prob``;
-    4. ``tio.RandomAffine`` rotation, only if ``rotation_degrees > 0``;
-    5. with probability ``p_intensity``: ``tio.RandomGamma`` then
-       ``tio.RandomBiasField`` (order 3);
-    6. ``tio.RandomBlur`` with probability ``p_blur``;
-    7. ``tio.RandomNoise`` with probability ``p_noise``.
-
-    All sizes (blur sigma, ...) are in voxels of the output view; the input's
-    affine is ignored.
+    The pipeline: ``RescaleIntensity((0, 1))``, :class:`RandomResizedCrop`,
+    ``RandomFlip``, ``RandomAffine`` (if ``rotation_degrees > 0``), then
+    ``RandomGamma`` + ``RandomBiasField`` (``p_intensity``), ``RandomBlur``
+    (``p_blur``) and ``RandomNoise`` (``p_noise``). Sizes are in view voxels; the
+    input's affine is ignored.
 
     Parameters
     ----------
     input_size : int or tuple of int, default=(1, 64, 64, 64)
-        Output size: an int (cube), (D, H, W) or (1, D, H, W). Each side must
-        lie in [2, 256] and be at most 4 times the source side.
+        Output size: an int (cube), (D, H, W) or (1, D, H, W).
     crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma, \
 bias_field, p_blur, p_noise, p_intensity
-        Augmentation strengths; see :class:`~vicreg_lab.augment.AugmentParams`
-        for their meaning, defaults and valid ranges. They are also readable
-        and settable together as ``transform.params``.
+        Strengths; see :class:`~vicreg_lab.augment.AugmentParams`. Also settable
+        together as ``transform.params``.
     seed : int or None, default=None
-        Seed of the instance's own generator: each call draws a seed from it
-        and runs the TorchIO pipeline under ``torch.random.fork_rng``, so
-        seeded instances repeat exactly and leave the global RNG alone. In a
-        DataLoader worker the seed is mixed with the worker id. None uses
-        torch's global RNG (which DataLoader seeds differently per worker).
+        Seed of the instance's own generator (mixed with the DataLoader worker id);
+        each call runs under ``torch.random.fork_rng``, leaving the global RNG
+        alone. None uses torch's global RNG.
 
     Examples
     --------
-    >>> import torch
-    >>> from vicreg_lab.augment import SimCLRTransform
     >>> transform = SimCLRTransform(input_size=(1, 16, 16, 16), seed=0)
     >>> view = transform(torch.rand(1, 24, 24, 24))
     >>> tuple(view.shape), view.dtype
@@ -142,18 +125,13 @@ bias_field, p_blur, p_noise, p_intensity
         return f"SimCLRTransform(input_size={self.input_size}, {knobs}, seed={self.seed})"
 
     def __call__(self, x) -> torch.Tensor:
-        """Return one random view of ``x``.
+        """A float32 random view, of shape ``input_size``, of ``x``.
 
         Parameters
         ----------
         x : torch.Tensor, numpy.ndarray, torchio.ScalarImage or torchio.Subject
-            One floating-point volume (1, D, H, W). A Subject must hold an
-            image named ``"image"`` or exactly one intensity image.
-
-        Returns
-        -------
-        torch.Tensor
-            float32 view of shape ``input_size``.
+            One floating-point volume (1, D, H, W). A Subject must hold an image
+            named ``"image"`` or exactly one intensity image.
         """
         x = _as_tensor(x)
         check_volume(x, 4, "SimCLRTransform")
@@ -197,6 +175,7 @@ def _build_pipeline(p: AugmentParams, size) -> tio.Compose:
 
 
 def _as_tensor(x) -> torch.Tensor:
+    """The volume held by a tensor, array, TorchIO image or subject."""
     if isinstance(x, tio.Subject):
         images = x.get_images_dict(intensity_only=True)
         if "image" in images:

@@ -42,7 +42,15 @@ __all__ = [
     "check_vicreg_total",
 ]
 
-_LIBRARY_NAMES = ("vicreg_loss", "VICRegLoss", "_loss_terms", "offdiag_sq_sum")
+_LIBRARY_NAMES = (
+    "vicreg_loss",
+    "VICRegLoss",
+    "_loss_terms",
+    "offdiag_sq_sum",
+    "invariance",
+    "variance",
+    "covariance",
+)
 
 
 def _randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:

@@ -112,25 +112,8 @@ def mni_templates() -> dict:
     inside = world[mask > 0]
     lo, hi = inside.min(0), inside.max(0)
 
-    # Ventricles: the large CSF components in a central box around the midline. Their
-    # blurred map's gradient points into them: sampling along it dilates them.
-    x, y, z = world[..., 0], world[..., 1], world[..., 2]
-    box = (np.abs(x) < 30) & (y > -45) & (y < 30) & (z > -5) & (z < 35)
-    labels, n = ndimage.label((csf > 0.5) & box)
-    sizes = ndimage.sum(np.ones_like(csf), labels, index=np.arange(1, n + 1))
-    ventricles = np.isin(labels, 1 + np.flatnonzero(sizes >= 100)) * csf
-    smooth = ndimage.gaussian_filter(ventricles, sigma=3.0)
-    push = np.stack(np.gradient(smooth, *np.diag(affine)[:3]))  # world axes = voxel axes
-    push /= np.sqrt((push**2).sum(0)).max()
-
-    centres = np.asarray(PARCEL_CENTRES_MM, dtype=np.float32)
-    centres = np.concatenate([centres * [-1, 1, 1], centres])  # left hemisphere first
-    parcels = np.zeros(mask.shape, dtype=np.float32)
-    nearest = np.full(mask.shape, np.inf, dtype=np.float32)
-    for k, centre in enumerate(centres):  # one centre at a time: little memory
-        distance = ((world - centre) ** 2).sum(-1)
-        closer = distance < nearest
-        parcels[closer], nearest[closer] = k, distance[closer]
+    ventricles, push = _ventricles(csf, world, affine)
+    parcels = _nearest_parcel(world)
 
     return {
         "stack": torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)),
@@ -142,6 +125,38 @@ def mni_templates() -> dict:
         "parcels": torch.from_numpy(parcels),
         "deep_wm_mm": world[wm > 0.9],
     }
+
+
+def _ventricles(csf: np.ndarray, world: np.ndarray, affine: np.ndarray):
+    """The ventricles' CSF probability and a smooth field (max norm 1) pointing into them.
+
+    The ventricles are the large CSF components in a central box around the midline.
+    Their blurred map's gradient points into them: sampling along it dilates them.
+    """
+    from scipy import ndimage
+
+    x, y, z = world[..., 0], world[..., 1], world[..., 2]
+    box = (np.abs(x) < 30) & (y > -45) & (y < 30) & (z > -5) & (z < 35)
+    labels, n = ndimage.label((csf > 0.5) & box)
+    sizes = ndimage.sum(np.ones_like(csf), labels, index=np.arange(1, n + 1))
+    ventricles = np.isin(labels, 1 + np.flatnonzero(sizes >= 100)) * csf
+    smooth = ndimage.gaussian_filter(ventricles, sigma=3.0)
+    push = np.stack(np.gradient(smooth, *np.diag(affine)[:3]))  # world axes = voxel axes
+    push /= np.sqrt((push**2).sum(0)).max()
+    return ventricles, push
+
+
+def _nearest_parcel(world: np.ndarray) -> np.ndarray:
+    """The index (0-15, left hemisphere first) of every voxel's nearest parcel centre."""
+    centres = np.asarray(PARCEL_CENTRES_MM, dtype=np.float32)
+    centres = np.concatenate([centres * [-1, 1, 1], centres])  # left hemisphere first
+    parcels = np.zeros(world.shape[:-1], dtype=np.float32)
+    nearest = np.full(world.shape[:-1], np.inf, dtype=np.float32)
+    for k, centre in enumerate(centres):  # one centre at a time: little memory
+        distance = ((world - centre) ** 2).sum(-1)
+        closer = distance < nearest
+        parcels[closer], nearest[closer] = k, distance[closer]
+    return parcels
 
 
 def _voxel_world(affine: np.ndarray, shape) -> np.ndarray:

@@ -1,30 +1,19 @@
 """Loss-weight ablations: which VICReg terms prevent collapse?
 
-Bardes et al. (2022, Table 7) trained VICReg on ImageNet with some loss terms switched
-off: without the variance term the embeddings collapse; with the three terms the linear
-probe reaches 68.6 % top-1. This module replays that ablation at classroom size:
+Bardes et al. (2022, Table 7) trained VICReg on ImageNet with loss terms switched off:
+without the variance term the embeddings collapse; with all three the linear probe
+reaches 68.6 % top-1. This module replays that ablation at classroom size:
+:func:`run_ablation` trains one model per ``(inv, var, cov)`` (sized by
+:func:`ablation_settings`), measures collapse and the age probe on held-out subjects, and
+caches every run on disk; :func:`evaluate_model` measures any fitted model the same way;
+:func:`plot_ablation` and :class:`AblationPanel` show the runs.
 
-- :func:`ablation_settings` sizes a sweep from a run profile (``ci`` trains each
-  configuration for 36 steps, ``cpu`` for 60);
-- :func:`run_ablation` trains :class:`vicreg_lab.VICReg` once per ``(inv, var, cov)``
-  configuration, embeds held-out subjects, and measures collapse
-  (:func:`vicreg_lab.diagnostics.collapse_report` of the representation and of the
-  expander output) and the age probe (:func:`vicreg_lab.probes.probe_table`). Every
-  run is cached on disk, keyed by everything that determines it, so that a second call
-  loads instantly;
-- :func:`evaluate_model` measures the same things for any fitted model (e.g. the
-  project's long-run checkpoint), so it can stand beside the short runs;
-- :func:`plot_ablation` draws the runs side by side, and :class:`AblationPanel` is a
-  widget whose sliders train (or load) one configuration.
-
-The verdict of a run comes from the measurements (see :func:`run_verdict`): the expander
-output's standard deviation first (the scale the variance term acts on), then the
-representation's effective rank. The expander's own RankMe is not used: in a collapsed
-run it measures noise-sized leftovers and can look high.
+A run's verdict (:func:`run_verdict`) reads the expander output's std first (the scale
+the variance term acts on), then the representation's effective rank. The expander's
+own RankMe is not used: in a collapsed run it measures noise-sized leftovers.
 
 Examples
 --------
->>> from vicreg_lab.lab.ablation import ablation_settings
 >>> s = ablation_settings("ci")
 >>> s.shape, s.batch_size, s.steps
 ((32, 32, 32), 16, 36)
@@ -43,6 +32,7 @@ import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +42,7 @@ import torch
 from vicreg_lab._io import atomic_path, cache_dir
 from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import CollapseReport, collapse_report
+from vicreg_lab.lab.plots import VERDICT_COLORS, bar_panel, plot_spectrum
 from vicreg_lab.pretrained import cached_results
 
 __all__ = [
@@ -81,9 +72,8 @@ DEFAULT_CONFIGS = {
     "standard": (25.0, 25.0, 1.0),
 }
 
-#: Bardes et al. (ICLR 2022), Table 7: the 100-epoch ablation of the loss weights
-#: (lambda / mu / nu = invariance / variance / covariance), ImageNet linear top-1 (%);
-#: NaN where the run collapsed. All eleven rows of the ICLR version, in its order.
+#: Bardes et al. (ICLR 2022), Table 7, all eleven rows: 100-epoch ablation of the weights
+#: (inv / var / cov), ImageNet linear top-1 (%), NaN where the run collapsed.
 PAPER_TABLE7 = pd.DataFrame(
     [
         ("invariance only", 1.0, 0.0, 0.0, "collapse", math.nan),
@@ -102,39 +92,17 @@ PAPER_TABLE7 = pd.DataFrame(
 )
 
 _CACHE_FORMAT = "vicreg-lab-ablation-v2"  # v2: reports carry their scale
-_VERDICT_COLORS = {
-    "healthy": "tab:green",
-    "dimensional collapse": "tab:orange",
-    "complete collapse": "tab:red",
-}
 
 # ---------------------------------------------------------------- sizes
 
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """How big one ablation run is.
+    """How big one ablation run is (every field is part of the cache key).
 
-    Parameters
-    ----------
-    profile : str
-        Name of the profile these settings came from (recorded, and part of the cache key).
-    n_subjects : int
-        Training subjects.
-    n_eval : int
-        Held-out subjects embedded for the diagnostics and the probe.
-    shape : tuple of int
-        Volume shape (D, H, W).
-    batch_size, max_epochs : int
-        Training batch size and epochs (``steps = n_subjects // batch_size * max_epochs``).
-    encoder, expander : str
-        Network names (see :mod:`vicreg_lab.models`).
-    lr : float
-        AdamW learning rate.
-    device : str
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
-    augment : tuple of (str, value) pairs
-        Changes to the default views, as :attr:`vicreg_lab.profiles.Profile.augment`.
+    ``steps = n_subjects // batch_size * max_epochs``; ``n_eval`` held-out subjects are
+    embedded and probed; ``augment`` holds changes to the default views, as
+    :attr:`vicreg_lab.profiles.Profile.augment`.
     """
 
     profile: str
@@ -159,42 +127,25 @@ class AblationSettings:
         return replace(self, **changes)
 
 
-# A short run per profile. ci: 3 steps per epoch x 12 epochs at 32^3 (seconds per run);
-# cpu: 4 x 15 = 60 steps, still at 32^3 so that a 1-CPU Binder runs the sweep in minutes,
-# and 256 held-out subjects (age needs a few hundred to be readable at 32^3, even from
-# raw voxels); gpu: 8 x 40 = 320 steps at 64^3.
+# ci: 3 steps x 12 epochs (seconds per run); cpu: 4 x 15 at 32^3 so a 1-CPU Binder runs
+# the sweep in minutes, with 256 held-out subjects (age needs a few hundred at 32^3);
+# gpu: 8 x 40 at 64^3.
 _SIZES = {
     "ci": dict(n_subjects=48, n_eval=48, shape=(32, 32, 32), batch_size=16, max_epochs=12),
     "cpu": dict(n_subjects=128, n_eval=256, shape=(32, 32, 32), batch_size=32, max_epochs=15),
     "gpu": dict(n_subjects=512, n_eval=512, shape=(64, 64, 64), batch_size=64, max_epochs=40),
 }
-_SIZES["long"] = _SIZES["cpu"]
-_SIZES["research"] = _SIZES["gpu"]
-_EXPANDERS = {
-    "ci": "128-128",
-    "cpu": "256-256",
-    "gpu": "1024-1024",
-    "research": "1024-1024",
-    "long": "256-256",
-}
+_SIZES.update(long=_SIZES["cpu"], research=_SIZES["gpu"])
+_EXPANDERS = {"ci": "128-128", "cpu": "256-256", "gpu": "1024-1024"}
+_EXPANDERS.update(long=_EXPANDERS["cpu"], research=_EXPANDERS["gpu"])
 
 
 def ablation_settings(profile=None) -> AblationSettings:
-    """The size of one ablation run for a run profile.
+    """The size of one short ablation run for a run profile (name, Profile or None).
 
-    Parameters
-    ----------
-    profile : str, Profile or None
-        A profile name (``"ci"``, ``"cpu"``, ``"gpu"``, ``"research"``, ``"long"``), a
-        :class:`vicreg_lab.profiles.Profile`, or None for :func:`vicreg_lab.get_profile`.
-
-    Returns
-    -------
-    AblationSettings
-        Smaller than the profile's training run: an ablation trains several models,
-        and collapse shows within a hundred steps. The encoder is ``small_cnn`` and
-        the expander is a few times the batch size wide (a batch of N embeddings spans
-        at most N - 1 directions).
+    Smaller than the profile's training run: a sweep trains several models and collapse
+    shows within a hundred steps. The encoder is ``small_cnn``; the expander is a few
+    times the batch wide (a batch of N embeddings spans at most N - 1 directions).
 
     Examples
     --------
@@ -223,14 +174,11 @@ def ablation_settings(profile=None) -> AblationSettings:
 
 
 def training_settings(profile=None) -> AblationSettings:
-    """Ablation runs as long as the profile's own training run (the demo's recipe).
+    """Ablation runs exactly as long as ``make demo`` trains (the profile's own recipe).
 
-    The short runs of :func:`ablation_settings` show collapse, which is fast; whether
-    the healthy weights also give the best representation needs runs in which training
-    improves it. These settings train each configuration exactly as ``make demo`` trains
-    (the profile's subjects, shape, batch, epochs, expander and views; AdamW at the
-    default lr 1e-3) and probe up to 256 held-out subjects
-    (``benchmarks/bench_ablation.py --recipe training``). Minutes per run on a CPU.
+    Short runs show collapse; whether the healthy weights also give the best
+    representation needs runs in which training improves it. AdamW at lr 1e-3, up to 256
+    held-out subjects (``benchmarks/bench_ablation.py --recipe training``).
 
     Examples
     --------
@@ -264,33 +212,23 @@ class RunResult:
 
     Attributes
     ----------
-    name : str
-    inv, var, cov : float
-        The loss weights.
     kind : str
         ``"short run"`` for an ablation run, or what :func:`evaluate_model` was told.
     representation, expander : numpy.ndarray (N, D)
         Held-out embeddings: the encoder output and the expander output.
     rep_report, exp_report : CollapseReport
-        Their collapse diagnostics: the representation's verdict is scale-free, the
-        expander's uses ``target_std=1.0`` (see :func:`run_verdict`).
+        Scale-free for the representation, ``target_std=1.0`` for the expander.
     probes : pandas.DataFrame
         Rows of :func:`vicreg_lab.probes.probe_table` (empty without targets).
-    steps : list of dict
-        Per-step loss terms of the training run.
-    epochs : list of dict
-        The estimator's per-epoch records (``VICReg.history_["epoch"]``).
+    steps, epochs : list of dict
+        Per-step loss terms and per-epoch records of training.
     dynamics : list of dict
-        ``{"step", "exp_std", "rep_rankme"}`` at the end of every epoch, measured on up
-        to 64 held-out volumes with BatchNorm in batch-statistics mode (see
-        :func:`run_ablation`); for a model that was not trained here, the same numbers
-        from its own per-epoch records (eval mode, on a batch of its training data).
-    train_seconds : float
-    n_steps : int
+        ``{"step", "exp_std", "rep_rankme"}`` after every epoch (see :func:`run_ablation`;
+        for a model not trained here, from its own per-epoch records).
     cached : bool
         True when the run was loaded from disk.
     info : dict
-        Settings, seed and any other facts worth keeping.
+        Settings, seed and other facts worth keeping.
     """
 
     name: str
@@ -358,32 +296,13 @@ class RunResult:
 def run_verdict(rep_report, exp_report) -> str:
     """The verdict of a run, from its two collapse reports.
 
-    Parameters
-    ----------
-    rep_report : CollapseReport
-        Report of the representation, scale-free: ``collapse_report(representation)``.
-    exp_report : CollapseReport
-        Report of the expander output against the std the variance term asks for:
-        ``collapse_report(expander, target_std=1.0)``.
-
-    Returns
-    -------
-    str
-        The first that applies:
-
-    1. The expander output's verdict when it is ``"complete collapse"``: e.g. its mean
-       standard deviation is below a tenth of the target the variance term asks for.
-    2. Otherwise the representation's verdict, whose rules are scale-free (normalised
-       std, RankMe, dead dimensions).
-
-    Raises
-    ------
-    ValueError
-        If ``exp_report`` is scale-free: it would miss a collapse to the origin.
+    The expander output's verdict (``collapse_report(expander, target_std=1.0)``) when it
+    is ``"complete collapse"``, e.g. a mean std below a tenth of the target; otherwise the
+    representation's scale-free verdict (``collapse_report(representation)``). A
+    scale-free ``exp_report`` raises ValueError: it would miss a collapse to the origin.
 
     Examples
     --------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> rep = collapse_report(rng.normal(size=(64, 16)))
     >>> healthy = collapse_report(rng.normal(size=(64, 16)), target_std=1.0)
@@ -411,29 +330,31 @@ def _targets_of(dataset, targets) -> pd.DataFrame | None:
 _BATCHNORM_MODES = ("recalibrate", "eval")
 
 
-def _batchnorms(*modules) -> list[torch.nn.Module]:
-    return [
-        m
-        for module in modules
-        for m in module.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-    ]
+def _check_batchnorm(batchnorm) -> None:
+    if batchnorm not in _BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {_BATCHNORM_MODES}, got {batchnorm!r}")
 
 
 def _recalibrated(model, dataset):
     """A copy of a fitted estimator whose BatchNorm statistics are re-estimated on ``dataset``.
 
-    In a run of a few dozen steps the running statistics (momentum 0.1) still lag far
-    behind the weights, and eval-mode outputs are then much smaller than the network's
-    real outputs. Here they are reset and re-estimated as a plain average over
-    ``dataset`` (no augmentation), then the copy is put in eval mode.
+    After a few dozen steps the running statistics (momentum 0.1) lag far behind the
+    weights and eval-mode outputs shrink. Unlike :func:`vicreg_lab.probes.recalibrate_batchnorm`
+    (one network), encoder and expander are recalibrated in one pass, the expander on the
+    encoder's batch-statistics output, and one-volume batches are skipped; the shipped
+    sweeps were computed this way.
     """
     from torch.utils.data import DataLoader
 
     clone = copy.copy(model)
     clone.encoder_ = copy.deepcopy(model.encoder_).eval()
     clone.expander_ = copy.deepcopy(model.expander_).eval()
-    norms = _batchnorms(clone.encoder_, clone.expander_)
+    norms = [
+        m
+        for module in (clone.encoder_, clone.expander_)
+        for m in module.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
@@ -478,22 +399,18 @@ def _dynamics_from_history(epochs: list) -> list[dict]:
     for record in epochs:
         step += int(record.get("steps", 0))
         if "collapse" in record and "collapse_expander" in record:
-            out.append(
-                {
-                    "step": step,
-                    "exp_std": record["collapse_expander"]["mean_std"],
-                    "rep_rankme": record["collapse"]["rankme"],
-                }
-            )
+            exp_std = record["collapse_expander"]["mean_std"]
+            rankme = record["collapse"]["rankme"]
+            out.append({"step": step, "exp_std": exp_std, "rep_rankme": rankme})
     return out
 
 
 class _DynamicsRecorder:
     """A ``VICReg`` callback: expander std and representation RankMe after every epoch.
 
-    Measured on fixed held-out volumes with BatchNorm using the batch's statistics (a
-    throw-away copy of the networks in train mode), so that the lag of the running
-    statistics early in a run does not show as a fake collapse.
+    Measured on fixed held-out volumes by a throw-away copy in train mode (BatchNorm on
+    batch statistics), so the lag of the running statistics early in a run does not show
+    as a fake collapse.
     """
 
     def __init__(self, volumes: torch.Tensor):
@@ -511,13 +428,8 @@ class _DynamicsRecorder:
         with torch.no_grad():
             rep = encoder(model.prepare(self.volumes).to(device)).float().cpu()
             z = expander(rep.to(device)).float().cpu()
-        self.records.append(
-            {
-                "step": len(model.history_["step"]),
-                "exp_std": float(embedding_std(z).mean()),
-                "rep_rankme": rankme(rep),
-            }
-        )
+        step, exp_std = len(model.history_["step"]), float(embedding_std(z).mean())
+        self.records.append({"step": step, "exp_std": exp_std, "rep_rankme": rankme(rep)})
 
 
 def evaluate_model(
@@ -529,45 +441,26 @@ def evaluate_model(
     seed: int = 0,
     batchnorm: str = "recalibrate",
 ) -> RunResult:
-    """Measure a fitted model as :func:`run_ablation` measures its runs.
+    """Measure a fitted model (not modified) as :func:`run_ablation` measures its runs.
+
+    The representation's report is scale-free (a backbone's scale is arbitrary); the
+    expander's uses ``target_std=1.0``, so that a collapse to the origin reads as collapse.
 
     Parameters
     ----------
     model : vicreg_lab.VICReg
-        A fitted estimator (e.g. ``load_pretrained("synthetic-small")``); not modified.
-    eval_dataset : Dataset
-        Volumes to embed, at the model's input shape (``transform`` resizes otherwise).
-    name : str
-        Label of the model in tables and figures.
-    kind : str
-        What the model is, e.g. ``"checkpoint"`` or ``"short run"``.
+        A fitted estimator, e.g. ``load_pretrained("synthetic-small")``.
+    name, kind : str
+        Label of the model in tables and figures; what it is.
     targets : DataFrame or dict, optional
-        One row per volume with an ``age`` column; default ``eval_dataset.participants``.
-        Without an age column the probe is skipped.
-    seed : int
-        Seed of the probe's fold split.
+        One row per volume with ``age`` (default ``eval_dataset.participants``); without
+        it the probe is skipped. ``seed`` seeds the probe's folds.
     batchnorm : {"recalibrate", "eval"}
-        ``"recalibrate"``: re-estimate BatchNorm's statistics on ``eval_dataset`` first
-        (on a copy), because after a short run the stored running statistics lag behind
-        the weights; ``"eval"``: use the stored ones, as ``model.transform`` does.
-
-    Returns
-    -------
-    RunResult
-        The representation's collapse report is scale-free (a backbone's scale is
-        arbitrary); the expander output's uses ``target_std=1.0``, the std its variance
-        term asks for, so that a collapse to the origin reads as collapse.
+        ``"recalibrate"`` re-estimates BatchNorm's statistics on ``eval_dataset`` first (on
+        a copy): after a short run the stored ones lag behind the weights. ``"eval"`` uses
+        the stored ones, as ``model.transform`` does.
     """
-    if batchnorm not in _BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {_BATCHNORM_MODES}, got {batchnorm!r}")
-    if not hasattr(model, "encoder_"):
-        raise ValueError(f"evaluate_model: {name!r} is not fitted (no encoder_); call fit first")
-    targets = _targets_of(eval_dataset, targets)
-    if targets is not None and len(targets) != len(eval_dataset):
-        raise ValueError(
-            f"evaluate_model: targets has {len(targets)} rows but eval_dataset has "
-            f"{len(eval_dataset)} volumes"
-        )
+    targets = _checked_targets(model, eval_dataset, name, targets, batchnorm)
     measured = _recalibrated(model, eval_dataset) if batchnorm == "recalibrate" else model
     representation = measured.transform(eval_dataset)
     expander = _expander_output(measured, representation)
@@ -589,6 +482,20 @@ def evaluate_model(
         n_steps=len(history["step"]),
         info={"seed": seed, "batchnorm": batchnorm},
     )
+
+
+def _checked_targets(model, eval_dataset, name, targets, batchnorm) -> pd.DataFrame | None:
+    """Check :func:`evaluate_model`'s arguments; return its targets."""
+    _check_batchnorm(batchnorm)
+    if not hasattr(model, "encoder_"):
+        raise ValueError(f"evaluate_model: {name!r} is not fitted (no encoder_); call fit first")
+    targets = _targets_of(eval_dataset, targets)
+    if targets is not None and len(targets) != len(eval_dataset):
+        raise ValueError(
+            f"evaluate_model: targets has {len(targets)} rows but eval_dataset has "
+            f"{len(eval_dataset)} volumes"
+        )
+    return targets
 
 
 # ---------------------------------------------------------------- cache
@@ -628,6 +535,9 @@ def _cache_key(config, settings, seed: int, train_fp: str, eval_fp: str, batchno
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+_STORED_FIELDS = ("steps", "epochs", "dynamics", "train_seconds", "n_steps", "info")
+
+
 def _save_run(path: Path, run: RunResult, key: str) -> None:
     meta = {
         "format": _CACHE_FORMAT,
@@ -636,12 +546,7 @@ def _save_run(path: Path, run: RunResult, key: str) -> None:
         "rep_report": run.rep_report.to_dict(),
         "exp_report": run.exp_report.to_dict(),
         "probes": run.probes.to_dict(orient="records"),
-        "steps": run.steps,
-        "epochs": run.epochs,
-        "dynamics": run.dynamics,
-        "train_seconds": run.train_seconds,
-        "n_steps": run.n_steps,
-        "info": run.info,
+        **{name: getattr(run, name) for name in _STORED_FIELDS},
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
         np.savez_compressed(
@@ -666,40 +571,23 @@ def _load_run(path: Path, key: str, name: str) -> RunResult | None:
 
     probes = pd.DataFrame(meta["probes"], columns=TABLE_COLUMNS)
     probes["embedding"] = name
+    fields = {f: CollapseReport(**meta[f]) for f in ("rep_report", "exp_report")}
+    fields.update({f: meta[f] for f in _STORED_FIELDS}, probes=probes, cached=True)
     inv, var, cov = meta["config"]
-    return RunResult(
-        name=name,
-        inv=inv,
-        var=var,
-        cov=cov,
-        kind="short run",
-        representation=representation,
-        expander=expander,
-        rep_report=CollapseReport(**meta["rep_report"]),
-        exp_report=CollapseReport(**meta["exp_report"]),
-        probes=probes,
-        steps=meta["steps"],
-        epochs=meta["epochs"],
-        dynamics=meta["dynamics"],
-        train_seconds=meta["train_seconds"],
-        n_steps=meta["n_steps"],
-        cached=True,
-        info=meta["info"],
-    )
+    return RunResult(name, inv, var, cov, "short run", representation, expander, **fields)
 
 
 # ---------------------------------------------------------------- the sweep
 
 
+def _check_which(which: str) -> None:
+    if which not in ("representation", "expander"):
+        raise ValueError(f"which must be 'representation' or 'expander', got {which!r}")
+
+
 @dataclass
 class AblationResult:
-    """The runs of a sweep (and any model added beside them).
-
-    Attributes
-    ----------
-    runs : dict of str to RunResult
-        In the order they were given.
-    """
+    """The runs of a sweep (and any model added beside them): ``runs`` in the given order."""
 
     runs: dict[str, RunResult]
 
@@ -716,15 +604,13 @@ class AblationResult:
 
     def reports(self, which: str = "representation") -> dict[str, CollapseReport]:
         """``{name: CollapseReport}`` of the ``"representation"`` or the ``"expander"``."""
-        if which not in ("representation", "expander"):
-            raise ValueError(f"which must be 'representation' or 'expander', got {which!r}")
+        _check_which(which)
         attr = "rep_report" if which == "representation" else "exp_report"
         return {name: getattr(run, attr) for name, run in self.runs.items()}
 
     def embeddings(self, which: str = "representation") -> dict[str, np.ndarray]:
         """``{name: array (N, D)}`` of the ``"representation"`` or the ``"expander"``."""
-        if which not in ("representation", "expander"):
-            raise ValueError(f"which must be 'representation' or 'expander', got {which!r}")
+        _check_which(which)
         return {name: getattr(run, which) for name, run in self.runs.items()}
 
     def histories(self) -> dict[str, pd.DataFrame]:
@@ -838,58 +724,35 @@ def run_ablation(
 ) -> AblationResult:
     """Train VICReg once per loss-weight configuration and measure collapse and age.
 
+    Each run records its dynamics: after every epoch, the expander std and representation
+    RankMe of up to 64 ``eval_dataset`` volumes (BatchNorm on batch statistics).
+
     Parameters
     ----------
     configs : dict of str to (inv, var, cov), or sequence of (inv, var, cov), optional
-        The configurations; default :data:`DEFAULT_CONFIGS`.
-    dataset : Dataset
-        Training volumes (1, D, H, W), e.g. a :class:`vicreg_lab.SyntheticCohort` of
-        ``settings.n_subjects`` subjects at ``settings.shape``.
-    eval_dataset : Dataset, optional
-        Held-out volumes to embed and probe; default ``dataset``.
+        Default :data:`DEFAULT_CONFIGS`.
+    dataset, eval_dataset : Dataset
+        Training volumes (1, D, H, W); held-out volumes to probe (default ``dataset``).
     profile : str or Profile, optional
-        Sizes the runs through :func:`ablation_settings` (ignored if ``settings`` is given).
-    settings : AblationSettings, optional
-        Explicit sizes (only the training fields are used: batch, epochs, networks, lr).
+        Sizes the runs through :func:`ablation_settings`, unless ``settings`` is given.
     cache : bool or path, default=True
-        True: ``vicreg_lab._io.cache_dir("ablation")``; a path: that folder; False: no
-        cache. A run is stored under a hash of its weights, settings, seed, the package
-        and torch versions and fingerprints of both datasets, written atomically.
+        True: ``vicreg_lab._io.cache_dir("ablation")``; a path: that folder; False: none.
+        A run is stored under a hash of its weights, settings, seed, package and torch
+        versions and fingerprints of both datasets.
     seed : int
         Seed of training and of the probe's folds.
-    targets : DataFrame or dict, optional
-        One row per ``eval_dataset`` volume with an ``age`` column; default
-        ``eval_dataset.participants``.
-    batchnorm : {"recalibrate", "eval"}
-        How the final model is measured (see :func:`evaluate_model`): by default its
-        BatchNorm statistics are re-estimated on ``eval_dataset``, because after a few
-        dozen steps the running statistics still lag far behind the weights.
+    targets, batchnorm
+        How the runs are measured (see :func:`evaluate_model`).
     progress : bool
-        Show a progress bar per training run.
-
-    Returns
-    -------
-    AblationResult
-        ``.table`` (one row per run), ``.probes``, ``.reports(...)``, ``.embeddings(...)``,
-        ``.histories()``, and ``result[name]`` for one :class:`RunResult`. Each run also
-        records its dynamics: after every epoch, the expander std and representation
-        RankMe of up to 64 ``eval_dataset`` volumes (BatchNorm on batch statistics).
-
-    Examples
-    --------
-    >>> from vicreg_lab import SyntheticCohort                      # doctest: +SKIP
-    >>> s = ablation_settings("ci")                                  # doctest: +SKIP
-    >>> cohort = SyntheticCohort(s.n_subjects, shape=s.shape)        # doctest: +SKIP
-    >>> result = run_ablation(dataset=cohort, settings=s)            # doctest: +SKIP
-    >>> result.table[["name", "exp_std", "verdict", "age_r2"]]       # doctest: +SKIP
+        A progress bar per training run.
     """
     configs = _check_configs(configs)
     if dataset is None:
         raise ValueError("run_ablation needs a training dataset (dataset=...)")
     if not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    if batchnorm not in _BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {_BATCHNORM_MODES}, got {batchnorm!r}")
+    _check_batchnorm(batchnorm)
+    seed = int(seed)
     options = {"targets": targets, "batchnorm": batchnorm, "progress": progress}
     settings = settings or ablation_settings(profile)
     eval_dataset = dataset if eval_dataset is None else eval_dataset
@@ -899,34 +762,31 @@ def run_ablation(
         eval_fp = train_fp if eval_dataset is dataset else _dataset_fingerprint(eval_dataset)
     runs = {}
     for name, config in configs.items():
-        run, path, key = None, None, None
-        if folder is not None:
-            key = _cache_key(config, settings, int(seed), train_fp, eval_fp, batchnorm)
-            path = folder / f"{key}.npz"
-            run = _load_run(path, key, name) if path.exists() else None
-        if run is None:
-            run = _train_run(name, config, dataset, eval_dataset, settings, int(seed), options)
-            if path is not None:
-                _save_run(path, run, key)
-        if path is not None:
-            run.info["cache_path"] = str(path)
-        runs[name] = run
+        train = partial(_train_run, name, config, dataset, eval_dataset, settings, seed, options)
+        if folder is None:
+            runs[name] = train()
+        else:
+            key = _cache_key(config, settings, seed, train_fp, eval_fp, batchnorm)
+            runs[name] = _cached_run(folder / f"{key}.npz", key, name, train)
     return AblationResult(runs)
+
+
+def _cached_run(path: Path, key: str, name: str, train) -> RunResult:
+    """The run cached at ``path``, or ``train()``'s run, then cached there."""
+    run = _load_run(path, key, name) if path.exists() else None
+    if run is None:
+        run = train()
+        _save_run(path, run, key)
+    run.info["cache_path"] = str(path)
+    return run
 
 
 def compare_with_paper(result: AblationResult) -> pd.DataFrame:
     """Each run's measured verdict beside the paper's outcome for the same weights.
 
-    Parameters
-    ----------
-    result : AblationResult
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``name, inv, var, cov, exp_std, rep_rankme, verdict, age_r2,
-        paper_outcome``; ``paper_outcome`` is from :data:`PAPER_TABLE7` (ImageNet top-1
-        in %, or "collapse"), NaN for weights the paper did not try.
+    Columns ``name, inv, var, cov, exp_std, rep_rankme, verdict, age_r2, paper_outcome``;
+    ``paper_outcome`` is from :data:`PAPER_TABLE7` (top-1 % or "collapse"), NaN for
+    weights the paper did not try.
     """
     columns = ["name", "inv", "var", "cov", "exp_std", "rep_rankme", "verdict", "age_r2"]
     paper = PAPER_TABLE7[["inv", "var", "cov", "paper_outcome"]]
@@ -938,15 +798,8 @@ _CACHED_COLUMNS = ("name", "inv", "var", "cov", "seed", "exp_std", "verdict", "a
 
 @dataclass
 class CachedSweep:
-    """A shipped multi-seed ablation sweep (see :func:`cached_sweep`).
-
-    Attributes
-    ----------
-    runs : pandas.DataFrame
-        One row per configuration and seed, as ``benchmarks/bench_ablation.py`` wrote it.
-    command : str
-        The command (and sizes, wall time) that produced it: the file's first line.
-    """
+    """A shipped multi-seed sweep: ``runs`` (one row per configuration and seed, as
+    ``benchmarks/bench_ablation.py`` wrote it) and the ``command`` that produced it."""
 
     runs: pd.DataFrame
     command: str
@@ -974,21 +827,10 @@ class CachedSweep:
 
 
 def cached_sweep(profile: str = "cpu", path: str | Path | None = None) -> CachedSweep:
-    """Load the shipped multi-seed ablation sweep of a profile.
+    """Load the shipped sweep ``vicreg_lab/cached/ablation-<profile>.csv`` (or ``path``).
 
-    Parameters
-    ----------
-    profile : str
-        Profile whose sweep to load (``vicreg_lab/cached/ablation-<profile>.csv``).
-    path : str or Path, optional
-        Another file in the same format.
-
-    Raises
-    ------
-    FileNotFoundError
-        No sweep was computed for that profile (the message gives the command).
-    ValueError
-        The file lacks a column or has no rows.
+    Raises FileNotFoundError (naming the command that computes it) when there is none,
+    ValueError when the file lacks a column or has no rows.
     """
     try:
         runs, command = cached_results(f"ablation-{profile}", _CACHED_COLUMNS, path)
@@ -1002,21 +844,10 @@ def cached_sweep(profile: str = "cpu", path: str | Path | None = None) -> Cached
 def paper_findings(result: AblationResult) -> pd.DataFrame:
     """Which findings of the paper's Table 7 the measured runs show, decided from the numbers.
 
-    A finding is listed only when the runs it needs are in ``result`` (matched by their
-    weights). The findings, as the paper reports them:
-
-    - every run without the variance term collapses, the standard weights do not (here
-      "collapses" is the run's verdict, :func:`run_verdict`: ``"complete collapse"``);
-    - the standard weights (25 / 25 / 1) give the best probe of the runs compared (here
-      the age R^2 on held-out subjects);
-    - without the invariance term (0 / 25 / 1) the run collapses (the paper's word for
-      a failed run; here, the verdict);
-    - without the covariance term (1 / 1 / 0) the probe is worse than with the standard
-      weights.
-
-    Parameters
-    ----------
-    result : AblationResult
+    A finding is listed only when ``result`` has the runs it needs (matched by weights):
+    runs without the variance term collapse (verdict ``"complete collapse"``) and the
+    standard one does not; the standard weights give the best probe (here age R^2);
+    0 / 25 / 1 collapses; 1 / 1 / 0 probes worse than the standard weights.
 
     Returns
     -------
@@ -1028,121 +859,97 @@ def paper_findings(result: AblationResult) -> pd.DataFrame:
         table = table[table["kind"] == "short run"]
     by_weights = {(r.inv, r.var, r.cov): r for r in table.itertuples(index=False)}
     standard = by_weights.get((25.0, 25.0, 1.0))
-    rows = []
     no_var = [r for (_, var, _), r in by_weights.items() if var == 0]
-    if standard is not None and no_var:
-        collapsed = [r.name for r in no_var if r.verdict == "complete collapse"]
-        ok = len(collapsed) == len(no_var) and standard.verdict != "complete collapse"
-        rows.append(
-            (
-                "runs without the variance term collapse, the standard run does not",
-                "collapse (" + ", ".join(r.name for r in no_var) + "); standard 68.6 %",
-                f"complete collapse: {collapsed or 'none'}; standard: {standard.verdict}",
-                ok,
-            )
-        )
-    if standard is not None and len(by_weights) > 1:
-        best = max(table.itertuples(index=False), key=lambda r: r.age_r2)
-        rows.append(
-            (
-                "the standard weights give the best probe",
-                "25 / 25 / 1: 68.6 %, the best row",
-                f"best age R^2: {best.name} ({best.age_r2:.2f}); standard {standard.age_r2:.2f}",
-                best.name == standard.name,
-            )
-        )
-    no_inv = by_weights.get((0.0, 25.0, 1.0))
-    if no_inv is not None:
-        probe = f"; age R^2 {no_inv.age_r2:.2f}"
-        if standard is not None:
-            probe += f" against {standard.age_r2:.2f} for the standard run"
-        rows.append(
-            (
-                "without the invariance term (0 / 25 / 1) the run collapses",
-                "collapse",
-                f"verdict: {no_inv.verdict}{probe}",
-                no_inv.verdict == "complete collapse",
-            )
-        )
-    no_cov = by_weights.get((1.0, 1.0, 0.0))
-    if standard is not None and no_cov is not None:
-        rows.append(
-            (
-                "no covariance term is worse than the standard weights",
-                "1 / 1 / 0: 57.5 % against 68.6 %",
-                f"age R^2 {no_cov.age_r2:.2f} against {standard.age_r2:.2f}",
-                bool(no_cov.age_r2 < standard.age_r2),
-            )
-        )
+    rows = [
+        _variance_finding(standard, no_var),
+        _best_probe_finding(table, standard) if len(by_weights) > 1 else None,
+        _invariance_finding(by_weights.get((0.0, 25.0, 1.0)), standard),
+        _covariance_finding(by_weights.get((1.0, 1.0, 0.0)), standard),
+    ]
+    rows = [row for row in rows if row is not None]
     return pd.DataFrame(rows, columns=["finding", "paper", "measured", "reproduced"])
+
+
+def _variance_finding(standard, no_var):
+    if standard is None or not no_var:
+        return None
+    collapsed = [r.name for r in no_var if r.verdict == "complete collapse"]
+    return (
+        "runs without the variance term collapse, the standard run does not",
+        "collapse (" + ", ".join(r.name for r in no_var) + "); standard 68.6 %",
+        f"complete collapse: {collapsed or 'none'}; standard: {standard.verdict}",
+        len(collapsed) == len(no_var) and standard.verdict != "complete collapse",
+    )
+
+
+def _best_probe_finding(table, standard):
+    if standard is None:
+        return None
+    best = max(table.itertuples(index=False), key=lambda r: r.age_r2)
+    return (
+        "the standard weights give the best probe",
+        "25 / 25 / 1: 68.6 %, the best row",
+        f"best age R^2: {best.name} ({best.age_r2:.2f}); standard {standard.age_r2:.2f}",
+        best.name == standard.name,
+    )
+
+
+def _invariance_finding(no_inv, standard):
+    if no_inv is None:
+        return None
+    probe = f"; age R^2 {no_inv.age_r2:.2f}"
+    if standard is not None:
+        probe += f" against {standard.age_r2:.2f} for the standard run"
+    return (
+        "without the invariance term (0 / 25 / 1) the run collapses",
+        "collapse",
+        f"verdict: {no_inv.verdict}{probe}",
+        no_inv.verdict == "complete collapse",
+    )
+
+
+def _covariance_finding(no_cov, standard):
+    if standard is None or no_cov is None:
+        return None
+    return (
+        "no covariance term is worse than the standard weights",
+        "1 / 1 / 0: 57.5 % against 68.6 %",
+        f"age R^2 {no_cov.age_r2:.2f} against {standard.age_r2:.2f}",
+        bool(no_cov.age_r2 < standard.age_r2),
+    )
 
 
 # ---------------------------------------------------------------- figure
 
 
-def _bars(ax, names, values, colors, title, errors=None):
-    x = np.arange(len(names))
-    bars = ax.bar(x, values, yerr=errors, color=colors, capsize=3)
-    ax.bar_label(bars, fmt="%.3g", fontsize="small")
-    ax.set_title(title)
-    ax.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
-    return x
-
-
 def plot_ablation(result: AblationResult, title: str | None = None):
     """The runs of an ablation side by side: collapse diagnostics and the age probe.
 
-    Parameters
-    ----------
-    result : AblationResult
-        From :func:`run_ablation` (possibly with other models added by
-        :meth:`AblationResult.with_run`).
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Top row, one bar per run coloured by its verdict: the expander output's mean
-        std (red line: the complete-collapse threshold 0.1), the representation's
-        RankMe (x: its maximum ``min(N - 1, D)``), the linear age probe R^2 (mean +- sd
-        over folds). Bottom row: the expander's std and the representation's RankMe
-        at the end of every epoch (:attr:`RunResult.dynamics`; log-scale steps; dashed:
-        models not trained by :func:`run_ablation`), and the singular value spectra of
-        the held-out representations (:func:`vicreg_lab.lab.plots.plot_spectrum`).
+    Top row, one bar per run coloured by its verdict: the expander output's mean std (red
+    line: the complete-collapse threshold 0.1), the representation's RankMe (x: its
+    maximum), the linear age probe R^2 (mean +- sd over folds). Bottom row: the expander
+    std and representation RankMe after every epoch (:attr:`RunResult.dynamics`; dashed:
+    models not trained by :func:`run_ablation`), and the held-out representation spectra.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    from vicreg_lab.lab.plots import plot_spectrum
 
     if not isinstance(result, AblationResult) or len(result) == 0:
         raise ValueError("plot_ablation needs an AblationResult with at least one run")
     table = result.table
     names = [f"{n}\n({v})" for n, v in zip(table["name"], table["verdict"], strict=True)]
-    colors = [_VERDICT_COLORS.get(v, "tab:gray") for v in table["verdict"]]
+    colors = [VERDICT_COLORS.get(v, "tab:gray") for v in table["verdict"]]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     plt.close(fig)
-    _bars(axes[0, 0], names, table["exp_std"], colors, "expander output: mean std")
+    bar_panel(axes[0, 0], names, table["exp_std"], colors, "expander output: mean std")
     axes[0, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
-    x = _bars(axes[0, 1], names, table["rep_rankme"], colors, "representation: RankMe")
+    x = bar_panel(axes[0, 1], names, table["rep_rankme"], colors, "representation: RankMe")
     axes[0, 1].plot(x, table["rep_rankme_max"], "kx", ls="none")
-    _bars(axes[0, 2], names, table["age_r2"], colors, "age probe: linear R²", table["age_r2_sd"])
+    bar_panel(
+        axes[0, 2], names, table["age_r2"], colors, "age probe: linear R²", table["age_r2_sd"]
+    )
     axes[0, 2].axhline(0.0, color="k", lw=0.8)
-    for ax, key, title_ in (
-        (axes[1, 0], "exp_std", "expander std during training"),
-        (axes[1, 1], "rep_rankme", "representation RankMe during training"),
-    ):
-        for i, (name, run) in enumerate(result.runs.items()):
-            steps = [r["step"] for r in run.dynamics]
-            values = [r[key] for r in run.dynamics]
-            style = "-" if run.kind == "short run" else "--"
-            ax.plot(steps, values, style, marker=".", lw=1.2, label=name, color=f"C{i % 10}")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training step (log)")
-        ax.set_title(title_, fontsize="medium")
+    _plot_dynamics(axes[1, 0], result, "exp_std", "expander std during training")
+    _plot_dynamics(axes[1, 1], result, "rep_rankme", "representation RankMe during training")
     axes[1, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
     axes[1, 0].legend(fontsize="x-small")
     plot_spectrum(result.embeddings("representation"), ax=axes[1, 2])
@@ -1151,6 +958,22 @@ def plot_ablation(result: AblationResult, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _plot_dynamics(ax, result: AblationResult, key: str, title: str) -> None:
+    """One line per run of ``key`` over the training steps (log scale)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for i, (name, run) in enumerate(result.runs.items()):
+        steps = [r["step"] for r in run.dynamics]
+        values = [r[key] for r in run.dynamics]
+        style = "-" if run.kind == "short run" else "--"
+        ax.plot(steps, values, style, marker=".", lw=1.2, label=name, color=f"C{i % 10}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training step (log)")
+    ax.set_title(title, fontsize="medium")
 
 
 # ---------------------------------------------------------------- widget
@@ -1162,54 +985,36 @@ _TERMS = {"inv": "invariance", "var": "variance", "cov": "covariance"}
 class AblationPanel:
     """Sliders for the three loss weights; "Train" runs (or loads) one short ablation run.
 
-    The run is sized like the sweep (:func:`ablation_settings`) and cached like it, so a
-    configuration already trained (by the sweep or an earlier click) shows instantly.
-    The figure (:func:`plot_ablation`) puts the run beside the sweep's runs.
+    A run is sized (:func:`ablation_settings`) and cached like the sweep's, so a
+    configuration already trained shows at once, beside the sweep's runs
+    (:func:`plot_ablation`).
 
     Parameters
     ----------
     dataset, eval_dataset : Dataset
-        Training and held-out volumes, as for :func:`run_ablation`.
-    sweep : AblationResult, optional
-        Precomputed runs: listed in a drop-down (choosing one shows it at once) and
-        drawn beside the new run.
-    settings : AblationSettings, optional
-        Sizes of a run; default ``ablation_settings(profile)``.
-    profile : str or Profile, optional
-    cache : bool or path, default=True
         As for :func:`run_ablation`.
-    seed : int, default=0
+    sweep : AblationResult, optional
+        Precomputed runs: listed in a drop-down and drawn beside the new run.
+    settings : AblationSettings, optional
+        Default ``ablation_settings(profile)``.
+    cache, seed
+        As for :func:`run_ablation`.
     weights : tuple of 3 float, default=(25, 25, 1)
         Starting (inv, var, cov); 0 switches a term off.
 
     Attributes
     ----------
-    sliders : dict of str to ipywidgets.FloatLogSlider
-        Keys ``"inv"``, ``"var"``, ``"cov"``, from 0.01 to 100.
-    enabled : dict of str to ipywidgets.Checkbox
-        Unticked: the term's weight is 0.
-    presets : ipywidgets.Dropdown
-        The sweep's configurations.
-    button : ipywidgets.Button
-        "Train".
-    readout : ipywidgets.HTML
-        The last run's numbers and verdict.
-    image : ipywidgets.Image
-        PNG of the last figure.
-    widget : ipywidgets.VBox
-        The whole panel.
-    run : RunResult
-        The last run.
-    figure : matplotlib.figure.Figure
-    n_runs : int
-        How many runs were shown (trained or loaded).
-    seconds : float
-        Wall time of the last click (training or loading, and drawing).
+    sliders, enabled : dict of str to widget
+        Per term (``"inv"``, ``"var"``, ``"cov"``): a log slider from 0.01 to 100, and a
+        checkbox (unticked: weight 0).
+    presets, button, readout, image, widget
+        The sweep's drop-down, "Train", the last run's numbers, its figure (PNG), the panel.
+    run, figure, n_runs, seconds
+        The last run and figure, how many runs were shown, the last click's wall time.
 
     Examples
     --------
     >>> panel = AblationPanel(train, held_out, sweep=sweep)  # doctest: +SKIP
-    >>> panel                                                # doctest: +SKIP
     >>> panel.set_weights(var=0)      # untick the variance term  # doctest: +SKIP
     >>> panel.button.click()          # what "Train" does          # doctest: +SKIP
     >>> panel.run.verdict                                    # doctest: +SKIP
@@ -1227,8 +1032,6 @@ class AblationPanel:
         seed: int = 0,
         weights: tuple[float, float, float] = (25.0, 25.0, 1.0),
     ):
-        import ipywidgets as widgets
-
         _check_configs({"weights": weights})
         _check_panel_weights(dict(zip(_TERMS, weights, strict=True)))
         self.dataset, self.eval_dataset = dataset, eval_dataset
@@ -1237,21 +1040,21 @@ class AblationPanel:
         self.cache, self.seed = cache, int(seed)
         self.n_runs = 0
         self.run = None
-        lo, hi = _WEIGHT_EXPONENTS
-        start = dict(zip(_TERMS, weights, strict=True))
+        self._build_widgets(dict(zip(_TERMS, weights, strict=True)))
+        self.readout.value = (
+            f"<i>{self.settings.steps} steps per run at {self.settings.shape}; "
+            "press Train (a cached configuration shows at once)</i>"
+        )
+
+    def _build_widgets(self, start: dict) -> None:
+        import ipywidgets as widgets
+
+        from vicreg_lab.lab.widgets import weight_slider
+
         self.sliders, self.enabled = {}, {}
         for key, label in _TERMS.items():
-            self.sliders[key] = widgets.FloatLogSlider(
-                value=start[key] if start[key] > 0 else 1.0,
-                base=10,
-                min=lo,
-                max=hi,
-                step=0.05,
-                description=label,
-                continuous_update=False,
-                readout_format=".3g",
-                style={"description_width": "80px"},
-            )
+            value = start[key] if start[key] > 0 else 1.0
+            self.sliders[key] = weight_slider(label, value, _WEIGHT_EXPONENTS, step=0.05)
             self.enabled[key] = widgets.Checkbox(
                 value=start[key] > 0, description="on", indent=False
             )
@@ -1268,10 +1071,6 @@ class AblationPanel:
         rows = [widgets.HBox([self.sliders[k], self.enabled[k]]) for k in _TERMS]
         self.widget = widgets.VBox([*rows, widgets.HBox([self.presets, self.button])])
         self.widget.children += (self.readout, self.image)
-        self.readout.value = (
-            f"<i>{self.settings.steps} steps per run at {self.settings.shape}; "
-            "press Train (a cached configuration shows at once)</i>"
-        )
 
     @property
     def weights(self) -> tuple[float, float, float]:

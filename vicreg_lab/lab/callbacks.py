@@ -1,9 +1,8 @@
 """Training callbacks for :class:`vicreg_lab.VICReg` (``VICReg(callbacks=[...])``).
 
-A callback is any callable ``callback(estimator, event, record)``; ``event`` is
-``"step"`` or ``"epoch"`` and ``record`` the dict just appended to
-``estimator.history_[event]``. The ``"epoch"`` call comes after that epoch's
-checkpoint is written.
+A callback is any callable ``callback(estimator, event, record)``: ``event`` is ``"step"``
+or ``"epoch"``, ``record`` the dict just appended to ``estimator.history_[event]``. The
+``"epoch"`` call comes after that epoch's checkpoint is written.
 """
 
 from __future__ import annotations
@@ -12,26 +11,18 @@ TERMS = ("loss", "invariance", "variance", "covariance")
 
 
 class LiveLossPlot:
-    """Redraw the loss terms in place while training runs (in a notebook or a script).
+    """Redraw the loss terms in place while training runs, one small axis per term.
 
     Parameters
     ----------
     every : int, default=10
         Redraw every ``every`` steps (and at the end of every epoch).
     display : bool, default=True
-        Show the figure through IPython's ``display`` and update that output in place.
-        With ``display=False`` the figure is only kept in ``self.figure`` (tests, scripts).
-
-    Attributes
-    ----------
-    figure : matplotlib.figure.Figure
-        The figure, one small axis per term (their scales differ).
-    redraws : int
-        How many times the figure was redrawn.
+        Show the figure with IPython's ``display`` and update it in place; ``False``
+        only keeps it in ``self.figure``.
 
     Examples
     --------
-    >>> from vicreg_lab import VICReg                      # doctest: +SKIP
     >>> VICReg(callbacks=[LiveLossPlot(every=5)]).fit(cohort)  # doctest: +SKIP
     """
 
@@ -77,33 +68,25 @@ class LiveLossPlot:
 
 
 class SimulatedInterruption(KeyboardInterrupt):
-    """Raised by :class:`InterruptAfter`: training stopped as if the kernel had been interrupted.
+    """Raised by :class:`InterruptAfter`, as if the kernel had been interrupted.
 
-    A subclass of ``KeyboardInterrupt`` (what the Stop button of Jupyter raises), so
-    that ``except Exception`` blocks let it through, as they would a real interruption.
+    A ``KeyboardInterrupt`` (what Jupyter's Stop button raises), so ``except Exception``
+    lets it through, as it would a real interruption.
     """
 
 
 class InterruptAfter:
-    """Interrupt training at the end of an epoch, to rehearse resuming from a checkpoint.
+    """Interrupt training at the end of epoch ``epochs``, to rehearse resuming.
 
-    Parameters
-    ----------
-    epochs : int
-        Raise :class:`SimulatedInterruption` at the end of this epoch (counting from 1,
-        over the whole run: a resumed run that already did ``epochs`` epochs stops after
-        its first new one). The epoch's checkpoint is written before callbacks run, so
-        ``fit(resume=True)`` continues from there.
+    Epochs count from 1 over the whole run (a resumed run past ``epochs`` stops after
+    its first new one). The checkpoint is written before callbacks run, so
+    ``fit(resume=True)`` continues from there.
 
     Examples
     --------
-    >>> from vicreg_lab import VICReg
-    >>> model = VICReg(max_epochs=4, checkpoint_dir="ckpt", callbacks=[InterruptAfter(2)])
-    >>> try:
-    ...     model.fit(cohort)  # doctest: +SKIP
-    ... except SimulatedInterruption as stop:
-    ...     print(stop)
-    training interrupted after epoch 2 of 4 (InterruptAfter(2))
+    >>> stop = InterruptAfter(2)
+    >>> VICReg(max_epochs=4, checkpoint_dir="ckpt", callbacks=[stop]).fit(cohort)  # doctest: +SKIP
+    SimulatedInterruption: training interrupted after epoch 2 of 4 (InterruptAfter(2))
     >>> VICReg(max_epochs=4, checkpoint_dir="ckpt").fit(cohort, resume=True)  # doctest: +SKIP
     """
 

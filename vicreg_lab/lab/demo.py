@@ -1,9 +1,8 @@
-"""The main jobs behind the command line: ``vicreg-lab demo`` and ``vicreg-lab train``.
+"""The jobs behind ``vicreg-lab demo`` and ``vicreg-lab train``.
 
-``run_demo`` is what ``make demo`` runs: the synthetic cohort, a VICReg training sized
-by the profile (``cpu`` on a laptop), and a report folder (see :mod:`vicreg_lab.lab.report`)
-with the cohort figure added. ``run_train`` is the same job on any dataset, with
-overrides.
+``run_demo`` is ``make demo``: the synthetic cohort, a VICReg training sized by the
+profile, and a report folder (:mod:`vicreg_lab.lab.report`). ``run_train`` is the same
+job on any dataset, with overrides.
 """
 
 from __future__ import annotations
@@ -36,31 +35,26 @@ def run_train(
 ):
     """Train VICReg on ``dataset`` as sized by ``profile`` and write the report folder.
 
+    ``overrides`` are :class:`vicreg_lab.VICReg` parameters (e.g. ``max_epochs``; None is
+    ignored); ``resume`` continues from ``out/checkpoints/last.ckpt`` if present.
+
     Parameters
     ----------
     dataset : Dataset
-        Volumes (1, D, H, W) with their factors (a ``participants`` table for the probes).
+        Volumes (1, D, H, W) with a ``participants`` table for the probes.
     out : str or Path
-        Report folder; checkpoints go to ``out/checkpoints`` and the model to
-        ``out/model.ckpt``.
+        Report folder; checkpoints go to ``out/checkpoints``, the model to ``out/model.ckpt``.
     profile : Profile, optional
         Default from ``VICREG_LAB_PROFILE``.
-    seed : int
-    resume : bool
-        Continue from ``out/checkpoints/last.ckpt`` if present.
     extra_figures : sequence of str
         Figures already in ``out`` to link from the summary page.
     probe_dataset : Dataset, optional
-        Held-out subjects for the report's probes (see
-        :func:`vicreg_lab.lab.report.training_report`).
-    **overrides
-        Any :class:`vicreg_lab.VICReg` parameter (e.g. ``max_epochs``, ``var_coeff``).
+        Held-out subjects for the probes (see :func:`vicreg_lab.lab.report.training_report`).
 
     Returns
     -------
-    model : VICReg
-    index : Path
-        The report's ``index.html``.
+    model, index : VICReg, Path
+        The fitted model and the report's ``index.html`` (None on torchrun ranks > 0).
     """
     from vicreg_lab.distributed import is_main
     from vicreg_lab.lab.report import training_report
@@ -94,13 +88,7 @@ def run_train(
 def run_demo(
     out: str | Path = "demo-report", profile: Profile | None = None, seed: int = 0
 ) -> Path:
-    """``make demo``: synthetic cohort -> VICReg training -> report folder.
-
-    Returns
-    -------
-    Path
-        The summary page ``index.html`` inside ``out``.
-    """
+    """``make demo``: synthetic cohort -> VICReg training -> report; returns ``index.html``."""
     from vicreg_lab.data import SyntheticCohort
     from vicreg_lab.lab.plots import plot_cohort_grid
 

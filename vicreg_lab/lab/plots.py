@@ -1,7 +1,7 @@
 """Figures: loss terms, collapse diagnostics, brains (nilearn) and augmented views.
 
-Every function returns a matplotlib Figure (it never calls ``plt.show()``), so
-notebooks display it and scripts save it.
+Every function returns a matplotlib Figure closed in pyplot (it never calls
+``plt.show()``), so a notebook shows it once, as the cell's value, and a script saves it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,9 @@ from vicreg_lab.data import image_of
 # ---------------------------------------------------------------- loss & diagnostics
 
 _LOSS_TERMS = ("loss", "invariance", "variance", "covariance")
-_LOSS_TITLES = {
-    "loss": "loss (weighted total)",
-    "invariance": "invariance",
-    "variance": "variance",
-    "covariance": "covariance",
-}
-_VERDICT_COLORS = {
+_LOSS_TITLES = {"loss": "loss (weighted total)"}
+#: Bar colour of each collapse verdict (grey for any other).
+VERDICT_COLORS = {
     "healthy": "tab:green",
     "dimensional collapse": "tab:orange",
     "complete collapse": "tab:red",
@@ -29,26 +25,17 @@ _VERDICT_COLORS = {
 def plot_loss_terms(history, ax=None):
     """Plot the VICReg loss terms during training, one small axis per term.
 
-    The terms have different scales (the total is weighted, the components are
-    not), so each gets its own y-axis.
+    The terms have different scales (the total is weighted, the components are not), so
+    each gets its own y-axis.
 
     Parameters
     ----------
     history : mapping, pandas.DataFrame or list of dict
-        The recorded terms: a mapping ``{term: values}`` or a DataFrame with
-        columns among ``"loss"``, ``"invariance"``, ``"variance"``,
-        ``"covariance"`` and optionally ``"step"`` (the x-axis; the record index
-        otherwise), or a list of per-step dicts with those keys. To compare
-        runs, pass ``{run name: history}``: each run is one line per axis.
-    ax : matplotlib Axes or sequence of Axes, optional
-        A sequence with one Axes per term to draw into, or a single Axes to draw
-        every term on a shared log-scale axis. By default a new figure is made.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure (closed in pyplot, so that a notebook shows it once, as the
-        cell's value; save it with ``fig.savefig``).
+        ``{term: values}``, a DataFrame with columns among ``loss``, ``invariance``,
+        ``variance``, ``covariance`` and optionally ``step`` (the x-axis), or per-step
+        dicts. ``{run name: history}`` draws one line per run on each axis.
+    ax : Axes or sequence of Axes, optional
+        One Axes per term, or a single Axes for every term on a shared log scale.
 
     Examples
     --------
@@ -63,18 +50,7 @@ def plot_loss_terms(history, ax=None):
         raise ValueError(
             f"history has none of the loss terms {list(_LOSS_TERMS)}; found keys {found}"
         )
-
-    if ax is None:
-        fig, axes = _diag_subplots(len(terms), width=3.2)
-    elif hasattr(ax, "plot"):  # one Axes: all terms on a log scale
-        fig, axes = ax.figure, [ax] * len(terms)
-        ax.set_yscale("log")
-    else:
-        axes = list(ax)
-        if len(axes) != len(terms):
-            raise ValueError(f"ax must hold one Axes per term {terms}, got {len(axes)} Axes")
-        fig = axes[0].figure
-
+    fig, axes = _loss_axes(ax, terms)
     shared = len(set(map(id, axes))) == 1
     for name, columns in runs.items():
         for term, axis in zip(terms, axes, strict=True):
@@ -87,38 +63,38 @@ def plot_loss_terms(history, ax=None):
     for term, axis in zip(terms, axes, strict=True):
         axis.set_xlabel("step")
         if not shared:
-            axis.set_title(_LOSS_TITLES[term])
+            axis.set_title(_LOSS_TITLES.get(term, term))
     if len(runs) > 1 or shared:
         axes[-1].legend(fontsize="small")
     fig.tight_layout()
     return fig
 
 
+def _loss_axes(ax, terms):
+    """The figure and one Axes per term: new, the given ones, or one shared log-scale Axes."""
+    if ax is None:
+        return _diag_subplots(len(terms), width=3.2)
+    if hasattr(ax, "plot"):
+        ax.set_yscale("log")
+        return ax.figure, [ax] * len(terms)
+    axes = list(ax)
+    if len(axes) != len(terms):
+        raise ValueError(f"ax must hold one Axes per term {terms}, got {len(axes)} Axes")
+    return axes[0].figure, axes
+
+
 def plot_spectrum(embeddings, labels=None, ax=None):
     """Plot the normalised singular value spectrum of one or several embeddings.
 
-    Each curve is ``sigma_k / sigma_1`` of the centred embeddings on a log
-    scale: a flat curve means the embeddings use every direction, a curve that
-    drops after ``k`` values means dimensional collapse onto ``k`` directions.
+    Each curve is ``sigma_k / sigma_1`` of the centred embeddings on a log scale: a flat
+    curve uses every direction, a curve that drops after ``k`` values has collapsed onto
+    ``k`` directions. Values below ``1e-10 * sigma_1`` are not drawn.
 
-    Parameters
-    ----------
-    embeddings : array-like of shape (N, D), or a list of them
-        Torch tensors or numpy arrays; a dict ``{label: embeddings}`` also works.
-    labels : list of str, optional
-        One label per embedding matrix (RankMe is appended to each).
-    ax : matplotlib Axes, optional
-        Where to draw; by default a new figure is made.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure. Values below ``1e-10 * sigma_1`` are numerically zero and
-        are not drawn; a constant embedding gives an empty curve.
+    ``embeddings`` is one array-like (N, D), a list of them, or ``{label: embeddings}``;
+    ``labels`` name them (RankMe is appended to each).
 
     Examples
     --------
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> fig = plot_spectrum([rng.normal(size=(200, 16)), rng.normal(size=(200, 16))])
     >>> len(fig.axes[0].lines)
@@ -158,23 +134,14 @@ def plot_spectrum(embeddings, labels=None, ax=None):
 def plot_collapse_reports(reports):
     """Compare collapse reports side by side: std, normalised std, RankMe, verdict.
 
-    Parameters
-    ----------
-    reports : dict of str to CollapseReport or dict
-        ``{name: collapse_report(z)}`` (or the reports' ``to_dict()``).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Four panels: mean std per dimension (dotted: the complete-collapse line of
-        the reports made with a ``target_std``); normalised std times ``sqrt(D)``
-        (1 when spread evenly on the sphere, 0 for complete collapse); RankMe
-        with its maximum ``min(N - 1, D)`` marked; the verdicts, each with the
-        form it used (scale-free, or its target std). Bars are coloured by verdict.
+    ``reports`` is ``{name: collapse_report(z)}`` (or the reports' ``to_dict()``). Panels:
+    the mean std per dimension (dotted: the complete-collapse line of reports made with a
+    ``target_std``); the normalised std x sqrt(D) (1 when spread evenly on the sphere, 0
+    for complete collapse); RankMe (x: its maximum ``min(N - 1, D)``); the verdicts, each
+    with the form it used. Bars are coloured by verdict.
 
     Examples
     --------
-    >>> import numpy as np
     >>> from vicreg_lab.diagnostics import collapse_report
     >>> z = np.random.default_rng(0).normal(size=(200, 16))
     >>> fig = plot_collapse_reports({"random": collapse_report(z),
@@ -184,17 +151,9 @@ def plot_collapse_reports(reports):
     """
     from vicreg_lab.diagnostics import COMPLETE_STD_FRACTION, target_std_of
 
-    if not reports:
-        raise ValueError("reports is empty; pass {name: collapse_report(z)}")
-    rows = {name: dict(r.to_dict() if hasattr(r, "to_dict") else r) for name, r in reports.items()}
-    needed = {"mean_std", "normalized_std", "rankme", "rankme_fraction", "n_dims", "verdict"}
-    for name, row in rows.items():
-        if not needed <= set(row):
-            raise ValueError(f"report {name!r} lacks {sorted(needed - set(row))}")
-
+    rows = _report_rows(reports)
     names = list(rows)
-    x = np.arange(len(names))
-    colors = [_VERDICT_COLORS.get(row["verdict"], "tab:gray") for row in rows.values()]
+    colors = [VERDICT_COLORS.get(row["verdict"], "tab:gray") for row in rows.values()]
     panels = {
         "mean std per dimension": [row["mean_std"] for row in rows.values()],
         "normalised std x sqrt(D)": [
@@ -204,17 +163,13 @@ def plot_collapse_reports(reports):
     }
     fig, axes = _diag_subplots(4, width=2.6 + 0.5 * len(names))
     for axis, (title, values) in zip(axes, panels.items(), strict=False):
-        bars = axis.bar(x, values, color=colors)
-        axis.bar_label(bars, fmt="%.3g", fontsize="small")
-        axis.set_title(title)
-        axis.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
+        x = bar_panel(axis, names, values, colors, title)
     targets = {target_std_of(row.get("scale", "free")) for row in rows.values()} - {None}
     for target in targets:  # the absolute rule holds only for reports with a target
         axes[0].axhline(COMPLETE_STD_FRACTION * target, color="tab:red", ls=":", lw=0.8)
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
     maxima = [row["rankme"] / row["rankme_fraction"] for row in rows.values()]
     axes[2].plot(x, maxima, "kx", ls="none")
-
     axes[3].set_axis_off()
     axes[3].set_title("verdict")
     for i, (name, row) in enumerate(rows.items()):
@@ -225,8 +180,30 @@ def plot_collapse_reports(reports):
     return fig
 
 
+def _report_rows(reports) -> dict[str, dict]:
+    """``{name: report as dict}``, checked to hold what :func:`plot_collapse_reports` draws."""
+    if not reports:
+        raise ValueError("reports is empty; pass {name: collapse_report(z)}")
+    rows = {name: dict(r.to_dict() if hasattr(r, "to_dict") else r) for name, r in reports.items()}
+    needed = {"mean_std", "normalized_std", "rankme", "rankme_fraction", "n_dims", "verdict"}
+    for name, row in rows.items():
+        if not needed <= set(row):
+            raise ValueError(f"report {name!r} lacks {sorted(needed - set(row))}")
+    return rows
+
+
+def bar_panel(ax, names, values, colors, title, errors=None):
+    """One labelled bar per name on ``ax`` (optional error bars); returns the bars' x."""
+    x = np.arange(len(names))
+    bars = ax.bar(x, values, yerr=errors, color=colors, capsize=3)
+    ax.bar_label(bars, fmt="%.3g", fontsize="small")
+    ax.set_title(title)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
+    return x
+
+
 def _diag_subplots(n, width=3.0, height=2.8):
-    """``n`` axes side by side in a figure closed in pyplot (shown once in notebooks)."""
+    """``n`` axes side by side in a figure closed in pyplot."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
@@ -262,33 +239,10 @@ def _loss_columns(history) -> dict:
 def plot_subject(image, affine, title=None, display_mode="ortho", cut_coords=None, **kwargs):
     """Show one brain volume as orthogonal slices with nilearn's ``plot_anat``.
 
-    Parameters
-    ----------
-    image : torch.Tensor or numpy.ndarray
-        Volume (D, H, W) or (1, D, H, W), e.g. ``cohort[0]["image"]``.
-    affine : numpy.ndarray
-        Its 4x4 voxel-to-world (mm) affine, e.g. ``cohort.affine`` or
-        ``dataset.get_affine(i)``; nilearn uses it to place the slices in MNI space.
-    title : str, optional
-        Title drawn on the figure.
-    display_mode : str
-        nilearn display mode: ``"ortho"`` (three views), ``"z"``, ``"x"``, ...
-    cut_coords : sequence of float, optional
-        Where to cut (mm); nilearn chooses when None.
-    **kwargs
-        Passed to :func:`nilearn.plotting.plot_anat` (``vmin``, ``vmax``, ``cmap``...).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from vicreg_lab.data import SyntheticCohort
-    >>> cohort = SyntheticCohort(2, shape=(32, 32, 32))
-    >>> fig = plot_subject(cohort[0]["image"], cohort.affine, title="sub-0000")
-    >>> type(fig).__name__
-    'Figure'
+    ``image`` is (D, H, W) or (1, D, H, W); ``affine`` its 4x4 voxel-to-world (mm) matrix
+    (e.g. ``cohort.affine``), which places the slices in MNI space. ``display_mode``
+    (``"ortho"``, ``"z"``, ...), ``cut_coords`` (mm) and ``kwargs`` go to
+    :func:`nilearn.plotting.plot_anat`.
     """
     import matplotlib.pyplot as plt
     import nibabel as nib
@@ -315,52 +269,23 @@ def plot_subject(image, affine, title=None, display_mode="ortho", cut_coords=Non
 def plot_cohort_grid(dataset, by="age", n=8, modality=None):
     """A grid of subjects ordered by age or grouped by site, titled with their factors.
 
-    All panels share one grey scale, so scanner differences in brightness and
-    contrast show as they are.
+    All panels share one grey scale, so scanner differences in brightness and contrast
+    show as they are.
 
     Parameters
     ----------
     dataset : SyntheticCohort, NiftiFolder or OpenBHB
         Needs ``participants`` with the column named by ``by``.
     by : {"age", "site"}
-        ``"age"``: ``n`` subjects from youngest to oldest (evenly spaced in age
-        rank), an axial row above a coronal row. ``"site"``: one row per site,
-        ``n`` subjects each (youngest first), axial slices.
-    n : int
-        Subjects per row.
+        ``"age"``: ``n`` subjects evenly spaced in age rank, an axial row above a coronal
+        row. ``"site"``: one row of axial slices per site, its ``n`` youngest subjects.
     modality : {"t1", "gm"}, optional
         For a :class:`SyntheticCohort`, the modality to draw (default: its own).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from vicreg_lab.data import SyntheticCohort
-    >>> fig = plot_cohort_grid(SyntheticCohort(16, shape=(32, 32, 32)), by="site", n=2)
-    >>> len(fig.axes)
-    8
     """
     import matplotlib.pyplot as plt
 
     table = dataset.participants.reset_index(drop=True)
-    if by not in ("age", "site"):
-        raise ValueError(f"plot_cohort_grid: by must be 'age' or 'site', got {by!r}")
-    if by not in table.columns:
-        raise ValueError(f"plot_cohort_grid: the dataset's participants have no {by!r} column")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"plot_cohort_grid: n must be a positive int, got {n!r}")
-    if by == "age":
-        ranked = np.argsort(table["age"].to_numpy(), kind="stable")
-        spots = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
-        picks = ranked[np.unique(spots)]
-        rows = [("axial", picks), ("coronal", picks)]
-    else:
-        rows = []
-        for site, group in table.groupby("site", sort=True):
-            order = group.sort_values("age") if "age" in group else group
-            rows.append((str(site), order.index.to_numpy()[:n]))
+    rows = _cohort_rows(table, by, n)
     volumes = _subject_volumes(dataset, [int(i) for _, idx in rows for i in idx], modality)
     vmax = float(np.percentile(np.concatenate([v.ravel() for v in volumes.values()]), 99.5))
     columns = max(len(idx) for _, idx in rows)
@@ -383,31 +308,33 @@ def plot_cohort_grid(dataset, by="age", n=8, modality=None):
     return fig
 
 
+def _cohort_rows(table, by, n) -> list[tuple[str, np.ndarray]]:
+    """The rows of :func:`plot_cohort_grid`: (label, subject indices)."""
+    if by not in ("age", "site"):
+        raise ValueError(f"plot_cohort_grid: by must be 'age' or 'site', got {by!r}")
+    if by not in table.columns:
+        raise ValueError(f"plot_cohort_grid: the dataset's participants have no {by!r} column")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"plot_cohort_grid: n must be a positive int, got {n!r}")
+    if by == "age":
+        ranked = np.argsort(table["age"].to_numpy(), kind="stable")
+        spots = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
+        picks = ranked[np.unique(spots)]
+        return [("axial", picks), ("coronal", picks)]
+    rows = []
+    for site, group in table.groupby("site", sort=True):
+        order = group.sort_values("age") if "age" in group else group
+        rows.append((str(site), order.index.to_numpy()[:n]))
+    return rows
+
+
 def plot_factors(cohort, n=128):
-    """What the synthetic cohort's factors do: grey matter against age, intensities by site.
+    """What the synthetic cohort's factors do, over its first ``n`` subjects.
 
-    Three panels: grey-matter volume (mL) against age, coloured by sex (head size
-    separates the sexes); grey-matter fraction of intracranial volume against age
-    (atrophy, with head size divided out); and T1 intensity histograms inside the
-    brain, one per site (the scanner's look).
-
-    Parameters
-    ----------
-    cohort : SyntheticCohort
-        The cohort (its tissue maps are used, so no other dataset will do).
-    n : int
-        Number of subjects used (the first ``n``).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from vicreg_lab.data import SyntheticCohort
-    >>> fig = plot_factors(SyntheticCohort(24, shape=(24, 24, 24)))
-    >>> len(fig.axes)
-    3
+    Three panels: grey-matter volume (mL) against age by sex (head size separates the
+    sexes); grey-matter fraction of intracranial volume against age (atrophy, head size
+    divided out); T1 intensity histograms inside the brain, one per site (the scanner's
+    look). Needs a :class:`SyntheticCohort` (its tissue maps).
     """
     import matplotlib.pyplot as plt
 
@@ -438,11 +365,7 @@ def plot_factors(cohort, n=128):
 
 
 def _factor_measures(cohort, index, chunk=16):
-    """Grey matter (mL), intracranial volume (mL) and T1 values inside the brain, per subject.
-
-    Subjects are measured ``chunk`` at a time, so memory does not grow with
-    their number (only the T1 values inside each brain are kept).
-    """
+    """GM and intracranial volumes (mL) and in-brain T1 values, ``chunk`` subjects at a time."""
     gm, icv, t1_inside = [], [], []
     for start in range(0, len(index), chunk):
         part = index[start : start + chunk]
@@ -468,19 +391,12 @@ def _as_volume(volume, name: str) -> np.ndarray:
 
 
 def _subject_volumes(dataset, indices, modality=None) -> dict[int, np.ndarray]:
-    """``{index: (D, H, W) volume}`` of a dataset, whatever its item convention.
-
-    A :class:`SyntheticCohort` generates them all in one call (in batches,
-    several times faster than one subject at a time).
-    """
+    """``{index: (D, H, W) volume}``; a SyntheticCohort generates them in one (faster) call."""
     indices = list(dict.fromkeys(indices))  # unique, in order
     if hasattr(dataset, "generate"):
         stack = dataset.generate(indices, modality=modality)
         return {i: volume[0].numpy() for i, volume in zip(indices, stack, strict=True)}
-    volumes = {}
-    for i in indices:
-        volumes[i] = _as_volume(image_of(dataset[i]), "image")
-    return volumes
+    return {i: _as_volume(image_of(dataset[i]), "image") for i in indices}
 
 
 def _section(volume: np.ndarray, affine: np.ndarray, view: str) -> np.ndarray:
@@ -506,33 +422,12 @@ def _subject_label(row, by: str, first: bool) -> str:
 
 
 def plot_views(original, view1, view2, title=None):
-    """Show a volume and two augmented views as orthogonal mid-slices.
+    """Show a volume and two augmented views as orthogonal mid-slices (a 3 x 3 grid).
 
-    One row per volume (original, view 1, view 2), one column per axis: the
-    middle slice across D, H and W. Each slice is drawn transposed with the
-    origin at the bottom, so RAS-oriented arrays (such as nilearn's) appear as
-    sagittal, coronal and axial views. Each row has its own grey scale
-    (0.5th to 99.5th percentile of its volume).
-
-    Parameters
-    ----------
-    original, view1, view2 : torch.Tensor or numpy.ndarray
-        Volumes (D, H, W) or (1, D, H, W); their shapes may differ.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        A 3 x 3 grid of images (closed in pyplot: a notebook shows it once).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> fig = plot_views(rng.random((20, 20, 20)), rng.random((16,) * 3), rng.random((16,) * 3))
-    >>> len(fig.axes)
-    9
+    One row per volume, one column per axis (D, H, W). Slices are drawn transposed with
+    the origin at the bottom, so RAS-oriented arrays appear as sagittal, coronal and axial
+    views. Each row has its own grey scale (0.5th to 99.5th percentile). The volumes are
+    (D, H, W) or (1, D, H, W) tensors or arrays; their shapes may differ.
     """
     import matplotlib.pyplot as plt
 
@@ -589,43 +484,27 @@ _NO_AUGMENTATION = {
 def plot_augmentation_gallery(volume, augmentations=None, input_size=None, seed=0, axis=2):
     """Each augmentation alone on the same brain: the original, then one column each.
 
-    Every column is a view drawn by :class:`~vicreg_lab.augment.SimCLRTransform`
-    (TorchIO) with all knobs off except the ones named for that column, so each
-    augmentation is seen on its own. The first column, "original", has every
-    knob off: the volume min-max rescaled to [0, 1] and resized to the view
-    size, as every view is before it is augmented. All panels share the grey
-    scale [0, 1], so intensity changes (gamma, bias field) show as they are.
+    Each column is a view of :class:`~vicreg_lab.augment.SimCLRTransform` with every knob
+    off but the ones named for it; "original" has every knob off (the volume rescaled to
+    [0, 1] and resized, as every view is before it is augmented). All panels share the
+    grey scale [0, 1], so intensity changes (gamma, bias field) show as they are.
 
     Parameters
     ----------
     volume : torch.Tensor or numpy.ndarray
-        Volume (D, H, W) or (1, D, H, W), e.g. ``cohort[0]["image"]``.
+        Volume (D, H, W) or (1, D, H, W).
     augmentations : dict of str to dict, optional
-        ``{column title: {knob: value}}`` with knobs of
-        :class:`~vicreg_lab.augment.AugmentParams`. Default: :data:`GALLERY`
-        (crop, flip, rotation, blur, noise, gamma, bias field).
+        ``{column title: {AugmentParams knob: value}}``; default :data:`GALLERY`. A bad
+        knob or value raises ValueError naming the column.
     input_size : int or tuple of int, optional
-        Size of the views; by default the volume's own shape.
+        Size of the views; by default the volume's shape.
     seed : int
-        Seed of every column's transform (the same seed for each).
+        Seed of every column's transform (the same for each).
     axis : {0, 1, 2}
-        The axis across which the middle slice is drawn (2: axial slices of
-        RAS-oriented volumes such as the synthetic cohort's).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One row of ``1 + len(augmentations)`` images.
-
-    Raises
-    ------
-    ValueError
-        For a knob that is not an ``AugmentParams`` field, or a value outside
-        its range (the message names the column).
+        Axis of the middle slice drawn (2: axial slices of RAS-oriented volumes).
 
     Examples
     --------
-    >>> import numpy as np
     >>> volume = np.random.default_rng(0).random((16, 16, 16))
     >>> fig = plot_augmentation_gallery(volume, {"blur": {"blur_sigma": 1.0, "p_blur": 1.0}})
     >>> [ax.get_title() for ax in fig.axes]
@@ -643,8 +522,7 @@ def plot_augmentation_gallery(volume, augmentations=None, input_size=None, seed=
     fig, axes = plt.subplots(1, len(columns), figsize=(1.9 * len(columns), 2.3), squeeze=False)
     plt.close(fig)
     for ax, (name, knobs) in zip(axes[0], columns.items(), strict=True):
-        transform = _gallery_transform(name, knobs, size, seed)
-        view = transform(volume)[0].numpy()
+        view = _gallery_transform(name, knobs, size, seed)(volume)[0].numpy()
         section = np.take(view, view.shape[axis] // 2, axis=axis)
         ax.imshow(section.T, origin="lower", cmap="gray", vmin=0.0, vmax=1.0)
         ax.set_title(name, fontsize="small")
@@ -681,24 +559,16 @@ def _gallery_transform(name, knobs, size, seed):
 def plot_collapse_history(epochs):
     """Collapse diagnostics over training, from ``VICReg.history_["epoch"]``.
 
-    Parameters
-    ----------
-    epochs : list of dict
-        Per-epoch records holding ``collapse`` (the representation's report) and
-        optionally ``collapse_expander`` (the expander's).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Three panels over epochs: mean std per dimension, normalised std x sqrt(D)
-        and RankMe, for the representation and the expander output.
+    Three panels over epochs (mean std per dimension, normalised std x sqrt(D), RankMe),
+    for the representation (``collapse``) and the expander (``collapse_expander``, if
+    recorded).
     """
     import matplotlib.pyplot as plt
 
     if not epochs:
         raise ValueError("no epochs recorded: train first (history_['epoch'] is empty)")
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    plt.close(fig)  # returned, so shown once in notebooks
+    plt.close(fig)
     x = [r["epoch"] + 1 for r in epochs]
     for key, label in (("collapse", "representation"), ("collapse_expander", "expander")):
         if key not in epochs[0]:
@@ -718,26 +588,12 @@ def plot_collapse_history(epochs):
 
 
 def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=15):
-    """UMAP of embeddings, one panel per factor (continuous factors get a colour bar).
+    """UMAP of embeddings (N, F), one panel per factor column (continuous: a colour bar).
 
-    Parameters
-    ----------
-    embeddings : array-like (N, F)
-    factors : pandas.DataFrame
-        One row per embedding, holding ``columns``.
-    columns : sequence of str
-        Factors to colour by.
-    seed : int
-        UMAP random state.
-    n_neighbors : int
-        UMAP neighbourhood size (capped at N - 1).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
+    ``factors`` has one row per embedding; ``seed`` is UMAP's random state and
+    ``n_neighbors`` is capped at N - 1.
     """
     import matplotlib.pyplot as plt
-    import numpy as np
     import pandas as pd
     import umap
 
@@ -748,7 +604,7 @@ def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed, n_jobs=1)
     xy = reducer.fit_transform(X)
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
-    plt.close(fig)  # returned, so shown once in notebooks
+    plt.close(fig)
     for ax, column in zip(axes[0], columns, strict=True):
         values = factors[column]
         if pd.api.types.is_numeric_dtype(values):

@@ -1,14 +1,10 @@
 """The report folder of a training run: figures, the probe table, and a summary page.
 
-:func:`training_report` writes, into one folder (each file atomically):
-
-- ``loss_terms.png``: the four loss terms over the steps;
-- ``collapse.png``: collapse diagnostics of a held batch after every epoch;
-- ``spectrum.png``: singular value spectra of the trained and random-init embeddings;
-- ``umap.png``: UMAP of the trained embeddings coloured by age and by site;
-- ``probes.csv``: cross-validated probes of the trained encoder and of the baselines;
-- ``history.json``: the per-epoch history;
-- ``index.md`` and ``index.html``: a summary page with a plain-language reading.
+:func:`training_report` writes, each file atomically: ``loss_terms.png``, ``collapse.png``
+(diagnostics after every epoch), ``spectrum.png`` (trained against random-init),
+``umap.png`` (by age and site), ``probes.csv`` (the trained encoder and the baselines),
+``history.json`` (per epoch), and ``index.md`` / ``index.html``, a summary page with a
+plain-language reading.
 """
 
 from __future__ import annotations
@@ -71,8 +67,8 @@ def read_probes(table: pd.DataFrame) -> list[str]:
 def seed_summary(runs: pd.DataFrame, metrics, by=("arm",)) -> pd.DataFrame:
     """Mean, min and max of each metric over the seeds, one row per group of ``by``.
 
-    ``runs`` holds one row per (group, seed), e.g. a table of :func:`cached_results
-    <vicreg_lab.pretrained.cached_results>`; the last column counts the seeds.
+    ``runs`` has one row per (group, seed), e.g. from
+    :func:`vicreg_lab.pretrained.cached_results`; the last column counts the seeds.
     """
     grouped = runs.groupby(list(by), sort=False)
     table = grouped[list(metrics)].agg(["mean", "min", "max"])
@@ -81,16 +77,12 @@ def seed_summary(runs: pd.DataFrame, metrics, by=("arm",)) -> pd.DataFrame:
 
 
 def compare_seeds(runs: pd.DataFrame, metric: str, first: str, second: str, by: str = "arm") -> str:
-    """One sentence comparing two arms of a multi-seed table seed by seed, read from the numbers.
+    """One sentence comparing two arms of a multi-seed table, paired by seed.
 
-    Arms are paired by seed (the same seed gives both arms the same initialisation and data
-    order). A difference is called consistent when it has the same sign at every shared
-    seed, and clear when, moreover, the two arms' ranges over the seeds do not overlap.
-
-    Raises
-    ------
-    ValueError
-        An arm is missing, or the two arms share no seed.
+    The same seed gives both arms the same initialisation and data order. A difference
+    is consistent when it has the same sign at every shared seed, and clear when, moreover,
+    the arms' ranges over the seeds do not overlap. Raises ValueError when an arm is
+    missing or the arms share no seed.
     """
     values = {}
     for arm in (first, second):
@@ -106,13 +98,9 @@ def compare_seeds(runs: pd.DataFrame, metric: str, first: str, second: str, by: 
     higher, n = int((a > b).sum()), len(seeds)
     if higher in (0, n):
         top, low = (a, b) if higher == n else (b, a)
-        which = first if higher == n else second
-        verdict = f"{which} is higher at every seed"
-        verdict += (
-            ", and the ranges do not overlap"
-            if top.min() > low.max()
-            else ", but the ranges overlap"
-        )
+        verdict = f"{first if higher == n else second} is higher at every seed"
+        clear = top.min() > low.max()
+        verdict += ", and the ranges do not overlap" if clear else ", but the ranges overlap"
     else:
         verdict = f"no consistent difference ({first} is higher at {higher} of {n} seeds)"
     return (
@@ -125,97 +113,98 @@ def compare_seeds(runs: pd.DataFrame, metric: str, first: str, second: str, by: 
 def training_report(
     model, dataset, out, seeds=(0, 1, 2), cv: int = 5, extra_figures=(), probe_dataset=None
 ) -> Path:
-    """Write the report folder of a fitted :class:`vicreg_lab.VICReg` on a labelled dataset.
+    """Write the report folder of a fitted :class:`vicreg_lab.VICReg`; return its ``index.html``.
 
     Parameters
     ----------
     model : VICReg
         A fitted estimator.
     dataset : Dataset
-        Items as dicts with ``image`` and factors; needs a ``participants`` DataFrame
-        (as :class:`vicreg_lab.SyntheticCohort`, :class:`vicreg_lab.NiftiFolder` and
-        :class:`vicreg_lab.OpenBHB` have) for the probes and the UMAP.
+        The training volumes; needs a ``participants`` DataFrame.
     out : str or Path
         The report folder.
-    seeds : sequence of int
-        Seeds of the cross-validation splits of the probes.
-    cv : int
-        Folds per seed.
+    seeds, cv : sequence of int, int
+        Seeds of the probes' cross-validation splits, and folds per seed.
     extra_figures : sequence of str
         Files already in ``out`` to show first on the summary page (e.g. ``cohort.png``).
     probe_dataset : Dataset, optional
         Subjects the model never saw, to probe and to draw the UMAP on (e.g.
-        ``cohort.held_out(n)``: new people on the same scanners). Default: ``dataset``
-        itself (cross-validated probes on the training subjects, which the page says).
-        When it has ``latents`` and ``anatomical_latents`` (a
-        :class:`vicreg_lab.SyntheticCohort`), the page also gets the per-latent table
-        (``latents.csv``).
-
-    Returns
-    -------
-    Path
-        ``index.html`` in ``out``.
+        ``cohort.held_out(n)``); default ``dataset`` (the page says so). With ``latents``
+        and ``anatomical_latents`` (a SyntheticCohort) it also gets ``latents.csv``.
     """
     from vicreg_lab.probes import latent_table, probe_table
-    from vicreg_lab.lab import plots as viz
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     history = model.history_
-    figures = {
-        "loss_terms.png": viz.plot_loss_terms(pd.DataFrame(history["step"])),
-        "collapse.png": viz.plot_collapse_history(history["epoch"]),
-    }
     probed = dataset if probe_dataset is None else probe_dataset
     embeddings = embeddings_with_baselines(model, probed, seed=model.seed)
     factors = probed.participants.reset_index(drop=True)
-    figures["spectrum.png"] = viz.plot_spectrum(
-        [embeddings[TRAINED], embeddings[RANDOM_RECAL]], labels=[TRAINED, RANDOM_RECAL]
-    )
-    figures["umap.png"] = viz.plot_umap(embeddings[TRAINED], factors, columns=("age", "site"))
-    for name, fig in figures.items():
-        save_figure(fig, out / name)
-
-    table = probe_table(embeddings, factors, cv=min(cv, len(factors) // 2), seeds=seeds)
+    shown = [*extra_figures, *_save_figures(out, history, embeddings, factors)]
+    folds = min(cv, len(factors) // 2)
+    table = probe_table(embeddings, factors, cv=folds, seeds=seeds)
     write_text(out / "probes.csv", table.to_csv(index=False))
     latents = None
     if hasattr(probed, "latents") and hasattr(probed, "anatomical_latents"):
         columns = probed.anatomical_latents()
-        latents = latent_table(embeddings, probed.latents, columns, cv=min(cv, len(factors) // 2))
+        latents = latent_table(embeddings, probed.latents, columns, cv=folds)
         write_text(out / "latents.csv", latents.to_csv())
     write_text(out / "history.json", json.dumps(history["epoch"], indent=1) + "\n")
     reading = read_probes(table)
-    last = history["epoch"][-1]
+    held_out = probe_dataset is not None
+    facts = _facts(model, len(dataset), len(factors), held_out, cv, len(seeds))
+    linear = table[table["probe"] == "linear"]
+    pivot = linear.pivot_table(index="embedding", columns=["target", "metric"], values="mean")
+    pivot = pivot.reindex([k for k in embeddings if k in pivot.index])
+    if latents is not None:
+        reading.append(read_latents(latents))
+    reading.append(read_variance(history["epoch"]))
+    write_text(out / "index.md", _markdown(facts, pivot, reading, shown, latents))
+    return write_text(out / "index.html", _html(facts, pivot, reading, shown, latents))
+
+
+def _save_figures(out: Path, history, embeddings, factors) -> list[str]:
+    """Draw and save the report's four figures; return their file names."""
+    from vicreg_lab.lab import plots as viz
+
+    figures = {
+        "loss_terms.png": viz.plot_loss_terms(pd.DataFrame(history["step"])),
+        "collapse.png": viz.plot_collapse_history(history["epoch"]),
+        "spectrum.png": viz.plot_spectrum(
+            [embeddings[TRAINED], embeddings[RANDOM_RECAL]], labels=[TRAINED, RANDOM_RECAL]
+        ),
+        "umap.png": viz.plot_umap(embeddings[TRAINED], factors, columns=("age", "site")),
+    }
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+    return list(figures)
+
+
+def _facts(model, n_volumes, n_probed, held_out, cv, n_seeds) -> list[str]:
+    """The summary page's facts: the run, how it was probed, its loss and collapse verdicts."""
+    history = model.history_
+    first, last = history["epoch"][0], history["epoch"][-1]
     rep, exp = last["collapse"], last["collapse_expander"]  # scale-free, target_std=1
-    facts = [
+    probed = (
+        f"Probes: {n_probed} held-out subjects the model never saw"
+        if held_out
+        else f"Probes: cross-validated on the {n_probed} training subjects"
+    )
+    return [
         f"Encoder {model.encoder}, expander {model.expander}, weights "
         f"{model.inv_coeff:g}/{model.var_coeff:g}/{model.cov_coeff:g}, "
         f"{len(history['step'])} steps over {len(history['epoch'])} epochs, "
-        f"{len(dataset)} volumes of shape {tuple(model.input_size_)}.",
-        (
-            f"Probes: {len(factors)} held-out subjects the model never saw"
-            if probe_dataset is not None
-            else f"Probes: cross-validated on the {len(factors)} training subjects"
-        )
-        + f" ({cv}-fold x {len(seeds)} split seeds; linear = ridge / logistic regression).",
-        f"Loss {history['epoch'][0]['loss']:.3f} (first epoch) -> {last['loss']:.3f} (last); "
+        f"{n_volumes} volumes of shape {tuple(model.input_size_)}.",
+        probed + f" ({cv}-fold x {n_seeds} split seeds; linear = ridge / logistic regression).",
+        f"Loss {first['loss']:.3f} (first epoch) -> {last['loss']:.3f} (last); "
         f"collapse verdict of the representation: {rep['verdict']} (scale-free; RankMe "
         f"{rep['rankme']:.1f} of at most {rep['rankme'] / rep['rankme_fraction']:.0f}); "
         f"of the expander output: {exp['verdict']} (target std 1; mean std "
         f"{exp['mean_std']:.2g}).",
     ]
-    linear = table[table["probe"] == "linear"]
-    pivot = linear.pivot_table(index="embedding", columns=["target", "metric"], values="mean")
-    pivot = pivot.reindex([k for k in embeddings if k in pivot.index])
-    shown = [*extra_figures, *figures]
-    if latents is not None:
-        reading.append(_read_latents(latents))
-    reading.append(_read_variance(history["epoch"]))
-    write_text(out / "index.md", _markdown(facts, pivot, reading, shown, latents))
-    return write_text(out / "index.html", _html(facts, pivot, reading, shown, latents))
 
 
-def _read_variance(epochs) -> str:
+def read_variance(epochs) -> str:
     """One sentence on how far the variance term fell, whatever it did."""
     first, last = epochs[0]["variance"], epochs[-1]["variance"]
     trend = "fell" if last < first else "did not fall"
@@ -227,7 +216,7 @@ def _read_variance(epochs) -> str:
     )
 
 
-def _read_latents(latents: pd.DataFrame) -> str:
+def read_latents(latents: pd.DataFrame) -> str:
     """One sentence on the per-latent table, whatever it says."""
     mean = latents.loc["mean"]
     best = max((v, k) for k, v in mean.items() if k != TRAINED)
@@ -239,18 +228,10 @@ def _read_latents(latents: pd.DataFrame) -> str:
 
 
 def summary_text(report) -> str:
-    """The summary page as plain text for a terminal: facts, probe table, reading.
+    """The summary page for a terminal: ``index.md`` of a report folder without title and figures.
 
-    Parameters
-    ----------
-    report : str or Path
-        A report folder written by :func:`write_report`, or its ``index.html`` /
-        ``index.md``.
-
-    Returns
-    -------
-    str
-        ``index.md`` without the title and the figure lines.
+    ``report`` is the folder written by :func:`training_report`, or its ``index.html`` /
+    ``index.md``.
     """
     folder = Path(report)
     if folder.suffix in {".html", ".md"}:
@@ -263,19 +244,20 @@ def summary_text(report) -> str:
     return "\n".join(kept).strip() + "\n"
 
 
+def _md_table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _markdown(facts, pivot: pd.DataFrame, reading, figures, latents=None) -> str:
     header = ["embedding"] + [f"{t} {m}" for t, m in pivot.columns]
     rows = [[name] + [f"{v:.3f}" for v in values] for name, values in pivot.iterrows()]
     lines = ["# vicreg-lab training report", "", *facts, "", "## Linear probes (mean over splits)"]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "All probes, kNN included, with sd: `probes.csv`."]
+    lines += ["", *_md_table(header, rows), "", "All probes, kNN included, with sd: `probes.csv`."]
     if latents is not None:
-        header = ["latent", *latents.columns]
+        rows = [[str(name)] + [f"{v:.2f}" for v in values] for name, values in latents.iterrows()]
         lines += ["", "## Anatomical latents: linear R^2 (`latents.csv`)", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for name, values in latents.iterrows():
-            lines.append("| " + " | ".join([str(name)] + [f"{v:.2f}" for v in values]) + " |")
+        lines += _md_table(["latent", *latents.columns], rows)
     lines += ["", *reading, ""]
     lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"

@@ -29,55 +29,56 @@ FLIP_AXES = ("left-right", "front-back", "up-down")
 _PREVIEW_SIDE = 64  # default output: the volume's shape scaled to at most this side
 
 
-class AugmentationPanel:
+class _Panel:
+    """What the panels share: notebook display, and the last figure shown as a PNG."""
+
+    def display(self) -> None:
+        """Show the panel in a notebook."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _ipython_display_(self):
+        self.display()
+
+    def _show(self, figure) -> None:
+        self.figure = figure
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=72)
+        self.image.value = buffer.getvalue()
+
+
+class AugmentationPanel(_Panel):
     """Sliders for the augmentation strengths and two live views of one volume.
 
-    Moving a slider redraws the same random sample with the new strengths
-    (the seed is kept); "New sample" draws a new one. Sliders only report
-    when released (``continuous_update=False``), so the panel stays responsive
+    Moving a slider redraws the same random sample with the new strengths; "New sample"
+    draws the next one. Sliders report only when released, so the panel stays responsive
     on Binder.
 
     Parameters
     ----------
     volume : torch.Tensor
         Floating-point volume (1, D, H, W) or (D, H, W).
-    transform_cls : {SimCLRTransform, BatchedAugment, "torchio", "batched"}, default=SimCLRTransform
+    transform_cls : {SimCLRTransform, BatchedAugment, "torchio", "batched"}
         Which pipeline draws the views.
     input_size : int or tuple of int, optional
-        Size of the views; by default the volume's shape, scaled down so that
-        its longest side is at most 64.
+        Size of the views; default the volume's shape, scaled to a longest side of at most 64.
     seed : int, default=0
         Seed of the first sample; sample ``k`` uses ``seed + k``.
 
     Attributes
     ----------
-    sliders : dict of str to ipywidgets.FloatSlider
-        One slider per knob (see ``SLIDERS``).
-    flip_axes : ipywidgets.SelectMultiple
-        Which axes may be flipped (see ``FLIP_AXES``; left-right by default).
-    button : ipywidgets.Button
-        "New sample".
-    image : ipywidgets.Image
-        The PNG of the last figure.
-    widget : ipywidgets.VBox
-        The whole panel (what a notebook displays). CSS classes, for styling and
-        browser tests: ``vicreg-augment-panel`` (the panel), ``vicreg-augment-new-sample``
-        (the button), ``vicreg-augment-views`` (the image).
-    params : AugmentParams
-        The strengths set by the sliders.
-    transform : SimCLRTransform or BatchedAugment
-        The transform that drew the last views.
-    views : tuple of torch.Tensor
-        The last two views (1, D, H, W).
-    figure : matplotlib.figure.Figure
-        The last figure.
-    n_redraws : int
-        How many times the views were drawn.
+    sliders, flip_axes, button, image, widget
+        One slider per knob (:data:`SLIDERS`), the flip-axis choice (:data:`FLIP_AXES`),
+        "New sample", the last figure's PNG, and the panel; CSS classes
+        ``vicreg-augment-panel``, ``vicreg-augment-new-sample`` and ``vicreg-augment-views``
+        mark the panel, the button and the image for styling and browser tests.
+    params, transform, views, figure, n_redraws
+        The sliders' AugmentParams, the transform that drew the last two views (1, D, H, W),
+        the last figure, how many times the views were drawn.
 
     Examples
     --------
-    >>> import torch
-    >>> from vicreg_lab.lab.widgets import AugmentationPanel
     >>> panel = AugmentationPanel(torch.rand(1, 24, 24, 24), input_size=16)
     >>> panel.sliders["crop_scale_min"].value = 0.9
     >>> panel.transform.params.crop_scale, panel.n_redraws
@@ -150,20 +151,8 @@ class AugmentationPanel:
         else:
             self.views = (self.transform(self.volume), self.transform(self.volume))
         name = type(self.transform).__name__
-        self.figure = plot_views(self.volume, *self.views, title=f"{name}, sample {self.sample}")
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=72)
-        self.image.value = buffer.getvalue()
+        self._show(plot_views(self.volume, *self.views, title=f"{name}, sample {self.sample}"))
         self.n_redraws += 1
-
-    def display(self) -> None:
-        """Show the panel in a notebook."""
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _ipython_display_(self):
-        self.display()
 
     def _on_slider(self, change) -> None:
         values = {n: s.value for n, s in self.sliders.items()}
@@ -228,63 +217,38 @@ _VERDICT_COLOURS = {
 }
 
 
-class LossWeightsPanel:
+class LossWeightsPanel(_Panel):
     """Sliders for the three VICReg loss weights, on a toy problem that trains in a second.
 
-    Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.lab.toy` from the same seed
-    with the new weights, then shows the loss terms, the embeddings coloured by cluster,
-    their spread along each principal axis, and the collapse verdict of
-    :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0`` (the std the
-    variance term asks for). Set the variance weight near 0 and
-    the embeddings collapse to a point; the covariance weight near 0 and they flatten
-    onto a few directions.
+    Releasing a slider retrains the toy MLP of :mod:`vicreg_lab.lab.toy` from the same seed,
+    then shows the loss terms, the embeddings, their spread per principal axis, and the
+    verdict of ``collapse_report(embeddings, target_std=1.0)`` (the std the variance term
+    asks for). A variance weight near 0 collapses the embeddings to a point; a covariance
+    weight near 0 flattens them onto a few directions.
 
     Parameters
     ----------
     inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
         Starting weights, within ``[1e-3, 1e2]`` (the sliders are logarithmic).
-    steps : int, default=200
-        Training steps per run (full batch).
-    n : int, default=512
-        Toy points.
-    seed : int, default=0
-        Seed of every run (data, initialisation, views): only the weights change.
-    lr : float, default=3e-3
-        Adam learning rate.
+    steps, n, seed, lr
+        Of every run (:func:`vicreg_lab.lab.toy.train_toy`): only the weights change.
 
     Attributes
     ----------
     sliders : dict of str to ipywidgets.FloatLogSlider
-        Keys ``"inv"``, ``"var"``, ``"cov"``; descriptions "invariance", "variance",
-        "covariance"; CSS classes ``vicreg-loss-inv`` etc.; they report only when
-        released (``continuous_update=False``).
-    reset_button : ipywidgets.Button
-        Back to the paper's weights 25 / 25 / 1 (CSS class ``vicreg-loss-reset``).
-    readout : ipywidgets.HTML
-        The weights, the final unweighted terms and the verdict (CSS class
-        ``vicreg-loss-readout``; the verdict is a ``span.vicreg-loss-verdict`` whose
-        ``data-verdict`` attribute is the verdict with dashes, e.g. ``complete-collapse``).
-    image : ipywidgets.Image
-        PNG of the last figure (CSS class ``vicreg-loss-figure``).
-    widget : ipywidgets.VBox
-        The whole panel (CSS class ``vicreg-loss-panel``).
-    run : dict
-        The last :func:`vicreg_lab.lab.toy.train_toy` result.
-    report : CollapseReport
-        Collapse diagnostics of the last run's embeddings (``target_std=1.0``).
-    figure : matplotlib.figure.Figure
-        The last figure.
-    n_updates : int
-        How many runs were trained.
-    seconds : float
-        Wall time of the last update (training and drawing).
+        Keys ``"inv"``, ``"var"``, ``"cov"`` (CSS classes ``vicreg-loss-inv`` etc.).
+    reset_button, readout, image, widget
+        Back to 25 / 25 / 1 (``vicreg-loss-reset``); the weights, final terms and verdict
+        (``vicreg-loss-readout``, the verdict a ``span.vicreg-loss-verdict`` whose
+        ``data-verdict`` is e.g. ``complete-collapse``); the figure's PNG
+        (``vicreg-loss-figure``); the panel (``vicreg-loss-panel``).
+    run, report, figure, n_updates, seconds
+        The last :func:`~vicreg_lab.lab.toy.train_toy` result, its CollapseReport and
+        figure, how many runs were trained, the last update's wall time.
 
     Examples
     --------
-    >>> from vicreg_lab.lab.widgets import LossWeightsPanel
     >>> panel = LossWeightsPanel(steps=100)
-    >>> panel.report.verdict
-    'healthy'
     >>> panel.sliders["var"].value = 0.001  # releasing a slider retrains
     >>> panel.n_updates, panel.report.verdict
     (2, 'complete collapse')
@@ -314,20 +278,8 @@ class LossWeightsPanel:
         self.update()
 
     def _build_widgets(self, start: dict) -> None:
-        """Sliders, reset button, readout and image, with the CSS classes browser tests use."""
-        lo, hi = WEIGHT_EXPONENTS
         self.sliders = {
-            key: widgets.FloatLogSlider(
-                value=start[key],
-                base=10,
-                min=lo,
-                max=hi,
-                step=0.1,
-                description=label,
-                continuous_update=False,
-                readout_format=".3g",
-                style={"description_width": "80px"},
-            )
+            key: weight_slider(label, start[key], WEIGHT_EXPONENTS, step=0.1)
             for key, (label, _, _) in LOSS_WEIGHTS.items()
         }
         for key, slider in self.sliders.items():
@@ -373,22 +325,10 @@ class LossWeightsPanel:
         self.readout.value = f"<i>training with {_weights_text(self.weights)} ...</i>"
         self.run = train_toy(**self.weights, steps=self.steps, n=self.n, seed=self.seed, lr=self.lr)
         self.report = collapse_report(self.run["embeddings"], target_std=1.0)  # gamma = 1
-        self.figure = plot_toy_run(self.run, title=_weights_text(self.weights))
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=72)
-        self.image.value = buffer.getvalue()
+        self._show(plot_toy_run(self.run, title=_weights_text(self.weights)))
         self.n_updates += 1
         self.seconds = time.perf_counter() - tick
         self.readout.value = _readout_html(self.weights, self.run["history"], self.report)
-
-    def display(self) -> None:
-        """Show the panel in a notebook."""
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _ipython_display_(self):
-        self.display()
 
     def _on_slider(self, change) -> None:
         if not self._hold:
@@ -398,11 +338,27 @@ class LossWeightsPanel:
         self.set_weights(**{key: standard for key, (_, _, standard) in LOSS_WEIGHTS.items()})
 
     def _safe_update(self) -> None:
-        """Update from a widget callback: show an error in the readout instead of losing it."""
+        """Update from a widget callback: an error shows in the readout instead of being lost."""
         try:
             self.update()
         except (ValueError, FloatingPointError, RuntimeError) as error:
             self.readout.value = f"<b>training failed:</b> {html.escape(str(error))}"
+
+
+def weight_slider(label: str, value: float, exponents, step: float) -> widgets.FloatLogSlider:
+    """A loss-weight slider from ``10**exponents[0]`` to ``10**exponents[1]``, read on release."""
+    lo, hi = exponents
+    return widgets.FloatLogSlider(
+        value=value,
+        base=10,
+        min=lo,
+        max=hi,
+        step=step,
+        description=label,
+        continuous_update=False,
+        readout_format=".3g",
+        style={"description_width": "80px"},
+    )
 
 
 def _check_weight(name: str, value) -> None:
