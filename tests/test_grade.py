@@ -1,13 +1,15 @@
-"""Grading a class without nbgrader: ``vicreg-lab assignments grade``, real kernels.
+"""Grading a class: ``vicreg-lab assignments grade`` on real notebooks, real child processes.
 
 A small class of submissions of assignment 1 (the fastest notebook):
 
 - alice hands in the student version untouched (every check fails);
 - bob hands in the solutions, but replaced one locked check with ``pass`` and deleted
-  another: both are put back and pass on his code;
-- eve uses the biased variance: the variance check fails with its hint (and the total,
-  which uses her variance term); the other checks pass;
+  another: the grader never runs check cells, so both are scored on his code;
+- eve uses the biased variance: the variance check loses points with its hint (and the
+  total, which uses her variance term); the other checks pass;
 - carol's file is not a notebook: she scores 0 with the reason, the others are graded.
+
+The attacks of students who try to cheat are in tests/test_grade_attacks.py.
 """
 
 import copy
@@ -16,7 +18,15 @@ import nbformat
 import pandas as pd
 import pytest
 
-from vicreg_lab.classroom.grade import COLUMNS, _restore_checks, grade, totals
+from vicreg_lab.classroom.grade import (
+    COLUMNS,
+    SubmissionError,
+    answer_cells,
+    grade,
+    gradebook,
+    merge_hand_grades,
+    totals,
+)
 from vicreg_lab.classroom.release import default_source, release_notebook
 from vicreg_lab.lab.cli import main
 
@@ -64,34 +74,47 @@ def graded(tmp_path_factory):
     (subs / "carol" / NAME).write_text("{this is not a notebook")
     (subs / "bob" / "scratch.ipynb").write_text("{}")  # not an assignment: ignored
     out = subs / "grading"  # inside the submissions: its notebooks are not submissions
-    (out / "graded" / "old").mkdir(parents=True)
-    nbformat.write(SOURCE, out / "graded" / "old" / NAME)  # as left by an earlier run
+    (out / "feedback" / "old").mkdir(parents=True)
+    nbformat.write(SOURCE, out / "feedback" / "old" / NAME)  # as left by an earlier run
     status = main(["assignments", "grade", str(subs), "--out", str(out), "--profile", "ci"])
     return status, out
 
 
-def test_the_command_writes_grades_and_the_executed_notebooks(graded):
+def test_the_command_writes_grades_a_gradebook_and_feedback_notebooks(graded):
     status, out = graded
     assert status == 0
     table = pd.read_csv(out / "grades.csv")
     assert list(table.columns) == COLUMNS
     assert sorted(table["student"].unique()) == ["alice", "bob", "carol", "eve"]  # no "grading"
     assert set(table["notebook"]) == {NAME}  # scratch.ipynb was not graded
+    book = pd.read_csv(out / "gradebook.csv", index_col="student")
+    assert list(book.index) == ["alice", "bob", "carol", "eve"]  # one row per student
+    assert list(book.columns) == [NAME, "total", "max_points", "pending"]
+    assert book.loc["bob", "total"] == book.loc["bob", NAME] == 12  # every autograded point
+    assert (book["max_points"] == 14).all() and book.loc["bob", "pending"] == 1
     for student in ("alice", "bob", "eve"):
-        executed = nbformat.read(out / "graded" / student / NAME, as_version=4)
-        assert [_grade_id(c) for c in executed.cells if _grade_id(c) in CHECKS] == CHECKS
-    assert not (out / "graded" / "carol").exists()
+        handed = nbformat.read(out / "feedback" / student / NAME, as_version=4)
+        notes = [c.source for c in handed.cells if c.metadata.get("vicreg_lab")]
+        assert len(notes) == len(CHECKS)  # bob's deleted check: its feedback comes last
+        assert all(note.startswith("**Grader: ") for note in notes)
+        if student == "alice":  # a released notebook: the grader adds no hidden test
+            assert "BEGIN HIDDEN TESTS" not in nbformat.writes(handed)
+    assert not (out / "feedback" / "carol").exists()
 
 
 def test_each_student_gets_what_their_code_deserves(graded):
     table = pd.read_csv(graded[1] / "grades.csv")
     code = table[table["status"] != "by hand"]
     points = code.pivot_table(index="student", columns="grade_id", values="points")[CHECKS]
+    top = code.groupby("grade_id")["max_points"].first()[CHECKS]
     assert (points.loc["alice"] == 0).all()
-    assert (points.loc["bob"] == code.groupby("grade_id")["max_points"].first()[CHECKS]).all()
+    assert (points.loc["bob"] == top).all()  # his edits to check cells change nothing
     eve = code[code["student"] == "eve"].set_index("grade_id")
     # her loss uses her variance term, so the total is wrong too; the rest passes
-    assert list(eve.index[eve["status"] == "failed"]) == ["variance-check", "total-check"]
+    short = eve.index[eve["points"] < top[eve.index]]
+    assert list(short) == ["variance-check", "total-check"]
+    assert 0 < eve.loc["variance-check", "points"] < top["variance-check"]  # partial credit
+    assert eve.loc["variance-check", "status"] == "partial"
     assert "biased variance" in eve.loc["variance-check", "feedback"]
     alice = code[code["student"] == "alice"]
     assert alice["feedback"].str.contains("Not implemented yet: `[a-z_]+` still raises").all()
@@ -106,7 +129,7 @@ def test_a_broken_file_scores_zero_with_the_reason(graded):
     assert len(carol) == len(table[table["student"] == "bob"])  # every grade cell listed
 
 
-def test_written_answers_are_left_for_the_instructor(graded):
+def test_written_answers_are_left_for_the_instructor_and_merged(graded, tmp_path):
     table = pd.read_csv(graded[1] / "grades.csv")
     by_hand = table[table["status"] == "by hand"]
     assert set(by_hand["student"]) == {"alice", "bob", "eve"}
@@ -118,15 +141,30 @@ def test_written_answers_are_left_for_the_instructor(graded):
     bob = table[(table["student"] == "bob") & (table["status"] != "by hand")]
     assert earned.loc["bob", NAME] == bob["max_points"].sum() > 0
     assert earned.loc["alice", NAME] == 0 == earned.loc["carol", NAME]
+    hand = tmp_path / "hand.csv"
+    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-std-eps,1.5\n")
+    merged = merge_hand_grades(table, hand)
+    assert gradebook(merged).loc["bob", "total"] == 13.5
+    assert gradebook(merged).loc["bob", "pending"] == 0
+    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-std-eps,9\n")
+    with pytest.raises(ValueError, match="outside"):
+        merge_hand_grades(table, hand)
+    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},variance-check,1\n")
+    with pytest.raises(ValueError, match="no written answer"):
+        merge_hand_grades(table, hand)
 
 
-def test_checks_are_restored_in_place_and_deleted_ones_inserted_where_they_were():
-    bob = _bob()
-    assert len(bob.cells) == len(SOURCE.cells) - 1
-    restored = _restore_checks(SOURCE, bob)
-    assert [c.source for c in restored.cells] == [c.source for c in SOURCE.cells]
-    assert all(not c.get("outputs") for c in restored.cells if c.cell_type == "code")
-    assert len(bob.cells) == len(SOURCE.cells) - 1  # the submission itself is untouched
+def test_duplicate_or_missing_answer_cells_are_refused_with_the_reason():
+    nb = copy.deepcopy(SOURCE)
+    nb.cells.append(copy.deepcopy(_cell(nb, "invariance-check")))
+    with pytest.raises(SubmissionError, match="'invariance-check' is on 2 cells"):
+        answer_cells(SOURCE, nb)
+    nb = copy.deepcopy(SOURCE)
+    nb.cells.remove(_cell(nb, "variance-solution"))
+    with pytest.raises(SubmissionError, match="'variance-solution' is missing"):
+        answer_cells(SOURCE, nb)
+    cells = answer_cells(SOURCE, _bob())
+    assert [g for g, _ in cells][:2] == ["invariance-solution", "variance-solution"]
 
 
 def test_bad_layouts_are_refused_before_anything_runs(tmp_path, capsys):

@@ -18,7 +18,6 @@ text leaves the grade to the pass/fail of the cell.
 from __future__ import annotations
 
 import math
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Case", "CheckFailed", "CheckResult", "finish", "quiet", "run_cases"]
+from .sandbox_child import call_case
+
+__all__ = [
+    "Case",
+    "CheckFailed",
+    "CheckResult",
+    "Task",
+    "finish",
+    "judge_case",
+    "quiet",
+    "run_cases",
+]
 
 
 class CheckFailed(AssertionError):
@@ -167,6 +177,34 @@ class Case:
     kind: str = "tensor"
 
 
+@dataclass(frozen=True)
+class Task:
+    """How the grader scores one grade cell from what the student's cells define.
+
+    Parameters
+    ----------
+    answer : str
+        The name the answer cells define (``"invariance_term"``).
+    kind : {"function", "value", "call"}
+        A function called on cases in the student's process; a value taken as it is
+        (``collapsing_weights``); a function called once without arguments, whose
+        result is the answer (``my_augmentations()``).
+    cases : callable, optional
+        ``hidden -> list of Case`` (function tasks): the visible and the hidden cases.
+    concept : str
+        What the function computes (the "not implemented" feedback).
+    judge : callable, optional
+        ``(answer, points, profile) -> CheckResult`` for value and call tasks; it runs in
+        the grading process on plain data.
+    """
+
+    answer: str
+    kind: str = "function"
+    cases: Callable[[bool], list] | None = None
+    concept: str = ""
+    judge: Callable | None = None
+
+
 def run_cases(
     fn: Callable,
     cases: Sequence[Case],
@@ -244,57 +282,61 @@ def finish(result: CheckResult, raise_on_fail: bool = True) -> CheckResult:
 
 def _run_case(fn: Callable, case: Case, name: str) -> str | None:
     """Feedback for one case, ``"not implemented"``, or None when it passed."""
-    args = _clone(case.args, requires_grad=case.grad)
-    kwargs = _clone(case.kwargs, requires_grad=False)
-    title = f'case "{case.name}"'
+    return judge_case(call_case(fn, case.args, case.kwargs, case.grad), case, name)
+
+
+def judge_case(outcome: dict, case: Case, name: str, redact: bool = False) -> str | None:
+    """Feedback for one case from what a call gave (:func:`call_case`), or None if right.
+
+    ``"not implemented"`` when the function still raises ``NotImplementedError``. With
+    ``redact`` (hidden cases), the feedback names the case and gives the hint, never the
+    input, the expected value or what came back.
+    """
+    if outcome["status"] == "not implemented":
+        return "not implemented"
+    title = f'hidden case "{case.name}"' if redact else f'case "{case.name}"'
     shows = case.shows or _describe_args(case.args, case.kwargs)
     wants_error = isinstance(case.expected, type) and issubclass(case.expected, BaseException)
-    try:
-        got = fn(*args, **kwargs)
-    except NotImplementedError:
-        return "not implemented"
-    except Exception as error:  # noqa: BLE001 - any student error becomes feedback
-        if wants_error and isinstance(error, case.expected):
+    expected = f"to raise {case.expected.__name__}" if wants_error else _short(case.expected)
+    if outcome["status"] == "raised":
+        error = outcome["error"]
+        if wants_error and case.expected.__name__ in error["names"]:
             return None
-        return _format(
-            title,
-            shows,
-            expected=(
-                f"to raise {case.expected.__name__}" if wants_error else _short(case.expected)
-            ),
-            got=f"{type(error).__name__}: {error}{_where(error, fn)}",
-            hint=case.hint if wants_error else _error_hint(error, case.hint),
-        )
+        got = f"{error['names'][0]}: {error['message']}{error['where']}"
+        if redact:
+            got = f"{error['names'][0]} (an error)"
+        hint = case.hint if wants_error else _error_hint(error, case.hint)
+        return _format(title, shows, expected, got, hint, redact)
+    got = outcome["value"]
     if wants_error:
+        said = f"no error, it returned {_short(got)}"
+        return _format(title, shows, expected, said, case.hint, redact)
+    if outcome["modified"]:
+        changed = " and ".join(f"argument {i + 1}" for i in outcome["modified"])
         return _format(
             title,
             shows,
-            expected=f"to raise {case.expected.__name__}",
-            got=f"no error, it returned {_short(got)}",
-            hint=case.hint,
-        )
-    modified = _modified_inputs(case.args, args)
-    if modified:
-        return _format(
-            title,
-            shows,
-            expected="the inputs left unchanged",
-            got=f"`{name}` changed {modified} in place",
-            hint="Operations ending in an underscore (z.sub_(...)) and `z -= ...` modify the "
+            "the inputs left unchanged",
+            f"`{name}` changed {changed} in place",
+            "Operations ending in an underscore (z.sub_(...)) and `z -= ...` modify the "
             "caller's tensor. Write `z = z - ...` to make a new tensor instead.",
+            redact,
         )
     problem = _compare(got, case)
     if problem is None and case.grad:
-        problem = _gradient_problem(got, args)
+        problem = _gradient_problem(outcome["grad"])
     if problem is None:
         return None
     what, hint = problem
-    return _format(title, shows, expected=_short(case.expected), got=what, hint=hint)
+    return _format(title, shows, expected, what, hint, redact)
 
 
-def _format(title: str, shows: str, expected: str, got: str, hint: str) -> str:
-    lines = [f"Wrong on {title}.", f"  input:    {shows}", f"  expected: {expected}"]
-    lines.append(f"  got:      {got}")
+def _format(title: str, shows: str, expected: str, got: str, hint: str, redact=False) -> str:
+    if redact:
+        lines = [f"Wrong on {title}."]
+    else:
+        lines = [f"Wrong on {title}.", f"  input:    {shows}", f"  expected: {expected}"]
+        lines.append(f"  got:      {got}")
     if hint:
         lines.append(f"  hint:     {hint}")
     return "\n".join(lines)
@@ -409,30 +451,29 @@ def _nan_hint(case: Case) -> str:
     ).strip()
 
 
-def _error_hint(error: Exception, hint: str) -> str:
-    if isinstance(error, RuntimeError) and "size" in str(error):
+def _error_hint(error: dict, hint: str) -> str:
+    names, message = error["names"], error["message"]
+    if "RuntimeError" in names and "size" in message:
         return "A shape mismatch: print the shapes of your intermediate tensors. " + hint
-    if isinstance(error, AttributeError | TypeError) and "numpy" in str(error):
+    if {"AttributeError", "TypeError"} & set(names) and "numpy" in message:
         return "Stay with torch tensors and torch functions. " + hint
     return hint
 
 
-def _gradient_problem(got: torch.Tensor, args: tuple) -> tuple[str, str] | None:
-    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    if not got.requires_grad:
+def _gradient_problem(grad) -> tuple[str, str] | None:
+    """What is wrong with the gradients :func:`call_case` found (None: nothing)."""
+    if grad is None:
         return (
             "a result with no gradient (requires_grad=False)",
             "The result is cut off from its inputs: avoid .item(), .numpy(), float(), "
             ".detach() and torch.no_grad(); training backpropagates through this value.",
         )
-    try:
-        grads = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
-    except RuntimeError as error:
-        return f"backward() failed: {error}", "Use out-of-place operations (no `+=`, no `_()`)."
-    for grad in grads:
-        if grad is None:
+    if isinstance(grad, str):
+        return grad, "Use out-of-place operations (no `+=`, no `_()`)."
+    for g in grad:
+        if g is None:
             return "no gradient for one input", "Every input must contribute to the result."
-        if not bool(torch.isfinite(grad).all()):
+        if not isinstance(g, torch.Tensor) or not bool(torch.isfinite(g).all()):
             return (
                 "a NaN or infinite gradient",
                 "The derivative of sqrt(x) is infinite at x = 0: a dimension with zero "
@@ -443,42 +484,6 @@ def _gradient_problem(got: torch.Tensor, args: tuple) -> tuple[str, str] | None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _clone(value, requires_grad: bool):
-    if isinstance(value, torch.Tensor):
-        out = value.detach().clone()
-        if requires_grad and out.is_floating_point():
-            out.requires_grad_(True)
-        return out
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, tuple):
-        return tuple(_clone(v, requires_grad) for v in value)
-    if isinstance(value, list):
-        return [_clone(v, requires_grad) for v in value]
-    if isinstance(value, dict):
-        return {k: _clone(v, requires_grad) for k, v in value.items()}
-    return value
-
-
-def _modified_inputs(original: tuple, passed: tuple) -> str:
-    names = []
-    for i, (a, b) in enumerate(zip(original, passed, strict=True)):
-        if isinstance(a, torch.Tensor) and not torch.equal(a, b.detach()):
-            names.append(f"argument {i + 1}")
-    return " and ".join(names)
-
-
-def _where(error: Exception, fn: Callable) -> str:
-    """`` (line N of your function: <code>)`` for the deepest frame in the student's file."""
-    filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    first = fn.__code__.co_firstlineno
-    return f" (line {frame.lineno - first + 1} of `{fn.__name__}`: {frame.line})"
 
 
 def _describe_args(args: tuple, kwargs: dict) -> str:

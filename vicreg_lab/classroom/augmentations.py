@@ -42,7 +42,7 @@ from torch import nn
 from vicreg_lab.lab.toy import torch_threads
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import CheckResult, finish, quiet
+from ._core import CheckResult, Task, finish, quiet
 
 __all__ = [
     "MAX_SITE_ACCURACY",
@@ -370,3 +370,11 @@ def _judge(outcome: ExperimentResult) -> list[str]:
             "differ in contrast as much as the scanners do, on every view."
         )
     return failures
+
+
+def _judge_design(design, points: float, profile=None) -> CheckResult:
+    return check_augmentations(lambda: design, profile, points=points, raise_on_fail=False)
+
+
+#: The grader's view of assignment 3: grade_id -> what scores it.
+GRADED = {"augmentations-check": Task("my_augmentations", kind="call", judge=_judge_design)}

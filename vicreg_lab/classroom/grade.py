@@ -1,163 +1,256 @@
-"""Grade a folder of submitted assignments without nbgrader.
+"""Grade a folder of submitted assignments: student code in a contained child, checks here.
 
 For every submission ``SUBMISSIONS/<student>/.../<notebook>.ipynb`` whose file name is
 one of the source notebooks:
 
-1. the instructor's grade cells are put back (matched by ``grade_id``): this restores
-   the hidden tests and undoes any edit a student made to a locked check; a grade cell
-   the student deleted is inserted again at its place in the source;
-2. the notebook runs top to bottom in a real kernel (``python3``), errors allowed, in
-   the submission's folder, with ``VICREG_LAB_PROFILE`` set to the profile asked for;
-3. each code grade cell scores its points when it ran without an error, 0 otherwise;
-   the first line of the error is kept as the feedback. Markdown grade cells (written
-   answers) are listed with ``status="by hand"``: an instructor reads them.
+1. the answer cells are found by the ``grade_id`` of the source's solution cells; a
+   ``grade_id`` that appears twice in the submission (a copied or forged cell) or an
+   answer cell that is missing refuses the notebook, with the reason, before anything
+   runs. Nothing else of the submission is used: its check cells, imports and any cell
+   a student added are never run;
+2. the answer cells run in a child process (:mod:`~vicreg_lab.classroom.sandbox`): a
+   private temporary folder, a scrubbed environment, memory, CPU and wall-clock
+   limits, no ``vicreg_lab`` import (the library's answers are out of reach), no file
+   outside its folder, no process or signal; the whole process group is killed at the
+   end. The child calls the student's functions on the check's cases (visible and
+   hidden) and sends back plain data;
+3. the checks run here, in the grading process, on that data: a function scores the
+   share of its cases it gets right (partial credit); a value (``collapsing_weights``,
+   the dict ``my_augmentations()`` returns) is judged by running the experiment here.
+   Hidden cases are named with their hint, never with their input or expected value.
+   Markdown grade cells (written answers) are listed ``status="by hand"``; marks an
+   instructor gives them are merged from a CSV (:func:`merge_hand_grades`).
 
-One submission that cannot be read or run scores 0 with the reason, and the other
-submissions are still graded. The result is a tidy table (one row per student,
-notebook and grade cell), written as ``grades.csv``; the executed notebooks are kept
-beside it (``graded/<student>/<notebook>.ipynb``), so that students can read the
-feedback of every check.
+Only after every child is gone are the results written, each file atomically:
+``grades.csv`` (one row per student, notebook and grade cell), ``gradebook.csv`` (one
+row per student: ID, points per notebook, total; what an LMS imports) and
+``feedback/<student>/<notebook>.ipynb`` (the student's own notebook with the grader's
+feedback after each grade cell, to hand back).
 
 Examples
 --------
 >>> from vicreg_lab.classroom.grade import grade                     # doctest: +SKIP
 >>> table = grade("submissions", out_dir="grading", profile="cpu")   # doctest: +SKIP
->>> table.groupby("student")["points"].sum()                         # doctest: +SKIP
+>>> gradebook(table)                                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["COLUMNS", "grade", "grade_notebook", "totals"]
+from ._core import CheckResult, judge_case
+from .sandbox import Limits, run_answers
+
+__all__ = [
+    "COLUMNS",
+    "GRADED",
+    "SubmissionError",
+    "grade",
+    "grade_notebook",
+    "gradebook",
+    "merge_hand_grades",
+    "totals",
+]
 
 COLUMNS = ["student", "notebook", "grade_id", "status", "points", "max_points", "feedback"]
 _SKIP_PARTS = {".ipynb_checkpoints"}
 
 
-def _grade_cells(nb) -> dict:
-    """``grade_id`` -> cell for every grade cell (code or markdown) of a notebook."""
-    return {
-        _grade_id(cell): cell
-        for cell in nb.cells
-        if _grade_id(cell) and cell.metadata["nbgrader"].get("grade")
-    }
+def _registry() -> dict:
+    from . import augmentations, loss_terms, loss_weights, rankme
+
+    graded = {}
+    for module in (loss_terms, rankme, augmentations, loss_weights):
+        graded |= module.GRADED
+    return graded
 
 
-def _restore_checks(source, nb):
-    """A copy of ``nb`` whose code grade cells are the source's (missing ones inserted).
+#: grade_id -> :class:`~vicreg_lab.classroom.Task`: how each code grade cell is scored.
+GRADED = _registry()
 
-    A grade cell the student deleted goes back right after the nearest cell before it in
-    the source that the submission still has (matched by nbgrader ``grade_id``).
-    """
-    nb = copy.deepcopy(nb)
 
-    def position(grade_id):
-        return next((i for i, c in enumerate(nb.cells) if _grade_id(c) == grade_id), None)
-
-    anchor = -1  # index in nb of the last source cell with a grade_id found so far
-    for cell in source.cells:
-        grade_id = _grade_id(cell)
-        if grade_id is None:
-            continue
-        at = position(grade_id)
-        meta = cell.metadata["nbgrader"]
-        if meta.get("grade") and cell.cell_type == "code":
-            fresh = copy.deepcopy(cell)
-            fresh.outputs, fresh.execution_count = [], None
-            if at is None:
-                at = anchor + 1
-                nb.cells.insert(at, fresh)
-            else:
-                nb.cells[at] = fresh
-        if at is not None:
-            anchor = at
-    return nb
+class SubmissionError(ValueError):
+    """A submission the grader refuses to run (duplicate or missing answer cells)."""
 
 
 def _grade_id(cell) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
-def _error_line(cell, max_chars: int = 1000) -> str | None:
-    """The error a cell raised, on one line (`` | `` between its lines), or None."""
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            lines = [line.strip() for line in (output.get("evalue") or "").splitlines()]
-            message = " | ".join(line for line in lines if line)
-            text = f"{output.get('ename', 'Error')}: {message}" if message else output.get("ename")
-            return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
-    return None
+def _flags(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
 
 
-def grade_notebook(source, nb, profile: str = "ci", timeout: int = 900, cwd=None):
-    """Run one submission with the instructor's checks; return (rows, executed notebook).
+def answer_cells(source, nb) -> list[tuple[str, str]]:
+    """(grade_id, source) of the submission's answer cells, in the source's order.
+
+    Raises
+    ------
+    SubmissionError
+        A ``grade_id`` on several cells of the submission, or a code answer cell of
+        the source missing from it.
+    """
+    seen: dict[str, list[int]] = {}
+    for index, cell in enumerate(nb.cells):
+        grade_id = _grade_id(cell)
+        if grade_id:
+            seen.setdefault(str(grade_id), []).append(index)
+    doubled = {g: at for g, at in seen.items() if len(at) > 1}
+    if doubled:
+        g, at = sorted(doubled.items())[0]
+        raise SubmissionError(
+            f"grade_id {g!r} is on {len(at)} cells ({', '.join(map(str, at))}): a copied or "
+            "forged cell; keep one (the instructor can fix the file and grade it again)"
+        )
+    cells = []
+    for cell in source.cells:
+        flags = _flags(cell)
+        if cell.cell_type != "code" or not flags.get("solution"):
+            continue
+        grade_id = flags["grade_id"]
+        if grade_id not in seen:
+            raise SubmissionError(f"the answer cell {grade_id!r} is missing")
+        answer = nb.cells[seen[grade_id][0]]
+        if answer.get("cell_type") != "code" or not isinstance(answer.get("source"), str):
+            raise SubmissionError(f"the answer cell {grade_id!r} is not a code cell")
+        cells.append((grade_id, answer.source))
+    return cells
+
+
+def _tasks(source, name: str) -> list[dict]:
+    """The child's calls for every code grade cell of ``source`` (instructor errors raise)."""
+    tasks = []
+    for cell in source.cells:
+        flags = _flags(cell)
+        if cell.cell_type != "code" or not flags.get("grade"):
+            continue
+        task = GRADED.get(flags["grade_id"])
+        if task is None:
+            raise ValueError(f"{name}: no grader knows the grade cell {flags['grade_id']!r}")
+        cases = [] if task.kind != "function" else task.cases(False) + task.cases(True)
+        calls = [{"args": c.args, "kwargs": c.kwargs, "grad": c.grad} for c in cases]
+        tasks.append({"grade_id": flags["grade_id"], "answer": task.answer, "kind": task.kind})
+        tasks[-1]["cases"] = calls
+    return tasks
+
+
+def grade_notebook(source, nb, profile: str = "ci", limits: Limits | None = None, forbidden=()):
+    """Grade one submission; return one row per grade cell of the source.
 
     Parameters
     ----------
     source : nbformat.NotebookNode
-        The source (instructor) notebook: its grade cells are the checks.
+        The source (instructor) notebook.
     nb : nbformat.NotebookNode
-        The student's notebook.
+        The student's notebook (never run: only its answer cells are).
     profile : str, default="ci"
-        ``VICREG_LAB_PROFILE`` of the kernel: grade in the profile the students used.
-    timeout : int, default=900
-        Seconds a cell may run.
-    cwd : str or Path, optional
-        Folder the kernel runs in (default: the current one).
+        The profile the experiments of value answers run in (assignment 3).
+    limits : Limits, optional
+        Resources of the child.
+    forbidden : sequence of path
+        Folders the child may not read (the sources, the submissions, the output).
 
     Returns
     -------
-    rows : list of dict
-        One per grade cell of the source: ``grade_id``, ``status`` ("passed", "failed"
-        or "by hand"), ``points``, ``max_points``, ``feedback``.
-    executed : nbformat.NotebookNode
-    """
-    from nbclient import NotebookClient
+    list of dict
+        ``grade_id``, ``status`` ("passed", "partial", "failed", "by hand"), ``points``,
+        ``max_points``, ``feedback``.
 
+    Raises
+    ------
+    SubmissionError
+        See :func:`answer_cells`.
+    """
     from .release import TEXT_STUB
 
-    nb = _restore_checks(source, nb)
-    env = {**os.environ, "VICREG_LAB_PROFILE": profile, "MPLBACKEND": "Agg"}
-    resources = {"metadata": {"path": str(cwd or Path.cwd())}}
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources=resources
-    )
-    client.execute(env=env)
-    ran = _grade_cells(nb)
+    cells = answer_cells(source, nb)
+    run = run_answers(cells, _tasks(source, "source"), forbidden=forbidden, limits=limits)
+    written = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
     rows = []
-    for grade_id, cell in _grade_cells(source).items():
-        points = float(cell.metadata["nbgrader"].get("points", 0))
+    for cell in source.cells:
+        flags = _flags(cell)
+        if not flags.get("grade"):
+            continue
+        grade_id, points = flags["grade_id"], float(flags.get("points", 0))
         row = {"grade_id": grade_id, "max_points": points}
         if cell.cell_type != "code":
-            answer = ran.get(grade_id)
-            text = answer.source.strip() if answer is not None else ""
+            text = str(written.get(grade_id, {}).get("source", "")).strip()
             said = f"written answer, {len(text)} characters"
-            if text in ("", TEXT_STUB):
-                said = "not answered"
             row.update(status="by hand", points=None, feedback=said)
+            if text in ("", TEXT_STUB):
+                row["feedback"] = "not answered"
+        elif run.problem is not None:
+            row.update(status="failed", points=0.0, feedback=f"not graded: {run.problem}")
         else:
-            error = _error_line(ran[grade_id])
-            passed = error is None
-            row.update(
-                status="passed" if passed else "failed",
-                points=points if passed else 0.0,
-                feedback="" if passed else error,
-            )
+            task = GRADED[grade_id]
+            answer = run.answers.get(grade_id, {"status": "missing"})
+            error = _cell_error(run.cells, answer, task.answer)
+            row.update(_score(task, answer, points, profile, error))
         rows.append(row)
-    return rows, nb
+    return rows
+
+
+def _cell_error(cells: dict, answer: dict, name: str) -> str:
+    if answer.get("status") != "missing":
+        return ""
+    errors = [f"{g}: {e}" for g, e in cells.items() if e and e != "not implemented"]
+    said = f" (an answer cell failed: {errors[0]})" if errors else ""
+    return f"`{name}` is not defined by the answer cells{said}"
+
+
+def _score(task, answer: dict, points: float, profile: str, error: str) -> dict:
+    status = answer.get("status")
+    if error:
+        return {"status": "failed", "points": 0.0, "feedback": error}
+    if status == "not implemented":
+        text = f"Not implemented yet: `{task.answer}` still raises NotImplementedError."
+        return {"status": "failed", "points": 0.0, "feedback": text}
+    if status in ("timeout", "raised", "not callable"):
+        why = {"timeout": "ran out of time", "not callable": f"is a {answer.get('type')}"}
+        said = why.get(status) or f"raised {str(answer.get('error', ''))[:200]}"
+        return {"status": "failed", "points": 0.0, "feedback": f"`{task.answer}` {said}"}
+    if task.kind == "function":
+        return _score_cases(task, answer["outcomes"], points)
+    if task.judge is None or status != "returned":
+        return {"status": "failed", "points": 0.0, "feedback": f"no answer ({status})"}
+    result: CheckResult = task.judge(answer["value"], points, profile)
+    passed = result.passed
+    return {
+        "status": "passed" if passed else "failed",
+        "points": float(result.points),
+        "feedback": result.report().splitlines()[0] if passed else result.report(),
+    }
+
+
+def _score_cases(task, outcomes: list, points: float) -> dict:
+    visible, hidden = task.cases(False), task.cases(True)
+    cases = [(c, False) for c in visible] + [(c, True) for c in hidden]
+    if len(outcomes) != len(cases):
+        return {"status": "failed", "points": 0.0, "feedback": "the run's answers are incomplete"}
+    failures = []
+    for (case, redact), outcome in zip(cases, outcomes, strict=True):
+        feedback = judge_case(outcome, case, task.answer, redact=redact)
+        if feedback == "not implemented":
+            text = f"Not implemented yet: `{task.answer}` still raises NotImplementedError."
+            return {"status": "failed", "points": 0.0, "feedback": text}
+        if feedback:
+            failures.append(feedback)
+    passed = len(cases) - len(failures)
+    earned = round(points * passed / len(cases), 2) if cases else points
+    status = "passed" if not failures else ("partial" if passed else "failed")
+    said = f"{passed}/{len(cases)} cases ({len(hidden)} hidden)"
+    lines = [f"{task.answer}: {said}, {earned:g}/{points:g} points"]
+    if failures:
+        lines += ["", failures[0]]
+        lines += [f"  - {f.splitlines()[0]}" for f in failures[1:]]
+    return {"status": status, "points": earned, "feedback": "\n".join(lines)}
 
 
 def _submissions(root: Path, names: set[str], exclude=None) -> list[tuple[str, Path]]:
-    """(student, path) of every submitted notebook named like a source, sorted.
-
-    Notebooks under ``exclude`` (the output folder, should it sit inside ``root``) and
-    in Jupyter's checkpoint folders are skipped.
-    """
+    """(student, path) of every submitted notebook named like a source, sorted."""
     exclude = Path(exclude).resolve() if exclude is not None else None
     found = []
     for path in sorted(root.rglob("*.ipynb")):
@@ -180,27 +273,24 @@ def grade(
     source=None,
     out_dir=None,
     profile: str | None = None,
-    timeout: int = 900,
+    limits: Limits | None = None,
     progress=None,
 ) -> pd.DataFrame:
-    """Grade every submission under ``submissions``; write ``grades.csv`` if ``out_dir``.
+    """Grade every submission under ``submissions``; write the results if ``out_dir``.
 
     Parameters
     ----------
     submissions : str or Path
         ``<student>/<notebook>.ipynb`` (deeper folders are fine, e.g. nbgrader's
         ``<student>/<assignment>/<notebook>.ipynb``); the first folder names the student.
-        Notebooks whose name is not a source notebook are ignored.
     source : str or Path, optional
         The source notebooks (a folder or one notebook); default: ``assignments/``.
     out_dir : str or Path, optional
-        Where to write ``grades.csv`` and ``graded/<student>/<notebook>.ipynb``.
+        Where to write ``grades.csv``, ``gradebook.csv`` and ``feedback/``.
     profile : str, optional
-        ``VICREG_LAB_PROFILE`` for the kernels: grade in the profile the students worked
-        in. Default: as :func:`vicreg_lab.get_profile` chooses it here (the environment
-        variable, else "gpu" with CUDA and "cpu" without), as a student's kernel would.
-    timeout : int, default=900
-        Seconds a cell may run.
+        The profile the students worked in (sizes of assignment 3's experiment).
+    limits : Limits, optional
+        Resources of each child (wall-clock per notebook and per cell, memory, CPU).
     progress : callable, optional
         Called with a line of text before each submission runs.
 
@@ -208,65 +298,160 @@ def grade(
     -------
     pandas.DataFrame
         Columns :data:`COLUMNS`; ``points`` is empty (NaN) for answers graded by hand.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``submissions`` or ``source`` missing, or no submitted notebook matches a source.
-    ValueError
-        A submitted notebook that is not in a student's folder (nothing is run then).
     """
     import nbformat
 
-    from vicreg_lab._io import atomic_path, write_text
     from vicreg_lab.profiles import get_profile
 
     from .release import default_source
 
     submissions = Path(submissions)
     source = Path(source) if source is not None else default_source()
-    profile = get_profile(profile).name  # checks the name; None: as the students' default
+    profile = get_profile(profile).name
     if not submissions.is_dir():
         raise FileNotFoundError(f"submissions folder {submissions} does not exist")
     if not source.exists():
         raise FileNotFoundError(f"assignment source {source} does not exist")
-    sources = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
-    sources = {path.name: nbformat.read(path, as_version=4) for path in sources}
+    paths = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
+    sources = {path.name: nbformat.read(path, as_version=4) for path in paths}
+    for name, nb in sources.items():
+        _tasks(nb, name)  # an unknown grade cell stops everything before a child runs
     found = _submissions(submissions, set(sources), exclude=out_dir)
     if not found:
         raise FileNotFoundError(
             f"no submission under {submissions} is named like a source notebook "
             f"({', '.join(sorted(sources))}); expected {submissions}/<student>/<notebook>"
         )
-    rows = []
+    forbidden = [submissions, source if source.is_dir() else source.parent]
+    forbidden += [out_dir] if out_dir is not None else []
+    rows, handed = [], []
     for student, path in found:
         if progress is not None:
             progress(f"grading {student}/{path.name}")
         base = {"student": student, "notebook": path.name}
         try:
-            nb = nbformat.read(path, as_version=4)
-            graded, executed = grade_notebook(
-                sources[path.name], nb, profile=profile, timeout=timeout, cwd=path.parent
-            )
-        except Exception as err:  # one broken submission must not stop the class
+            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+            graded = grade_notebook(sources[path.name], nb, profile, limits, forbidden)
+        except Exception as err:  # noqa: BLE001 - one broken submission must not stop the class
             reason = f"could not be graded: {type(err).__name__}: {err}".splitlines()[0]
-            for grade_id, cell in _grade_cells(sources[path.name]).items():
-                points = float(cell.metadata["nbgrader"].get("points", 0))
-                rows.append(
-                    {**base, "grade_id": grade_id, "status": "error", "points": 0.0}
-                    | {"max_points": points, "feedback": reason}
-                )
-            continue
+            graded = _refused(sources[path.name], reason)
+            nb = None
         rows += [{**base, **row} for row in graded]
-        if out_dir is not None:
-            target = Path(out_dir) / "graded" / student / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp:
-                nbformat.write(executed, tmp)
+        handed.append((student, path.name, nb, graded))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if out_dir is not None:
-        write_text(Path(out_dir) / "grades.csv", table.to_csv(index=False))
+        _write(Path(out_dir), table, handed)
     return table
+
+
+def _refused(source, reason: str) -> list[dict]:
+    rows = []
+    for cell in source.cells:
+        flags = _flags(cell)
+        if flags.get("grade"):
+            points = float(flags.get("points", 0))
+            rows.append(
+                {"grade_id": flags["grade_id"], "status": "error", "points": 0.0}
+                | {"max_points": points, "feedback": reason}
+            )
+    return rows
+
+
+def _write(out: Path, table: pd.DataFrame, handed) -> None:
+    """Every child is gone: write the results, each file atomically."""
+    import nbformat
+
+    from vicreg_lab._io import atomic_path, write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    for student, name, nb, graded in handed:
+        if nb is None:
+            continue
+        target = out / "feedback" / student / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            nbformat.write(feedback_notebook(nb, graded), tmp)
+    write_text(out / "grades.csv", table.to_csv(index=False))
+    write_text(out / "gradebook.csv", gradebook(table).to_csv())
+
+
+def feedback_notebook(nb, rows: list[dict]):
+    """The student's notebook with the grader's feedback after each grade cell."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    by_id = {row["grade_id"]: row for row in rows}
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        row = by_id.pop(_grade_id(cell), None) if _grade_id(cell) else None
+        if row is not None and cell.cell_type == "code":
+            cells.append(_feedback_cell(nbformat, row))
+    cells += [_feedback_cell(nbformat, row) for row in by_id.values() if row["points"] is not None]
+    nb.cells = cells
+    return nb
+
+
+def _feedback_cell(nbformat, row: dict):
+    points = "by hand" if row["points"] is None else f"{row['points']:g}/{row['max_points']:g}"
+    head = f"**Grader: {row['grade_id']}: {row['status']}, {points}**"
+    text = f"{head}\n\n```\n{row['feedback']}\n```"
+    return nbformat.v4.new_markdown_cell(text, metadata={"vicreg_lab": {"feedback": True}})
+
+
+def merge_hand_grades(table: pd.DataFrame, hand) -> pd.DataFrame:
+    """``table`` with the points an instructor gave the written answers.
+
+    ``hand`` is a CSV (or DataFrame) with columns ``student``, ``notebook``, ``grade_id``,
+    ``points``; each row must name a written answer of the table and stay within its
+    maximum.
+    """
+    hand = pd.read_csv(hand) if not isinstance(hand, pd.DataFrame) else hand
+    missing = {"student", "notebook", "grade_id", "points"} - set(hand.columns)
+    if missing:
+        raise ValueError(f"hand grades need the columns {sorted(missing)}")
+    table = table.copy()
+    for row in hand.itertuples(index=False):
+        where = (
+            (table["student"] == str(row.student))
+            & (table["notebook"] == row.notebook)
+            & (table["grade_id"] == row.grade_id)
+            & (table["status"] == "by hand")
+        )
+        if where.sum() != 1:
+            raise ValueError(
+                f"hand grade {row.student}/{row.notebook}/{row.grade_id}: no written answer "
+                "of that student has this grade_id"
+            )
+        points, top = float(row.points), float(table.loc[where, "max_points"].iloc[0])
+        if not 0 <= points <= top:
+            raise ValueError(
+                f"hand grade {row.student}/{row.notebook}/{row.grade_id}: {points:g} is "
+                f"outside 0-{top:g}"
+            )
+        table.loc[where, ["points", "status"]] = [points, "graded by hand"]
+    return table
+
+
+def gradebook(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per student: points per notebook, total and maximum (what an LMS imports).
+
+    Every student's maximum counts every notebook of the table, submitted or not (a
+    notebook a student did not hand in scores 0). Written answers not yet graded by hand
+    count 0 and are counted in ``pending``.
+    """
+    points = table.pivot_table(
+        index="student", columns="notebook", values="points", aggfunc="sum", fill_value=0
+    )
+    book = points.reindex(sorted(table["student"].unique()), fill_value=0)
+    book["total"] = book.sum(axis=1)
+    per_notebook = table.groupby(["notebook", "student"])["max_points"].sum()
+    book["max_points"] = float(per_notebook.groupby("notebook").max().sum())
+    pending = table[table["status"] == "by hand"].groupby("student").size()
+    book["pending"] = pending.reindex(book.index, fill_value=0).astype(int)
+    book.index.name = "student"
+    book.columns.name = None
+    return book
 
 
 def totals(table: pd.DataFrame) -> pd.DataFrame:

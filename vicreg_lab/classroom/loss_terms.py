@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import Case, CheckResult, finish, run_cases
+from ._core import Case, CheckResult, Task, finish, run_cases
 
 __all__ = [
     "check_covariance",
@@ -631,3 +631,13 @@ def _names_used(code) -> set[str]:
         if hasattr(const, "co_names"):
             names |= _names_used(const)
     return names
+
+
+#: The grader's view of assignment 1: grade_id -> what scores it.
+GRADED = {
+    "invariance-check": Task("invariance_term", cases=_invariance_cases, concept=_INV_HINT),
+    "variance-check": Task("variance_term", cases=_variance_cases, concept=_VAR_HINT),
+    "off-diagonal-check": Task("off_diagonal", cases=_off_diagonal_cases, concept=_OFF_HINT),
+    "covariance-check": Task("covariance_term", cases=_covariance_cases, concept=_COV_HINT),
+    "total-check": Task("vicreg_total", cases=_total_cases, concept=_TOTAL_HINT),
+}

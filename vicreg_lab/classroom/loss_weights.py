@@ -17,7 +17,7 @@ import torch
 
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import Case, CheckResult, finish, quiet, run_cases
+from ._core import Case, CheckResult, Task, finish, quiet, run_cases
 
 __all__ = ["check_collapsed_loss", "check_collapsing_weights", "toy_verdict"]
 
@@ -57,6 +57,40 @@ _COLLAPSED_MISTAKES = (
 )
 
 
+_COLLAPSED_CONCEPT = "the value of the VICReg loss when all embeddings are equal, as a float."
+
+
+def _collapsed_cases(hidden: bool) -> list[Case]:
+    """Weight settings; the hidden ones catch answers written for the visible five."""
+    settings = [
+        ("the paper's weights 25 / 25 / 1", (25.0, 25.0, 1.0), {}),
+        ("weights 1 / 1 / 1", (1.0, 1.0, 1.0), {}),
+        ("no variance term: 25 / 0 / 1", (25.0, 0.0, 1.0), {}),
+        ("gamma = 2", (10.0, 5.0, 1.0), {"gamma": 2.0}),
+        ("eps = 0.01", (25.0, 25.0, 1.0), {"eps": 0.01}),
+    ]
+    if hidden:
+        settings = [
+            ("weights 3 / 7 / 2", (3.0, 7.0, 2.0), {}),
+            ("gamma = 0.5, eps = 0.04", (1.0, 4.0, 1.0), {"gamma": 0.5, "eps": 0.04}),
+            ("gamma below sqrt(eps)", (5.0, 5.0, 5.0), {"gamma": 0.005, "eps": 1e-4}),
+        ]
+    return [
+        Case(
+            name,
+            args,
+            _collapsed_reference(*args, **kwargs),
+            kwargs=kwargs,
+            kind="number",
+            hint=_COLLAPSED_HINT,
+            mistakes=_COLLAPSED_MISTAKES,
+            rtol=1e-6,
+            atol=1e-6,
+        )
+        for name, args, kwargs in settings
+    ]
+
+
 def check_collapsed_loss(
     collapsed_loss, points: float = 2, raise_on_fail: bool = True
 ) -> CheckResult:
@@ -74,33 +108,12 @@ def check_collapsed_loss(
     -------
     CheckResult
     """
-    settings = [
-        ("the paper's weights 25 / 25 / 1", (25.0, 25.0, 1.0), {}),
-        ("weights 1 / 1 / 1", (1.0, 1.0, 1.0), {}),
-        ("no variance term: 25 / 0 / 1", (25.0, 0.0, 1.0), {}),
-        ("gamma = 2", (10.0, 5.0, 1.0), {"gamma": 2.0}),
-        ("eps = 0.01", (25.0, 25.0, 1.0), {"eps": 0.01}),
-    ]
-    cases = [
-        Case(
-            name,
-            args,
-            _collapsed_reference(*args, **kwargs),
-            kwargs=kwargs,
-            kind="number",
-            hint=_COLLAPSED_HINT,
-            mistakes=_COLLAPSED_MISTAKES,
-            rtol=1e-6,
-            atol=1e-6,
-        )
-        for name, args, kwargs in settings
-    ]
     return run_cases(
         collapsed_loss,
-        cases,
+        _collapsed_cases(hidden=False),
         name="collapsed_loss",
         max_points=points,
-        concept="the value of the VICReg loss when all embeddings are equal, as a float.",
+        concept=_COLLAPSED_CONCEPT,
         raise_on_fail=raise_on_fail,
     )
 
@@ -217,3 +230,16 @@ def _collapse_feedback(weights: dict, seed: int) -> str | None:
         "  hint:     Only one term rewards embeddings that differ from each other. What "
         "happens when its weight is 0, or tiny next to the invariance weight?"
     )
+
+
+def _judge_weights(weights, points: float, profile=None) -> CheckResult:
+    return check_collapsing_weights(weights, points=points, raise_on_fail=False)
+
+
+#: The grader's view of assignment 4: grade_id -> what scores it.
+GRADED = {
+    "collapsed-loss-check": Task(
+        "collapsed_loss", cases=_collapsed_cases, concept=_COLLAPSED_CONCEPT
+    ),
+    "collapsing-weights-check": Task("collapsing_weights", kind="value", judge=_judge_weights),
+}

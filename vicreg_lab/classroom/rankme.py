@@ -26,7 +26,7 @@ import torch
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.diagnostics import rankme as _ref_rankme
 
-from ._core import Case, CheckResult, run_cases
+from ._core import Case, CheckResult, Task, run_cases
 
 __all__ = ["LABELS", "check_diagnose", "check_rankme", "three_runs"]
 
@@ -222,6 +222,30 @@ def _hand_batches() -> dict[str, tuple[torch.Tensor, str]]:
     }
 
 
+_DIAGNOSE_CONCEPT = (
+    "return 'healthy', 'dimensional collapse' or 'complete collapse' for a batch of "
+    "embeddings, from their per-dimension std and their RankMe."
+)
+
+
+def _diagnose_cases(hidden: bool) -> list[Case]:
+    if hidden:
+        batches = _hand_batches()
+    else:
+        batches = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
+    return [
+        Case(
+            name,
+            (z,),
+            truth,
+            kind="label",
+            shows=f"{name}: embeddings of shape {tuple(z.shape)}",
+            hint=_DIAGNOSE_HINT[truth] + f" Answer with one of {list(LABELS)}.",
+        )
+        for name, (z, truth) in batches.items()
+    ]
+
+
 def check_diagnose(
     diagnose, hidden: bool = False, points: float = 3, raise_on_fail: bool = True
 ) -> CheckResult:
@@ -244,28 +268,12 @@ def check_diagnose(
     -------
     CheckResult
     """
-    if hidden:
-        batches = _hand_batches()
-    else:
-        batches = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
-    cases = [
-        Case(
-            name,
-            (z,),
-            truth,
-            kind="label",
-            shows=f"{name}: embeddings of shape {tuple(z.shape)}",
-            hint=_DIAGNOSE_HINT[truth] + f" Answer with one of {list(LABELS)}.",
-        )
-        for name, (z, truth) in batches.items()
-    ]
     return run_cases(
         diagnose,
-        cases,
+        _diagnose_cases(hidden),
         name="diagnose",
         max_points=points,
-        concept="return 'healthy', 'dimensional collapse' or 'complete collapse' for a batch "
-        "of embeddings, from their per-dimension std and their RankMe.",
+        concept=_DIAGNOSE_CONCEPT,
         raise_on_fail=raise_on_fail,
         hidden=hidden,
     )
@@ -276,3 +284,10 @@ def _truth_agrees_with_report() -> bool:
     runs = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
     batches = {**runs, **_hand_batches()}
     return all(collapse_report(z, target_std=1.0).verdict == truth for z, truth in batches.values())
+
+
+#: The grader's view of assignment 2: grade_id -> what scores it.
+GRADED = {
+    "rankme-check": Task("rankme", cases=_rankme_cases, concept=_RANKME_HINT),
+    "diagnose-check": Task("diagnose", cases=_diagnose_cases, concept=_DIAGNOSE_CONCEPT),
+}

@@ -131,10 +131,12 @@ def _add_assignments(commands) -> None:
     release.set_defaults(func=_run_release)
     grade = actions.add_parser(
         "grade",
-        help="run every submission with the instructor's checks; write grades.csv",
-        description="Grade SUBMISSIONS/<student>/<notebook>.ipynb without nbgrader: put the "
-        "source's checks (hidden tests included) back, run each notebook, score each grade "
-        "cell, and write OUT/grades.csv and the executed notebooks (OUT/graded/).",
+        help="grade every submission; write grades.csv, gradebook.csv and feedback/",
+        description="Grade SUBMISSIONS/<student>/<notebook>.ipynb: run each submission's "
+        "answer cells in a contained child process (no vicreg_lab, no files outside its "
+        "folder, time and memory limits), check the answers here on visible and hidden "
+        "cases, and write OUT/grades.csv, OUT/gradebook.csv (one row per student) and "
+        "OUT/feedback/<student>/<notebook>.ipynb.",
     )
     grade.add_argument("submissions", metavar="SUBMISSIONS", help="one folder per student")
     grade.add_argument("--out", default="grading", help="output folder (default: grading)")
@@ -147,7 +149,22 @@ def _add_assignments(commands) -> None:
         "(default: VICREG_LAB_PROFILE, else cpu, or gpu with CUDA)",
     )
     grade.add_argument(
-        "--timeout", type=_positive_int, default=900, help="seconds per cell (default 900)"
+        "--timeout", type=_positive_int, default=120, help="seconds per cell (default 120)"
+    )
+    grade.add_argument(
+        "--notebook-timeout",
+        type=_positive_int,
+        default=600,
+        help="seconds for all of a notebook's answer cells (default 600)",
+    )
+    grade.add_argument(
+        "--memory-mb", type=_positive_int, default=4096, help="memory of a child (default 4096)"
+    )
+    grade.add_argument(
+        "--hand",
+        default=None,
+        help="CSV of points given by hand to written answers (student, notebook, grade_id, "
+        "points), merged into the grades",
     )
     grade.set_defaults(func=_run_grade)
 
@@ -219,20 +236,34 @@ def _run_release(args: argparse.Namespace) -> int:
 
 
 def _run_grade(args: argparse.Namespace) -> int:
-    from vicreg_lab.classroom.grade import grade, totals
+    from vicreg_lab._io import write_text
+    from vicreg_lab.classroom.grade import grade, gradebook, merge_hand_grades
+    from vicreg_lab.classroom.sandbox import Limits
 
     def progress(line: str) -> None:
         print(f"vicreg-lab assignments grade: {line}", flush=True)
 
+    if args.hand is not None and not Path(args.hand).is_file():
+        raise FileNotFoundError(f"hand grades {args.hand} do not exist")
+    limits = Limits(
+        wall_seconds=args.notebook_timeout,
+        cell_seconds=min(args.timeout, args.notebook_timeout),
+        memory_mb=args.memory_mb,
+        cpu_seconds=args.notebook_timeout * 2,
+    )
     table = grade(
         args.submissions,
         source=args.source,
         out_dir=args.out,
         profile=args.profile,
-        timeout=args.timeout,
+        limits=limits,
         progress=progress,
     )
-    print(totals(table).to_string())
+    if args.hand is not None:
+        table = merge_hand_grades(table, args.hand)
+        write_text(Path(args.out) / "grades.csv", table.to_csv(index=False))
+        write_text(Path(args.out) / "gradebook.csv", gradebook(table).to_csv())
+    print(gradebook(table).to_string())
     broken = table[table["status"] == "error"][["student", "notebook", "feedback"]]
     for row in broken.drop_duplicates().itertuples(index=False):
         print(f"vicreg-lab assignments grade: {row.student}/{row.notebook} {row.feedback}")

@@ -1,0 +1,258 @@
+"""Run a student's answer cells in a contained child process and bring back plain data.
+
+The grader never runs a check where student code runs. For one submission it:
+
+1. copies the child script (:mod:`vicreg_lab.classroom.sandbox_child`) and the request
+   (the answer cells' source, the inputs of every case) into a fresh temporary folder;
+2. starts ``python -I`` there in a new session (its own process group) with a
+   scrubbed environment (no variable of the grader's but a fixed few; ``HOME`` and
+   ``TMPDIR`` the temporary folder), a memory limit (address space) and a CPU-time
+   limit; the child's audit hook keeps student code away from ``vicreg_lab``, the
+   instructor's folders and every file outside its own folder, and from processes,
+   signals and sockets;
+3. waits at most ``wall_seconds`` for the whole notebook (each cell and each call
+   also has ``cell_seconds``), then kills the whole process group, and any process
+   that still carries this run's token in its environment;
+4. reads ``results.json`` (size-capped JSON) and ``outputs.npz``
+   (``allow_pickle=False``) and deletes the folder.
+
+What comes back is data. The checks and the reference values stay in the grading
+process: a child that patches, hides errors or lies about its own results can only
+hand back wrong values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import sandbox_child
+from .sandbox_child import decode, encode
+
+__all__ = ["Limits", "Run", "PREAMBLE", "run_answers"]
+
+#: What the answer cells may take for granted (the imports of the assignments' setup
+#: cells, minus ``vicreg_lab``).
+PREAMBLE = "import math\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\n"
+_TOKEN_VARIABLE = "VICREG_LAB_GRADING_RUN"
+_MAX_RESULTS_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resources of one child: the whole notebook, each cell, memory, CPU time."""
+
+    wall_seconds: int = 300
+    cell_seconds: int = 60
+    memory_mb: int = 4096
+    cpu_seconds: int = 600
+
+    def __post_init__(self):
+        for name in ("wall_seconds", "cell_seconds", "memory_mb", "cpu_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a whole number >= 1, got {value!r}")
+
+
+@dataclass
+class Run:
+    """What came back from one child.
+
+    ``cells``: grade_id -> the error the cell raised (None when it ran). ``answers``:
+    grade_id -> the answer's record, values decoded. ``problem``: why nothing came
+    back (a timeout, a crash, an unreadable result), else None.
+    """
+
+    cells: dict = field(default_factory=dict)
+    answers: dict = field(default_factory=dict)
+    problem: str | None = None
+    log: str = ""
+
+
+def run_answers(cells, tasks, forbidden=(), limits: Limits | None = None) -> Run:
+    """Run the answer ``cells`` in a child and make the ``tasks``' calls there.
+
+    Parameters
+    ----------
+    cells : list of (grade_id, source)
+        The student's answer cells, in the order of the source notebook.
+    tasks : list of dict
+        ``{"grade_id", "answer": name, "kind": "function" | "value" | "call",
+        "cases": [{"args": tuple, "kwargs": dict, "grad": bool}]}``.
+    forbidden : sequence of path
+        Folders student code may neither read nor import from (the package is always
+        among them).
+    limits : Limits, optional
+
+    Returns
+    -------
+    Run
+    """
+    limits = limits or Limits()
+    package = Path(sandbox_child.__file__).resolve().parents[1]
+    forbidden = [str(package)] + [str(Path(p).resolve()) for p in forbidden]
+    arrays: dict = {}
+    request = {
+        "cells": [{"grade_id": g, "source": s} for g, s in cells],
+        "tasks": [_encode_task(task, arrays) for task in tasks],
+        "preamble": PREAMBLE,
+        "forbidden": forbidden,
+        "cell_seconds": limits.cell_seconds,
+    }
+    with tempfile.TemporaryDirectory(prefix="vicreg-lab-grading-") as work:
+        work = Path(work)
+        os.chmod(work, 0o700)
+        shutil.copyfile(sandbox_child.__file__, work / "child.py")
+        (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        with open(work / "inputs.npz", "wb") as f:
+            np.savez(f, **arrays)
+        problem, log = _launch(work, limits)
+        run = Run(problem=problem, log=log)
+        if problem is None:
+            run.problem = _read(work, run)
+    return run
+
+
+def _encode_task(task: dict, arrays: dict) -> dict:
+    cases = [
+        {
+            "args": encode(tuple(case["args"]), arrays),
+            "kwargs": encode(dict(case.get("kwargs", {})), arrays),
+            "grad": bool(case.get("grad", False)),
+        }
+        for case in task.get("cases", ())
+    ]
+    return {"grade_id": task["grade_id"], "answer": task["answer"], "kind": task["kind"]} | {
+        "cases": cases
+    }
+
+
+def _limit(limits: Limits):
+    def apply():  # runs in the child, between fork and exec
+        import resource
+
+        memory = limits.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
+    token = secrets.token_hex(16)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(work),
+        "TMPDIR": str(work),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        _TOKEN_VARIABLE: token,
+    }
+    log_path = work / "child.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(work / "child.py"), str(work)],
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_limit(limits),  # noqa: PLW1509 - resource limits need it
+        )
+        start = time.monotonic()
+        try:
+            code = process.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            _kill_group(process.pid)
+            process.wait()
+            _kill_token(token)
+    log_text = _tail(log_path)
+    if code is None:
+        return f"ran longer than the {limits.wall_seconds} s a notebook may take", log_text
+    if code != 0:
+        seconds = time.monotonic() - start
+        how = f"signal {-code}" if code < 0 else f"exit status {code}"
+        return f"the notebook's code stopped the run ({how} after {seconds:.0f} s)", log_text
+    return None, log_text
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_token(token: str) -> None:
+    """Kill every process whose environment carries ``token`` (one that left the group)."""
+    needle = f"{_TOKEN_VARIABLE}={token}".encode()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read().decode("utf-8", "replace")
+
+
+def _read(work: Path, run: Run) -> str | None:
+    """Fill ``run`` from the child's files; the reason when they cannot be read."""
+    results, outputs = work / "results.json", work / "outputs.npz"
+    try:
+        if not results.is_file() or results.is_symlink() or outputs.is_symlink():
+            return "the notebook's code ended the run before it finished"
+        if results.stat().st_size > _MAX_RESULTS_BYTES:
+            return "the run's results are too large to read"
+        data = json.loads(results.read_text(encoding="utf-8"))
+        with np.load(outputs, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        run.cells = {str(c["grade_id"]): c.get("error") for c in data["cells"]}
+        run.answers = {str(k): _decode_answer(v, arrays) for k, v in data["answers"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"the run's results could not be read ({type(error).__name__})"
+    return None
+
+
+def _decode_answer(answer: dict, arrays: dict) -> dict:
+    answer = dict(answer)
+    if "value" in answer:
+        answer["value"] = decode(answer["value"], arrays)
+    outcomes = []
+    for outcome in answer.get("outcomes", ()):
+        outcome = dict(outcome)
+        outcome["value"] = decode(outcome["value"], arrays)
+        if isinstance(outcome.get("grad"), list):
+            outcome["grad"] = [decode(g, arrays) for g in outcome["grad"]]
+        outcomes.append(outcome)
+    if "outcomes" in answer:
+        answer["outcomes"] = outcomes
+    return answer

@@ -1,0 +1,416 @@
+"""Run a student's answer cells and call their answers; plain data in, plain data out.
+
+This file is the child side of :mod:`vicreg_lab.classroom.sandbox`. The grader copies
+it into a fresh temporary folder and runs it there with ``python -I``, in a new
+process group, a scrubbed environment and resource limits. It imports nothing from
+``vicreg_lab`` (the student's code must not reach the library's answers), and the
+audit hook it installs before the first student line refuses:
+
+- importing ``vicreg_lab`` (or anything from a forbidden folder: the package, the
+  instructor's sources, the submissions, the grading output);
+- opening files in a forbidden folder, or for writing anywhere but the work folder;
+- starting processes, sending signals, sockets and ``ctypes``.
+
+An audit hook is not a security boundary against native code; the process limits,
+the process-group kill and, for untrusted classes, a container (docs/teaching.md)
+are the outer walls. What the hook guarantees is that plain Python in a student's
+cell cannot call the library's answer, read the hidden cases, or touch another file.
+
+Protocol: ``request.json`` and ``inputs.npz`` in the work folder describe the cells
+to run and the calls to make; ``results.json`` and ``outputs.npz`` come back. Arrays
+travel through ``.npz`` files read with ``allow_pickle=False``; everything else is
+JSON. The grader trusts nothing it cannot check: values are compared with references
+computed in the grading process.
+
+The functions that call one case (:func:`call_case`) are shared with the in-notebook
+checks, so that a student sees in the notebook what the grader will find.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+import warnings
+
+import numpy as np
+
+MAX_TEXT = 300  # characters of an error message or a repr that come back
+_DTYPES = {name: name for name in ("float16", "float32", "float64", "int8", "int16")}
+_DTYPES |= {name: name for name in ("int32", "int64", "uint8", "bool", "complex64")}
+_DTYPES |= {"bfloat16": "float32", "complex128": "complex128"}
+
+# ----------------------------------------------------------------------------- one call
+
+
+def call_case(fn, args: tuple, kwargs: dict, grad: bool) -> dict:
+    """Call ``fn(*args, **kwargs)`` on copies of the inputs; what happened, as a dict.
+
+    Keys: ``status`` ("returned", "raised" or "not implemented"), ``value`` (what was
+    returned), ``error`` (``{"names": [exception class and its bases], "message",
+    "where"}``), ``modified`` (indices of tensor arguments changed in place), ``grad``
+    (for ``grad`` cases: ``None`` when the result has no graph, a string when backward
+    failed, else the list of input gradients, ``None`` for an unused input).
+    """
+    import torch
+
+    passed = _clone(args, requires_grad=grad)
+    kwargs = _clone(kwargs, requires_grad=False)
+    out: dict = {"status": "returned", "value": None, "error": None, "modified": [], "grad": None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = fn(*passed, **kwargs)
+    except NotImplementedError:
+        out["status"] = "not implemented"
+        return out
+    except Exception as error:  # noqa: BLE001 - any student error is an outcome
+        out["status"] = "raised"
+        out["error"] = {
+            "names": [c.__name__ for c in type(error).__mro__],
+            "message": _clip(str(error)),
+            "where": _where(error, fn),
+        }
+        return out
+    out["value"] = got
+    out["modified"] = [
+        i
+        for i, (a, b) in enumerate(zip(args, passed, strict=True))
+        if isinstance(a, torch.Tensor) and not torch.equal(a, b.detach())
+    ]
+    if grad and isinstance(got, torch.Tensor):
+        out["grad"] = _gradients(got, passed)
+    return out
+
+
+def _gradients(got, passed):
+    import torch
+
+    inputs = [a for a in passed if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not got.requires_grad:
+        return None
+    try:
+        grads = torch.autograd.grad(got.sum(), inputs, allow_unused=True)
+    except RuntimeError as error:
+        return f"backward() failed: {_clip(str(error))}"
+    return [None if g is None else g.detach() for g in grads]
+
+
+def _clone(value, requires_grad: bool):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        out = value.detach().clone()
+        if requires_grad and out.is_floating_point():
+            out.requires_grad_(True)
+        return out
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple | list):
+        return type(value)(_clone(v, requires_grad) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone(v, requires_grad) for k, v in value.items()}
+    return value
+
+
+def _where(error: Exception, fn) -> str:
+    """`` (line N of `name`: <code>)`` for the deepest frame in the student's function."""
+    code = getattr(fn, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    if not frames or code is None:
+        return ""
+    frame = frames[-1]
+    line = frame.lineno - code.co_firstlineno + 1
+    text = f" (line {line} of `{fn.__name__}`"
+    return text + (f": {frame.line})" if frame.line else ")")
+
+
+def _clip(text: str) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- codec
+
+
+def encode(value, arrays: dict):
+    """A JSON-able form of ``value``; tensors and arrays go into ``arrays`` (by key)."""
+    import torch
+
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return {"t": "int", "v": str(value)}  # exact, whatever its size
+    if isinstance(value, float):
+        return {"t": "float", "v": repr(value)}  # nan and inf survive JSON
+    if isinstance(value, torch.Tensor | np.ndarray):
+        key = f"a{len(arrays)}"
+        is_tensor = isinstance(value, torch.Tensor)
+        array = value.detach().cpu() if is_tensor else value
+        if is_tensor and array.dtype == torch.bfloat16:
+            array = array.float()
+        arrays[key] = np.asarray(array.numpy() if is_tensor else array)
+        meta = {"t": "tensor" if is_tensor else "array", "k": key}
+        if is_tensor:
+            meta |= {"dtype": str(value.dtype).removeprefix("torch."), "grad": value.requires_grad}
+        return meta
+    if isinstance(value, np.generic):
+        return encode(value.item(), arrays)
+    if isinstance(value, tuple | list):
+        return {"t": type(value).__name__, "v": [encode(v, arrays) for v in value]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"t": "dict", "v": {k: encode(v, arrays) for k, v in value.items()}}
+    return {"t": "other", "type": type(value).__name__, "repr": _clip(_safe_repr(value))}
+
+
+def decode(value, arrays):
+    """The inverse of :func:`encode` (an ``other`` value becomes an :class:`Opaque`)."""
+    import torch
+
+    if value is None or isinstance(value, bool | str):
+        return value
+    if not isinstance(value, dict) or "t" not in value:
+        raise ValueError(f"not an encoded value: {type(value).__name__}")
+    kind = value["t"]
+    if kind == "int":
+        return int(value["v"])
+    if kind == "float":
+        return float(value["v"])
+    if kind in ("tensor", "array"):
+        array = np.asarray(arrays[value["k"]])
+        if kind == "array":
+            return array
+        tensor = torch.from_numpy(array.copy()).to(getattr(torch, value["dtype"]))
+        return (
+            tensor.requires_grad_(True)
+            if value.get("grad") and tensor.is_floating_point()
+            else tensor
+        )
+    if kind in ("tuple", "list"):
+        items = [decode(v, arrays) for v in value["v"]]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        return {str(k): decode(v, arrays) for k, v in value["v"].items()}
+    if kind == "other":
+        return Opaque(str(value.get("type", "object")), str(value.get("repr", "")))
+    raise ValueError(f"unknown encoded kind {kind!r}")
+
+
+class Opaque:
+    """A value that could not come back as data: its type name and a clipped repr."""
+
+    def __init__(self, type_name: str, text: str):
+        self.type_name, self.text = type_name, text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _safe_repr(value) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a student's __repr__ may raise
+        return f"<{type(value).__name__}>"
+
+
+# ----------------------------------------------------------------------------- the guard
+
+_REFUSED_EVENTS = (
+    "os.fork",
+    "os.forkpty",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.exec",
+    "os.system",
+    "os.kill",
+    "os.killpg",
+    "os.setsid",
+    "signal.pthread_kill",
+    "subprocess.Popen",
+    "pty.spawn",
+    "socket.connect",
+    "socket.bind",
+    "socket.sendto",
+    "sys.addaudithook",
+    "sys.setprofile",
+    "sys.settrace",
+    "webbrowser.open",
+)
+_PATH_EVENTS = {
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.link",
+    "os.symlink",
+    "os.utime",
+    "shutil.rmtree",
+    "shutil.copyfile",
+    "shutil.move",
+}
+
+
+def install_guard(work: str, forbidden: list[str]) -> None:
+    """Install the audit hook (see the module docstring). It cannot be removed."""
+    work = os.path.realpath(work)
+    forbidden = [os.path.realpath(p) for p in forbidden]
+    pid = os.getpid()
+
+    def inside(path, folder) -> bool:
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+    def real(path):
+        if isinstance(path, int):
+            return None
+        path = os.fsdecode(path)
+        return os.path.realpath(path)
+
+    def refuse_read(path):
+        if path is None:
+            return
+        if any(inside(path, f) for f in forbidden):
+            raise PermissionError(f"grading: {path} is out of bounds for student code")
+        parts = path.split(os.sep)
+        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(pid):
+            raise PermissionError("grading: other processes are out of bounds for student code")
+
+    def refuse_write(path):
+        if path is not None and path != os.devnull and not inside(path, work):
+            raise PermissionError(f"grading: student code may not write {path}")
+
+    def hook(event, args):
+        if event == "import":
+            name = str(args[0])
+            if name == "vicreg_lab" or name.startswith("vicreg_lab."):
+                raise ImportError(f"grading: student code may not import {name}")
+            if len(args) > 1 and args[1]:
+                refuse_read(real(args[1]))
+        elif event == "open":
+            path = real(args[0])
+            refuse_read(path)
+            mode, flags = str(args[1] or "r"), int(args[2] or 0)
+            if set(mode) & set("wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                refuse_write(path)
+        elif event in _PATH_EVENTS:
+            for arg in args:
+                if isinstance(arg, str | bytes | os.PathLike):
+                    refuse_write(real(arg))
+        elif event.startswith(_REFUSED_EVENTS) or event.startswith("ctypes."):
+            raise PermissionError(f"grading: student code may not use {event}")
+
+    sys.addaudithook(hook)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+class _CellTimeout(BaseException):
+    """A cell or a call ran past its time (BaseException: ``except Exception`` misses it)."""
+
+
+def _alarm(seconds: int) -> None:
+    def ring(signum, frame):
+        raise _CellTimeout()
+
+    signal.signal(signal.SIGALRM, ring)
+    signal.alarm(max(1, int(seconds)))
+
+
+def _plain_source(source: str) -> str:
+    """A cell without IPython magics and shell escapes (they are not Python)."""
+    keep = []
+    for line in source.split("\n"):
+        stripped = line.lstrip()
+        keep.append("" if stripped.startswith(("%", "!")) else line)
+    return "\n".join(keep)
+
+
+def _run_cells(request: dict, namespace: dict) -> list[dict]:
+    ran = []
+    for cell in request["cells"]:
+        record = {"grade_id": cell["grade_id"], "error": None}
+        try:
+            _alarm(request["cell_seconds"])
+            code = compile(_plain_source(cell["source"]), f"<cell {cell['grade_id']}>", "exec")
+            exec(code, namespace)  # noqa: S102 - the student's cell, in this contained child
+        except _CellTimeout:
+            record["error"] = f"the cell ran longer than {request['cell_seconds']} s"
+        except NotImplementedError:
+            record["error"] = "not implemented"
+        except BaseException as error:  # noqa: BLE001 - SystemExit and all: keep going
+            record["error"] = _clip(f"{type(error).__name__}: {error}")
+        finally:
+            signal.alarm(0)
+        ran.append(record)
+    return ran
+
+
+def _answer(task: dict, namespace: dict, inputs, arrays: dict, seconds: int) -> dict:
+    name = task["answer"]
+    if name not in namespace:
+        return {"status": "missing"}
+    value = namespace[name]
+    try:
+        _alarm(seconds)
+        if task["kind"] == "value":
+            return {"status": "returned", "value": encode(value, arrays)}
+        if task["kind"] == "call":
+            return {"status": "returned", "value": encode(value(), arrays)}
+        if not callable(value):
+            return {"status": "not callable", "type": type(value).__name__}
+        outcomes = []
+        for case in task["cases"]:
+            args, kwargs = decode(case["args"], inputs), decode(case["kwargs"], inputs)
+            outcome = call_case(value, tuple(args), kwargs, bool(case["grad"]))
+            outcome["value"] = encode(outcome["value"], arrays)
+            if isinstance(outcome["grad"], list):
+                outcome["grad"] = [encode(g, arrays) for g in outcome["grad"]]
+            outcomes.append(outcome)
+        return {"status": "called", "outcomes": outcomes}
+    except _CellTimeout:
+        return {"status": "timeout"}
+    except NotImplementedError:
+        return {"status": "not implemented"}
+    except BaseException as error:  # noqa: BLE001
+        return {"status": "raised", "error": _clip(f"{type(error).__name__}: {error}")}
+    finally:
+        signal.alarm(0)
+
+
+def main(work: str) -> int:
+    """Run the request in ``work``; write ``results.json`` and ``outputs.npz`` there."""
+    with open(os.path.join(work, "request.json"), encoding="utf-8") as f:
+        request = json.load(f)
+    with np.load(os.path.join(work, "inputs.npz"), allow_pickle=False) as data:
+        inputs = {key: data[key] for key in data.files}
+    import torch  # noqa: F401 - loaded before the guard: it reads its own files
+    import torch.nn.functional  # noqa: F401
+
+    torch.manual_seed(0)
+    results_path = os.path.join(work, "results.json")
+    outputs_path = os.path.join(work, "outputs.npz")
+    dump, savez = json.dump, np.savez  # kept before any student code runs
+    install_guard(work, request["forbidden"])
+    namespace = {"__name__": "__main__"}
+    exec(request["preamble"], namespace)  # noqa: S102 - the grader's own imports
+    cells = _run_cells(request, namespace)
+    arrays: dict = {}
+    answers = {
+        task["grade_id"]: _answer(task, namespace, inputs, arrays, request["cell_seconds"])
+        for task in request["tasks"]
+    }
+    with open(outputs_path, "wb") as f:
+        savez(f, **arrays)
+    with open(results_path, "w", encoding="utf-8") as f:
+        dump({"cells": cells, "answers": answers}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
