@@ -109,6 +109,8 @@ def test_each_student_gets_what_their_code_deserves(graded):
     top = code.groupby("grade_id")["max_points"].first()[CHECKS]
     assert (points.loc["alice"] == 0).all()
     assert (points.loc["bob"] == top).all()  # his edits to check cells change nothing
+    bob = code[code["student"] == "bob"].set_index("grade_id")["feedback"]
+    assert "9/9 cases (3 hidden)" in bob["invariance-check"]  # from assignments/hidden_cases.py
     eve = code[code["student"] == "eve"].set_index("grade_id")
     # her loss uses her variance term, so the total is wrong too; the rest passes
     short = eve.index[eve["points"] < top[eve.index]]
@@ -165,6 +167,22 @@ def test_duplicate_or_missing_answer_cells_are_refused_with_the_reason():
         answer_cells(SOURCE, nb)
     cells = answer_cells(SOURCE, _bob())
     assert [g for g, _ in cells][:2] == ["invariance-solution", "variance-solution"]
+
+
+def test_hidden_cases_live_in_the_instructors_source_not_in_the_package(tmp_path):
+    from vicreg_lab.classroom import check_invariance, hidden_cases
+    from vicreg_lab.classroom.release import release
+
+    assert len(hidden_cases("invariance-check")) == 3  # this checkout's assignments/
+    release(default_source(), tmp_path / "student")
+    assert not list((tmp_path / "student").glob("*.py"))  # release hands out notebooks only
+    with pytest.raises(FileNotFoundError, match="instructor's source"):
+        hidden_cases("invariance-check", source=tmp_path / "student")
+
+    def invariance_term(z1, z2):
+        return ((z1 - z2) ** 2).mean()
+
+    assert check_invariance(invariance_term, hidden=True).passed
 
 
 def test_bad_layouts_are_refused_before_anything_runs(tmp_path, capsys):

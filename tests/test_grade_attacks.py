@@ -26,10 +26,20 @@ from vicreg_lab.classroom.sandbox import Limits
 pytestmark = pytest.mark.slow
 
 NAME, NAME2 = "01_loss_terms.ipynb", "02_rankme_diagnosis.ipynb"
+NAME4 = "04_collapse_weights.ipynb"
 SOURCE = nbformat.read(default_source() / NAME, as_version=4)
 SOURCE2 = nbformat.read(default_source() / NAME2, as_version=4)
 STUDENT = release_notebook(SOURCE, NAME)
 STUDENT2 = release_notebook(SOURCE2, NAME2)
+STUDENT4 = release_notebook(nbformat.read(default_source() / NAME4, as_version=4), NAME4)
+# the visible cases' answers, looked up: right on every visible case, wrong on hidden ones
+HARD_CODED = """
+def collapsed_loss(inv_coeff, var_coeff, cov_coeff, gamma=1.0, eps=1e-4):
+    table = {(25.0, 25.0, 1.0, 1.0, 1e-4): 24.75, (1.0, 1.0, 1.0, 1.0, 1e-4): 0.99,
+             (25.0, 0.0, 1.0, 1.0, 1e-4): 0.0, (10.0, 5.0, 1.0, 2.0, 1e-4): 9.95,
+             (25.0, 25.0, 1.0, 1.0, 0.01): 22.5}
+    return table.get((inv_coeff, var_coeff, cov_coeff, gamma, eps), 0.0)
+"""
 CODE_CHECKS = ["invariance-check", "variance-check", "off-diagonal-check", "covariance-check"]
 CODE_CHECKS += ["total-check"]
 SECRET = "VICREG_LAB_TEST_INSTRUCTOR_SECRET"
@@ -181,6 +191,8 @@ def _attackers(subs, out):
         "control": _with(STUDENT, "invariance-solution", _unlock("ok = True")),
         # the honest student whose notebook the vandal aims at
         "alice": copy.deepcopy(SOURCE),
+        # answers written for the visible cases only
+        "hardcoder": (NAME4, _with(STUDENT4, "collapsed-loss-solution", HARD_CODED)),
         # assignment 2 by the library's answer
         "rankme_shortcut": (
             NAME2,
@@ -230,6 +242,7 @@ def _points(table, student):
 ATTACKS = ["decoy", "rebind", "patch", "transformer", "shortcut", "shortcut_by_file"]
 ATTACKS += ["shortcut_by_spec", "reader", "environment", "vandal", "daemon", "forker"]
 ATTACKS += ["killer", "native", "exit", "shadow", "rankme_shortcut"]
+# hardcoder is not an attack on the grader: test_answers_written_for_the_visible_cases...
 
 
 @pytest.mark.parametrize("student", ATTACKS)
@@ -258,6 +271,14 @@ def test_nothing_escaped_and_the_grades_are_the_graders(attacked):
     on_disk = pd.read_csv(out / "grades.csv")
     assert len(on_disk) == len(table)
     assert on_disk["points"].fillna(-1).tolist() == table["points"].fillna(-1).tolist()
+
+
+def test_answers_written_for_the_visible_cases_lose_the_hidden_ones(attacked):
+    table = attacked[0].set_index(["student", "grade_id"])
+    row = table.loc[("hardcoder", "collapsed-loss-check")]
+    assert row["status"] == "partial" and 0 < row["points"] < row["max_points"]
+    assert "6/8 cases (3 hidden)" in row["feedback"]  # its default 0 is right once
+    assert "Wrong on hidden case" in row["feedback"]
 
 
 def test_refusals_say_why(attacked):

@@ -21,6 +21,11 @@ Assignment 3, augmentations: :func:`augmentation_experiment`,
 Assignment 4, collapse: :func:`check_collapsed_loss`, :func:`toy_verdict`,
 :func:`check_collapsing_weights`.
 
+The grader (:mod:`~vicreg_lab.classroom.grade`) runs students' answers in a contained
+child process (:mod:`~vicreg_lab.classroom.sandbox`) and scores them here, on visible
+cases and on the hidden cases of the instructor's ``assignments/hidden_cases.py``
+(:func:`hidden_cases`); each grade cell is scored by a :class:`Task`.
+
 The student versions of the notebooks are built by :func:`release.release`
 (``vicreg-lab assignments release OUT_DIR``).
 
@@ -36,7 +41,7 @@ Examples
 Not implemented yet: `invariance_term` still raises NotImplementedError.
 """
 
-from ._core import Case, CheckFailed, CheckResult, run_cases
+from ._core import Case, CheckFailed, CheckResult, Task, hidden_cases, run_cases
 from .augmentations import (
     MAX_SITE_ACCURACY,
     MIN_AGE_R2,
@@ -64,6 +69,7 @@ __all__ = [
     "Case",
     "CheckFailed",
     "CheckResult",
+    "Task",
     "augmentation_experiment",
     "check_augmentations",
     "check_collapsed_loss",
@@ -77,6 +83,7 @@ __all__ = [
     "check_variance",
     "check_vicreg_total",
     "experiment_sizes",
+    "hidden_cases",
     "run_cases",
     "three_runs",
     "toy_verdict",

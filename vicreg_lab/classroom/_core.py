@@ -22,6 +22,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ __all__ = [
     "CheckResult",
     "Task",
     "finish",
+    "hidden_cases",
     "judge_case",
     "quiet",
     "run_cases",
@@ -190,7 +193,11 @@ class Task:
         (``collapsing_weights``); a function called once without arguments, whose
         result is the answer (``my_augmentations()``).
     cases : callable, optional
-        ``hidden -> list of Case`` (function tasks): the visible and the hidden cases.
+        ``() -> list of Case`` (function tasks): the visible cases.
+    make : callable, optional
+        ``(name, *args, **kwargs) -> Case``: a case of this function with its reference
+        value, hint and typical mistakes; the instructor's hidden cases are built with it
+        (``assignments/hidden_cases.py``).
     concept : str
         What the function computes (the "not implemented" feedback).
     judge : callable, optional
@@ -200,9 +207,53 @@ class Task:
 
     answer: str
     kind: str = "function"
-    cases: Callable[[bool], list] | None = None
+    cases: Callable[[], list] | None = None
+    make: Callable[..., Case] | None = None
     concept: str = ""
     judge: Callable | None = None
+
+
+HIDDEN_FILE = "hidden_cases.py"
+
+
+def hidden_cases(grade_id: str, source=None) -> list[Case]:
+    """The instructor's hidden cases of one grade cell, from ``assignments/hidden_cases.py``.
+
+    They live in the instructor's source, not in the package students install: a
+    student reading ``vicreg_lab`` finds the visible cases only.
+
+    Parameters
+    ----------
+    grade_id : str
+    source : str or Path, optional
+        The folder of the source notebooks (default: ``assignments/`` of this checkout,
+        else of the current folder).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``hidden_cases.py`` there (a student's installation).
+    """
+    from .release import default_source
+
+    folder = Path(source) if source is not None else default_source()
+    return list(_load_hidden(str(folder.resolve())).get(grade_id, []))
+
+
+@lru_cache(maxsize=4)
+def _load_hidden(folder: str) -> dict:
+    import importlib.util
+
+    path = Path(folder) / HIDDEN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"hidden cases not found: {path} (they live in the instructor's source, not in "
+            "the installed package)"
+        )
+    spec = importlib.util.spec_from_file_location("vicreg_lab_hidden_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the instructor's own file
+    return module.hidden_cases()
 
 
 def run_cases(

@@ -51,6 +51,7 @@ __all__ = [
     "grade",
     "grade_notebook",
     "gradebook",
+    "load_hidden",
     "merge_hand_grades",
     "totals",
 ]
@@ -120,7 +121,16 @@ def answer_cells(source, nb) -> list[tuple[str, str]]:
     return cells
 
 
-def _tasks(source, name: str) -> list[dict]:
+def load_hidden(folder) -> dict:
+    """grade_id -> hidden cases, from ``hidden_cases.py`` in ``folder`` ({} when absent)."""
+    from ._core import HIDDEN_FILE, hidden_cases
+
+    if not (Path(folder) / HIDDEN_FILE).is_file():
+        return {}
+    return {grade_id: hidden_cases(grade_id, folder) for grade_id in GRADED}
+
+
+def _tasks(source, name: str, hidden: dict) -> list[dict]:
     """The child's calls for every code grade cell of ``source`` (instructor errors raise)."""
     tasks = []
     for cell in source.cells:
@@ -130,14 +140,16 @@ def _tasks(source, name: str) -> list[dict]:
         task = GRADED.get(flags["grade_id"])
         if task is None:
             raise ValueError(f"{name}: no grader knows the grade cell {flags['grade_id']!r}")
-        cases = [] if task.kind != "function" else task.cases(False) + task.cases(True)
+        cases = [] if task.kind != "function" else task.cases() + hidden.get(flags["grade_id"], [])
         calls = [{"args": c.args, "kwargs": c.kwargs, "grad": c.grad} for c in cases]
         tasks.append({"grade_id": flags["grade_id"], "answer": task.answer, "kind": task.kind})
         tasks[-1]["cases"] = calls
     return tasks
 
 
-def grade_notebook(source, nb, profile: str = "ci", limits: Limits | None = None, forbidden=()):
+def grade_notebook(
+    source, nb, profile: str = "ci", limits: Limits | None = None, forbidden=(), hidden=None
+):
     """Grade one submission; return one row per grade cell of the source.
 
     Parameters
@@ -152,6 +164,8 @@ def grade_notebook(source, nb, profile: str = "ci", limits: Limits | None = None
         Resources of the child.
     forbidden : sequence of path
         Folders the child may not read (the sources, the submissions, the output).
+    hidden : dict, optional
+        grade_id -> hidden cases (:func:`load_hidden`); none by default.
 
     Returns
     -------
@@ -167,7 +181,9 @@ def grade_notebook(source, nb, profile: str = "ci", limits: Limits | None = None
     from .release import TEXT_STUB
 
     cells = answer_cells(source, nb)
-    run = run_answers(cells, _tasks(source, "source"), forbidden=forbidden, limits=limits)
+    hidden = hidden or {}
+    tasks = _tasks(source, "source", hidden)
+    run = run_answers(cells, tasks, forbidden=forbidden, limits=limits)
     written = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
     rows = []
     for cell in source.cells:
@@ -188,7 +204,8 @@ def grade_notebook(source, nb, profile: str = "ci", limits: Limits | None = None
             task = GRADED[grade_id]
             answer = run.answers.get(grade_id, {"status": "missing"})
             error = _cell_error(run.cells, answer, task.answer)
-            row.update(_score(task, answer, points, profile, error))
+            cases = (task.cases(), hidden.get(grade_id, [])) if task.kind == "function" else None
+            row.update(_score(task, answer, points, profile, error, cases))
         rows.append(row)
     return rows
 
@@ -201,7 +218,7 @@ def _cell_error(cells: dict, answer: dict, name: str) -> str:
     return f"`{name}` is not defined by the answer cells{said}"
 
 
-def _score(task, answer: dict, points: float, profile: str, error: str) -> dict:
+def _score(task, answer: dict, points: float, profile: str, error: str, cases) -> dict:
     status = answer.get("status")
     if error:
         return {"status": "failed", "points": 0.0, "feedback": error}
@@ -213,7 +230,7 @@ def _score(task, answer: dict, points: float, profile: str, error: str) -> dict:
         said = why.get(status) or f"raised {str(answer.get('error', ''))[:200]}"
         return {"status": "failed", "points": 0.0, "feedback": f"`{task.answer}` {said}"}
     if task.kind == "function":
-        return _score_cases(task, answer["outcomes"], points)
+        return _score_cases(task, answer["outcomes"], points, *cases)
     if task.judge is None or status != "returned":
         return {"status": "failed", "points": 0.0, "feedback": f"no answer ({status})"}
     result: CheckResult = task.judge(answer["value"], points, profile)
@@ -225,8 +242,7 @@ def _score(task, answer: dict, points: float, profile: str, error: str) -> dict:
     }
 
 
-def _score_cases(task, outcomes: list, points: float) -> dict:
-    visible, hidden = task.cases(False), task.cases(True)
+def _score_cases(task, outcomes: list, points: float, visible: list, hidden: list) -> dict:
     cases = [(c, False) for c in visible] + [(c, True) for c in hidden]
     if len(outcomes) != len(cases):
         return {"status": "failed", "points": 0.0, "feedback": "the run's answers are incomplete"}
@@ -314,8 +330,9 @@ def grade(
         raise FileNotFoundError(f"assignment source {source} does not exist")
     paths = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
     sources = {path.name: nbformat.read(path, as_version=4) for path in paths}
+    hidden = load_hidden(source if source.is_dir() else source.parent)
     for name, nb in sources.items():
-        _tasks(nb, name)  # an unknown grade cell stops everything before a child runs
+        _tasks(nb, name, hidden)  # an unknown grade cell stops everything before a child runs
     found = _submissions(submissions, set(sources), exclude=out_dir)
     if not found:
         raise FileNotFoundError(
@@ -331,7 +348,7 @@ def grade(
         base = {"student": student, "notebook": path.name}
         try:
             nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-            graded = grade_notebook(sources[path.name], nb, profile, limits, forbidden)
+            graded = grade_notebook(sources[path.name], nb, profile, limits, forbidden, hidden)
         except Exception as err:  # noqa: BLE001 - one broken submission must not stop the class
             reason = f"could not be graded: {type(err).__name__}: {err}".splitlines()[0]
             graded = _refused(sources[path.name], reason)

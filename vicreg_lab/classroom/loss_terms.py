@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import Case, CheckResult, Task, finish, run_cases
+from ._core import Case, CheckResult, Task, finish, hidden_cases, run_cases
 
 __all__ = [
     "check_covariance",
@@ -91,22 +91,11 @@ _INV_MISTAKES = (
 )
 
 
-def _invariance_cases(hidden: bool) -> list[Case]:
-    if hidden:
-        pairs = [
-            (_randn(n, d, seed=s), _randn(n, d, seed=s + 50))
-            for s, (n, d) in enumerate([(7, 3), (64, 128), (3, 257)], start=11)
-        ]
-        return [
-            Case(
-                f"hidden random {tuple(a.shape)}",
-                (a, b),
-                F.mse_loss(a, b),
-                hint=_INV_HINT,
-                mistakes=_INV_MISTAKES,
-            )
-            for a, b in pairs
-        ]
+def _invariance_case(name: str, z1: torch.Tensor, z2: torch.Tensor) -> Case:
+    return Case(name, (z1, z2), F.mse_loss(z1, z2), hint=_INV_HINT, mistakes=_INV_MISTAKES)
+
+
+def _invariance_cases() -> list[Case]:
     hand = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     z = _randn(32, 64, seed=1)
     z64 = _randn(16, 8, seed=2, dtype=torch.float64)
@@ -173,7 +162,7 @@ def check_invariance(
     """
     return run_cases(
         invariance_term,
-        _invariance_cases(hidden),
+        hidden_cases("invariance-check") if hidden else _invariance_cases(),
         name="invariance_term",
         max_points=points,
         concept=_INV_HINT,
@@ -221,17 +210,14 @@ def _ref_variance(z, gamma=1.0, eps=1e-4):
     return vicreg_loss(z, z, gamma=gamma, eps=eps, check_finite=False)["variance"]
 
 
-def _variance_cases(hidden: bool) -> list[Case]:
-    def case(name, z, **kw):
-        return Case(
-            name, (z,), _ref_variance(z, **kw), kwargs=kw, hint=_VAR_HINT, mistakes=_VAR_MISTAKES
-        )
+def _variance_case(name: str, z: torch.Tensor, **kw) -> Case:
+    return Case(
+        name, (z,), _ref_variance(z, **kw), kwargs=kw, hint=_VAR_HINT, mistakes=_VAR_MISTAKES
+    )
 
-    if hidden:
-        return [
-            case(f"hidden random {shape}, scale {scale}", _randn(*shape, seed=s, scale=scale))
-            for s, (shape, scale) in enumerate([((9, 5), 0.3), ((100, 64), 2.0), ((3, 7), 1.0)], 21)
-        ]
+
+def _variance_cases() -> list[Case]:
+    case = _variance_case
     dead = _randn(16, 4, seed=4)
     dead[:, 2] = 3.0  # a collapsed dimension: the same value for every sample
     cases = [
@@ -278,7 +264,7 @@ def check_variance(
     """
     return run_cases(
         variance_term,
-        _variance_cases(hidden),
+        hidden_cases("variance-check") if hidden else _variance_cases(),
         name="variance_term",
         max_points=points,
         concept=_VAR_HINT,
@@ -313,14 +299,14 @@ def _ref_off_diagonal(m: torch.Tensor) -> torch.Tensor:
     return m[~torch.eye(m.shape[0], dtype=torch.bool)]
 
 
-def _off_diagonal_cases(hidden: bool) -> list[Case]:
-    def case(name, m):
-        return Case(
-            name, (m,), _ref_off_diagonal(m), hint=_OFF_HINT, mistakes=_OFF_MISTAKES, unordered=True
-        )
+def _off_diagonal_case(name: str, m: torch.Tensor) -> Case:
+    return Case(
+        name, (m,), _ref_off_diagonal(m), hint=_OFF_HINT, mistakes=_OFF_MISTAKES, unordered=True
+    )
 
-    if hidden:
-        return [case(f"hidden random {d} x {d}", _randn(d, d, seed=30 + d)) for d in (2, 7, 40)]
+
+def _off_diagonal_cases() -> list[Case]:
+    case = _off_diagonal_case
     return [
         case("3 x 3 matrix 0..8", torch.arange(9.0).reshape(3, 3)),
         case("2 x 2 matrix", torch.tensor([[1.0, -2.0], [3.0, 4.0]])),
@@ -355,7 +341,7 @@ def check_off_diagonal(
     """
     return run_cases(
         off_diagonal,
-        _off_diagonal_cases(hidden),
+        hidden_cases("off-diagonal-check") if hidden else _off_diagonal_cases(),
         name="off_diagonal",
         max_points=points,
         concept=_OFF_HINT,
@@ -418,24 +404,21 @@ def _ref_covariance(z):
     return vicreg_loss(z, z, check_finite=False)["covariance"] / 2
 
 
-def _covariance_cases(hidden: bool) -> list[Case]:
-    def case(name, z, grad=False):
-        return Case(
-            name,
-            (z,),
-            _ref_covariance(z),
-            hint=_COV_HINT,
-            mistakes=_COV_MISTAKES,
-            grad=grad,
-            rtol=1e-4,
-            atol=1e-5,
-        )
+def _covariance_case(name: str, z: torch.Tensor, grad: bool = False) -> Case:
+    return Case(
+        name,
+        (z,),
+        _ref_covariance(z),
+        hint=_COV_HINT,
+        mistakes=_COV_MISTAKES,
+        grad=grad,
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
-    if hidden:
-        return [
-            case(f"hidden random {shape}", _randn(*shape, seed=40 + i) + 3.0)
-            for i, shape in enumerate([(5, 9), (200, 12), (2, 3)])
-        ]
+
+def _covariance_cases() -> list[Case]:
+    case = _covariance_case
     base = _randn(32, 1, seed=10)
     correlated = torch.cat([base, 2 * base, -base + 0.1 * _randn(32, 1, seed=11)], dim=1)
     offset = _randn(16, 5, seed=12) + torch.tensor([5.0, -3.0, 1.0, 0.0, 8.0])
@@ -475,7 +458,7 @@ def check_covariance(
     """
     return run_cases(
         covariance_term,
-        _covariance_cases(hidden),
+        hidden_cases("covariance-check") if hidden else _covariance_cases(),
         name="covariance_term",
         max_points=points,
         concept=_COV_HINT,
@@ -518,31 +501,22 @@ _TOTAL_MISTAKES = (
 )
 
 
-def _total_cases(hidden: bool) -> list[Case]:
-    def case(name, z1, z2, **weights):
-        expected = vicreg_loss(z1, z2, check_finite=False, **weights)["loss"]
-        return Case(
-            name,
-            (z1, z2),
-            expected,
-            kwargs=weights,
-            hint=_TOTAL_HINT,
-            mistakes=_TOTAL_MISTAKES,
-            rtol=1e-4,
-            atol=1e-4,
-        )
+def _total_case(name: str, z1: torch.Tensor, z2: torch.Tensor, **weights) -> Case:
+    expected = vicreg_loss(z1, z2, check_finite=False, **weights)["loss"]
+    return Case(
+        name,
+        (z1, z2),
+        expected,
+        kwargs=weights,
+        hint=_TOTAL_HINT,
+        mistakes=_TOTAL_MISTAKES,
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
-    if hidden:
-        return [
-            case(
-                "hidden random 50 x 20",
-                _randn(50, 20, seed=60),
-                _randn(50, 20, seed=61),
-                inv_coeff=5.0,
-                var_coeff=3.0,
-                cov_coeff=0.5,
-            )
-        ]
+
+def _total_cases() -> list[Case]:
+    case = _total_case
     z1, z2 = _randn(32, 16, seed=16), _randn(32, 16, seed=17, scale=0.5)
     return [
         case("default weights 25 / 25 / 1", z1, z2),
@@ -584,7 +558,7 @@ def check_vicreg_total(
     """
     return run_cases(
         vicreg_total,
-        _total_cases(hidden),
+        hidden_cases("total-check") if hidden else _total_cases(),
         name="vicreg_total",
         max_points=points,
         concept=_TOTAL_HINT,
@@ -635,9 +609,17 @@ def _names_used(code) -> set[str]:
 
 #: The grader's view of assignment 1: grade_id -> what scores it.
 GRADED = {
-    "invariance-check": Task("invariance_term", cases=_invariance_cases, concept=_INV_HINT),
-    "variance-check": Task("variance_term", cases=_variance_cases, concept=_VAR_HINT),
-    "off-diagonal-check": Task("off_diagonal", cases=_off_diagonal_cases, concept=_OFF_HINT),
-    "covariance-check": Task("covariance_term", cases=_covariance_cases, concept=_COV_HINT),
-    "total-check": Task("vicreg_total", cases=_total_cases, concept=_TOTAL_HINT),
+    "invariance-check": Task(
+        "invariance_term", cases=_invariance_cases, make=_invariance_case, concept=_INV_HINT
+    ),
+    "variance-check": Task(
+        "variance_term", cases=_variance_cases, make=_variance_case, concept=_VAR_HINT
+    ),
+    "off-diagonal-check": Task(
+        "off_diagonal", cases=_off_diagonal_cases, make=_off_diagonal_case, concept=_OFF_HINT
+    ),
+    "covariance-check": Task(
+        "covariance_term", cases=_covariance_cases, make=_covariance_case, concept=_COV_HINT
+    ),
+    "total-check": Task("vicreg_total", cases=_total_cases, make=_total_case, concept=_TOTAL_HINT),
 }

@@ -60,34 +60,27 @@ _COLLAPSED_MISTAKES = (
 _COLLAPSED_CONCEPT = "the value of the VICReg loss when all embeddings are equal, as a float."
 
 
-def _collapsed_cases(hidden: bool) -> list[Case]:
-    """Weight settings; the hidden ones catch answers written for the visible five."""
-    settings = [
-        ("the paper's weights 25 / 25 / 1", (25.0, 25.0, 1.0), {}),
-        ("weights 1 / 1 / 1", (1.0, 1.0, 1.0), {}),
-        ("no variance term: 25 / 0 / 1", (25.0, 0.0, 1.0), {}),
-        ("gamma = 2", (10.0, 5.0, 1.0), {"gamma": 2.0}),
-        ("eps = 0.01", (25.0, 25.0, 1.0), {"eps": 0.01}),
-    ]
-    if hidden:
-        settings = [
-            ("weights 3 / 7 / 2", (3.0, 7.0, 2.0), {}),
-            ("gamma = 0.5, eps = 0.04", (1.0, 4.0, 1.0), {"gamma": 0.5, "eps": 0.04}),
-            ("gamma below sqrt(eps)", (5.0, 5.0, 5.0), {"gamma": 0.005, "eps": 1e-4}),
-        ]
+def _collapsed_case(name: str, *args, **kwargs) -> Case:
+    return Case(
+        name,
+        args,
+        _collapsed_reference(*args, **kwargs),
+        kwargs=kwargs,
+        kind="number",
+        hint=_COLLAPSED_HINT,
+        mistakes=_COLLAPSED_MISTAKES,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def _collapsed_cases() -> list[Case]:
     return [
-        Case(
-            name,
-            args,
-            _collapsed_reference(*args, **kwargs),
-            kwargs=kwargs,
-            kind="number",
-            hint=_COLLAPSED_HINT,
-            mistakes=_COLLAPSED_MISTAKES,
-            rtol=1e-6,
-            atol=1e-6,
-        )
-        for name, args, kwargs in settings
+        _collapsed_case("the paper's weights 25 / 25 / 1", 25.0, 25.0, 1.0),
+        _collapsed_case("weights 1 / 1 / 1", 1.0, 1.0, 1.0),
+        _collapsed_case("no variance term: 25 / 0 / 1", 25.0, 0.0, 1.0),
+        _collapsed_case("gamma = 2", 10.0, 5.0, 1.0, gamma=2.0),
+        _collapsed_case("eps = 0.01", 25.0, 25.0, 1.0, eps=0.01),
     ]
 
 
@@ -110,7 +103,7 @@ def check_collapsed_loss(
     """
     return run_cases(
         collapsed_loss,
-        _collapsed_cases(hidden=False),
+        _collapsed_cases(),
         name="collapsed_loss",
         max_points=points,
         concept=_COLLAPSED_CONCEPT,
@@ -239,7 +232,10 @@ def _judge_weights(weights, points: float, profile=None) -> CheckResult:
 #: The grader's view of assignment 4: grade_id -> what scores it.
 GRADED = {
     "collapsed-loss-check": Task(
-        "collapsed_loss", cases=_collapsed_cases, concept=_COLLAPSED_CONCEPT
+        "collapsed_loss",
+        cases=_collapsed_cases,
+        make=_collapsed_case,
+        concept=_COLLAPSED_CONCEPT,
     ),
     "collapsing-weights-check": Task("collapsing_weights", kind="value", judge=_judge_weights),
 }

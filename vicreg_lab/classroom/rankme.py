@@ -26,7 +26,7 @@ import torch
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.diagnostics import rankme as _ref_rankme
 
-from ._core import Case, CheckResult, Task, run_cases
+from ._core import Case, CheckResult, Task, hidden_cases, run_cases
 
 __all__ = ["LABELS", "check_diagnose", "check_rankme", "three_runs"]
 
@@ -119,30 +119,27 @@ _RANKME_MISTAKES = (
 )
 
 
-def _rankme_cases(hidden: bool) -> list[Case]:
+def _rankme_case(name: str, z: torch.Tensor, **kw) -> Case:
+    return Case(
+        name,
+        (z,),
+        _ref_rankme(z),
+        kind="number",
+        hint=_RANKME_HINT,
+        mistakes=_RANKME_MISTAKES,
+        rtol=1e-3,
+        atol=1e-3,
+        **kw,
+    )
+
+
+def _rankme_cases() -> list[Case]:
     g = torch.Generator().manual_seed(3)
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
-    def case(name, z, **kw):
-        return Case(
-            name,
-            (z,),
-            _ref_rankme(z),
-            kind="number",
-            hint=_RANKME_HINT,
-            mistakes=_RANKME_MISTAKES,
-            rtol=1e-3,
-            atol=1e-3,
-            **kw,
-        )
-
-    if hidden:
-        return [
-            case("hidden: rank 5 in 40 dimensions", randn(300, 5) @ randn(5, 40)),
-            case("hidden: anisotropic 100 x 10", randn(100, 10) * torch.arange(1.0, 11.0)),
-        ]
+    case = _rankme_case
     constant = torch.full((10, 4), 2.5, dtype=torch.float64)
     return [
         case("isotropic Gaussian, 500 x 8 (close to 8)", randn(500, 8)),
@@ -186,7 +183,7 @@ def check_rankme(
     """
     return run_cases(
         rankme,
-        _rankme_cases(hidden),
+        hidden_cases("rankme-check") if hidden else _rankme_cases(),
         name="rankme",
         max_points=points,
         concept=_RANKME_HINT,
@@ -208,42 +205,26 @@ _DIAGNOSE_HINT = {
 }
 
 
-def _hand_batches() -> dict[str, tuple[torch.Tensor, str]]:
-    g = torch.Generator().manual_seed(7)
-    n, d = 400, 24
-    healthy = torch.randn(n, d, generator=g)
-    low_rank = torch.randn(n, 2, generator=g) @ torch.randn(2, d, generator=g)
-    low_rank = low_rank / low_rank.std(0) + 0.01 * torch.randn(n, d, generator=g)
-    point = torch.randn(1, d, generator=g) + 1e-3 * torch.randn(n, d, generator=g)
-    return {
-        "Gaussian batch 400 x 24": (healthy, "healthy"),
-        "rank-2 batch, std 1 per dimension": (low_rank, "dimensional collapse"),
-        "one point plus noise of std 0.001": (point, "complete collapse"),
-    }
-
-
 _DIAGNOSE_CONCEPT = (
     "return 'healthy', 'dimensional collapse' or 'complete collapse' for a batch of "
     "embeddings, from their per-dimension std and their RankMe."
 )
 
 
-def _diagnose_cases(hidden: bool) -> list[Case]:
-    if hidden:
-        batches = _hand_batches()
-    else:
-        batches = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
-    return [
-        Case(
-            name,
-            (z,),
-            truth,
-            kind="label",
-            shows=f"{name}: embeddings of shape {tuple(z.shape)}",
-            hint=_DIAGNOSE_HINT[truth] + f" Answer with one of {list(LABELS)}.",
-        )
-        for name, (z, truth) in batches.items()
-    ]
+def _diagnose_case(name: str, z: torch.Tensor, truth: str) -> Case:
+    return Case(
+        name,
+        (z,),
+        truth,
+        kind="label",
+        shows=f"{name}: embeddings of shape {tuple(z.shape)}",
+        hint=_DIAGNOSE_HINT[truth] + f" Answer with one of {list(LABELS)}.",
+    )
+
+
+def _diagnose_cases() -> list[Case]:
+    runs = three_runs()
+    return [_diagnose_case(name, torch.from_numpy(z), run_truth(name)) for name, z in runs.items()]
 
 
 def check_diagnose(
@@ -252,8 +233,7 @@ def check_diagnose(
     """Check ``diagnose(z)`` -> "healthy", "dimensional collapse" or "complete collapse".
 
     The visible cases are the three runs of :func:`three_runs`; the hidden ones are
-    three batches built by hand (a Gaussian batch, a rank-2 batch with unit std, one
-    point plus tiny noise). Every truth label agrees with
+    batches built by hand, kept in the instructor's source. Every truth label agrees with
     :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0``: these are
     VICReg embeddings, whose std the variance term pushes to 1.
 
@@ -270,7 +250,7 @@ def check_diagnose(
     """
     return run_cases(
         diagnose,
-        _diagnose_cases(hidden),
+        hidden_cases("diagnose-check") if hidden else _diagnose_cases(),
         name="diagnose",
         max_points=points,
         concept=_DIAGNOSE_CONCEPT,
@@ -280,14 +260,15 @@ def check_diagnose(
 
 
 def _truth_agrees_with_report() -> bool:
-    """True when every truth label equals collapse_report's verdict (used by the tests)."""
-    runs = {name: (torch.from_numpy(z), run_truth(name)) for name, z in three_runs().items()}
-    batches = {**runs, **_hand_batches()}
-    return all(collapse_report(z, target_std=1.0).verdict == truth for z, truth in batches.values())
+    """True when every truth label (visible and hidden) is collapse_report's verdict (tests)."""
+    cases = _diagnose_cases() + hidden_cases("diagnose-check")
+    return all(collapse_report(c.args[0], target_std=1.0).verdict == c.expected for c in cases)
 
 
 #: The grader's view of assignment 2: grade_id -> what scores it.
 GRADED = {
-    "rankme-check": Task("rankme", cases=_rankme_cases, concept=_RANKME_HINT),
-    "diagnose-check": Task("diagnose", cases=_diagnose_cases, concept=_DIAGNOSE_CONCEPT),
+    "rankme-check": Task("rankme", cases=_rankme_cases, make=_rankme_case, concept=_RANKME_HINT),
+    "diagnose-check": Task(
+        "diagnose", cases=_diagnose_cases, make=_diagnose_case, concept=_DIAGNOSE_CONCEPT
+    ),
 }
