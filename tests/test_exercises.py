@@ -285,6 +285,23 @@ def test_augmentation_judgement_uses_both_thresholds():
     assert len(aug._judge(_outcome(0.0, 1.0))) == 2
 
 
+def test_a_design_scores_by_tiers_of_age_and_site():
+    assert aug.design_score(0.8, 0.3) == 1.0
+    assert aug.design_score(0.45, 0.3) == 0.75  # age only half kept
+    assert aug.design_score(0.8, 0.7) == 0.75  # site half gone
+    assert aug.design_score(0.8, 0.9) == 0.5  # the photograph recipe's kind of run
+    assert aug.design_score(0.1, 0.9) == 0.0
+
+
+def test_the_grader_judges_a_design_over_seeds_with_partial_points():
+    # the photograph recipe keeps age and the scanner: half of each seed's credit
+    result = aug.grade_design(aug.NATURAL_IMAGE_RECIPE, points=4, profile="ci", seeds=(1,))
+    assert result.points == 2.0 and not result.passed
+    assert "run 1: age R^2" in result.details
+    bad = aug.grade_design({"gamma": 5.0}, points=4, profile="ci")
+    assert bad.points == 0 and "cannot be used" in bad.failures[0]
+
+
 def test_bad_augmentation_knobs_are_feedback_before_any_training():
     with pytest.raises(CheckFailed, match=r"unknown augmentation knobs \['crop'\]"):
         aug.check_augmentations(lambda: {"crop": 0.5}, profile="ci")

@@ -143,9 +143,15 @@ def test_written_answers_are_left_for_the_instructor_and_merged(graded, tmp_path
     bob = table[(table["student"] == "bob") & (table["status"] != "by hand")]
     assert earned.loc["bob", NAME] == bob["max_points"].sum() > 0
     assert earned.loc["alice", NAME] == 0 == earned.loc["carol", NAME]
+    sheet = pd.read_csv(graded[1] / "by_hand.csv")  # what the instructor fills in
+    assert list(sheet.columns) == COLUMNS[:3] + ["max_points", "points", "rubric", "answer"]
+    bob_row = sheet[sheet["student"] == "bob"].iloc[0]
+    assert bob_row["rubric"].startswith("1 pt: Standard deviation") and "eps" in bob_row["answer"]
+    assert sheet["points"].isna().all()
+    sheet.loc[sheet["student"] == "bob", "points"] = 1.5
     hand = tmp_path / "hand.csv"
-    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-std-eps,1.5\n")
-    merged = merge_hand_grades(table, hand)
+    sheet.to_csv(hand, index=False)
+    merged = merge_hand_grades(table, hand)  # rows left empty (alice, eve) are skipped
     assert gradebook(merged).loc["bob", "total"] == 13.5
     assert gradebook(merged).loc["bob", "pending"] == 0
     hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-std-eps,9\n")
@@ -167,6 +173,18 @@ def test_duplicate_or_missing_answer_cells_are_refused_with_the_reason():
         answer_cells(SOURCE, nb)
     cells = answer_cells(SOURCE, _bob())
     assert [g for g, _ in cells][:2] == ["invariance-solution", "variance-solution"]
+
+
+def test_every_written_answer_has_a_rubric_worth_its_points():
+    from vicreg_lab.classroom.grade import load_rubrics
+
+    rubrics = load_rubrics(default_source())
+    for path in sorted(default_source().glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            flags = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and flags.get("grade"):
+                items = rubrics[flags["grade_id"]]
+                assert sum(item["points"] for item in items) == flags["points"], path.name
 
 
 def test_hidden_cases_live_in_the_instructors_source_not_in_the_package(tmp_path):
@@ -200,3 +218,26 @@ def test_bad_layouts_are_refused_before_anything_runs(tmp_path, capsys):
         main(["assignments", "grade", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert "submissions folder" in capsys.readouterr().err
+
+
+def test_assignment_3_is_graded_by_the_experiment_over_three_seeds(tmp_path):
+    # the child only returns the design (a dict); the grader runs the experiment itself
+    name = "03_augmentations_age_not_site.ipynb"
+    source = nbformat.read(default_source() / name, as_version=4)
+    photo = release_notebook(source, name)
+    _cell(photo, "augmentations-solution").source = (
+        "def my_augmentations():\n    return dict(NATURAL_IMAGE_RECIPE)\n"
+        "NATURAL_IMAGE_RECIPE = {'crop_scale': (0.4, 1.0), 'flip_prob': 0.5, "
+        "'p_intensity': 0.0, 'p_blur': 0.0, 'p_noise': 0.0}\n"
+    )
+    for student, nb in [("solver", source), ("photographer", photo)]:
+        (tmp_path / student).mkdir()
+        nbformat.write(nb, tmp_path / student / name)
+    table = grade(tmp_path, profile="ci").set_index(["student", "grade_id"])
+    solver, photographer = (
+        table.loc[(s, "augmentations-check")] for s in ("solver", "photographer")
+    )
+    assert solver["points"] == solver["max_points"] == 4
+    assert [line[:5] for line in solver["feedback"].splitlines()[1:]] == ["run 1", "run 2", "run 3"]
+    # age kept at every seed (half the credit), the scanner kept too (none of the other half)
+    assert photographer["points"] == 2 and photographer["status"] == "partial"

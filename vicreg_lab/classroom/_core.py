@@ -77,6 +77,9 @@ class CheckResult:
         True when the function still raises ``NotImplementedError``.
     details : str
         Extra lines shown under a passed report (e.g. the measured values).
+    earned : float, optional
+        Points earned when a check gives partial credit (the grader's multi-seed
+        judgement of a design); by default all the points when passed, else 0.
 
     Examples
     --------
@@ -93,6 +96,7 @@ class CheckResult:
     failures: list[str] = field(default_factory=list)
     not_implemented: bool = False
     details: str = ""
+    earned: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -101,7 +105,9 @@ class CheckResult:
 
     @property
     def points(self) -> float:
-        """Points earned: all of them when every case passed, else 0."""
+        """Points earned: ``earned`` if set, else all of them when every case passed, else 0."""
+        if self.earned is not None:
+            return self.earned
         return self.max_points if self.passed else 0
 
     def report(self) -> str:

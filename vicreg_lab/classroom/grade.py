@@ -23,7 +23,9 @@ one of the source notebooks:
 
 Only after every child is gone are the results written, each file atomically:
 ``grades.csv`` (one row per student, notebook and grade cell), ``gradebook.csv`` (one
-row per student: ID, points per notebook, total; what an LMS imports) and
+row per student: ID, points per notebook, total; what an LMS imports), ``by_hand.csv``
+(each written answer beside its rubric from ``assignments/rubrics.json``, a ``points``
+column to fill and merge) and
 ``feedback/<student>/<notebook>.ipynb`` (the student's own notebook with the grader's
 feedback after each grade cell, to hand back).
 
@@ -51,7 +53,9 @@ __all__ = [
     "grade",
     "grade_notebook",
     "gradebook",
+    "hand_sheet",
     "load_hidden",
+    "load_rubrics",
     "merge_hand_grades",
     "totals",
 ]
@@ -234,12 +238,14 @@ def _score(task, answer: dict, points: float, profile: str, error: str, cases) -
     if task.judge is None or status != "returned":
         return {"status": "failed", "points": 0.0, "feedback": f"no answer ({status})"}
     result: CheckResult = task.judge(answer["value"], points, profile)
-    passed = result.passed
-    return {
-        "status": "passed" if passed else "failed",
-        "points": float(result.points),
-        "feedback": result.report().splitlines()[0] if passed else result.report(),
-    }
+    earned = float(result.points)
+    status = "passed" if earned >= points else ("partial" if earned > 0 else "failed")
+    said = result.report() if result.earned is None else f"{earned:g}/{points:g} points"
+    if result.earned is not None and result.details:
+        said += "\n" + result.details
+    if result.earned is not None and not result.details:
+        said += "\n" + "\n".join(result.failures)
+    return {"status": status, "points": earned, "feedback": said}
 
 
 def _score_cases(task, outcomes: list, points: float, visible: list, hidden: list) -> dict:
@@ -357,7 +363,8 @@ def grade(
         handed.append((student, path.name, nb, graded))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if out_dir is not None:
-        _write(Path(out_dir), table, handed)
+        rubrics = load_rubrics(source if source.is_dir() else source.parent)
+        _write(Path(out_dir), table, handed, hand_sheet(handed, sources, rubrics))
     return table
 
 
@@ -374,7 +381,50 @@ def _refused(source, reason: str) -> list[dict]:
     return rows
 
 
-def _write(out: Path, table: pd.DataFrame, handed) -> None:
+def load_rubrics(folder) -> dict:
+    """grade_id -> rubric (a list of ``{"points", "criterion"}``) from ``rubrics.json``.
+
+    The rubrics belong to the instructor's source, like the hidden cases; {} when absent.
+    """
+    import json
+
+    path = Path(folder) / "rubrics.json"
+    if not path.is_file():
+        return {}
+    rubrics = json.loads(path.read_text(encoding="utf-8"))
+    for grade_id, items in rubrics.items():
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and {"points", "criterion"} <= set(i) for i in items
+        ):
+            raise ValueError(
+                f"{path}: the rubric of {grade_id!r} must be a list of points/criterion"
+            )
+    return rubrics
+
+
+def hand_sheet(handed, sources: dict, rubrics: dict) -> pd.DataFrame:
+    """One row per student and written answer: the answer, its rubric, ``points`` to fill."""
+    rows = []
+    for student, name, nb, _ in handed:
+        written = {_grade_id(c): c for c in nb.cells if _grade_id(c)} if nb is not None else {}
+        for cell in sources[name].cells:
+            flags = _flags(cell)
+            if cell.cell_type == "code" or not flags.get("grade"):
+                continue
+            grade_id = flags["grade_id"]
+            rubric = " | ".join(
+                f"{item['points']:g} pt: {item['criterion']}" for item in rubrics.get(grade_id, [])
+            )
+            answer = str(written.get(grade_id, {}).get("source", "")).strip()
+            rows.append(
+                {"student": student, "notebook": name, "grade_id": grade_id}
+                | {"max_points": float(flags.get("points", 0)), "points": None}
+                | {"rubric": rubric, "answer": answer}
+            )
+    return pd.DataFrame(rows)
+
+
+def _write(out: Path, table: pd.DataFrame, handed, sheet: pd.DataFrame) -> None:
     """Every child is gone: write the results, each file atomically."""
     import nbformat
 
@@ -390,6 +440,7 @@ def _write(out: Path, table: pd.DataFrame, handed) -> None:
             nbformat.write(feedback_notebook(nb, graded), tmp)
     write_text(out / "grades.csv", table.to_csv(index=False))
     write_text(out / "gradebook.csv", gradebook(table).to_csv())
+    write_text(out / "by_hand.csv", sheet.to_csv(index=False))
 
 
 def feedback_notebook(nb, rows: list[dict]):
@@ -420,14 +471,15 @@ def merge_hand_grades(table: pd.DataFrame, hand) -> pd.DataFrame:
     """``table`` with the points an instructor gave the written answers.
 
     ``hand`` is a CSV (or DataFrame) with columns ``student``, ``notebook``, ``grade_id``,
-    ``points``; each row must name a written answer of the table and stay within its
-    maximum.
+    ``points`` (a filled copy of ``by_hand.csv``; rows left empty are skipped); each row
+    must name a written answer of the table and stay within its maximum.
     """
     hand = pd.read_csv(hand) if not isinstance(hand, pd.DataFrame) else hand
     missing = {"student", "notebook", "grade_id", "points"} - set(hand.columns)
     if missing:
         raise ValueError(f"hand grades need the columns {sorted(missing)}")
     table = table.copy()
+    hand = hand[hand["points"].notna()]  # rows of by_hand.csv not graded yet
     for row in hand.itertuples(index=False):
         where = (
             (table["student"] == str(row.student))
