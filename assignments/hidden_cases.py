@@ -9,6 +9,7 @@ notebooks; it is not part of the ``vicreg_lab`` package that students install, a
 Each case is built by the grade cell's :class:`vicreg_lab.classroom.Task` (``make``), which
 adds the reference value, the hint and the typical mistakes: this file only chooses
 inputs the students never see (other shapes, seeds and settings than the visible cases).
+A case's name is shown to students: name the situation, never the numbers.
 Change them between classes if you like; keep them small (they run in every submission's
 child process).
 """
@@ -25,29 +26,31 @@ def _randn(*shape, seed: int, dtype=torch.float32, scale: float = 1.0) -> torch.
 
 def _assignment_1() -> dict:
     make = {grade_id: GRADED[grade_id].make for grade_id in GRADED}
+    shapes = {"few samples and dimensions": (7, 3), "more dimensions than samples": (64, 128)}
+    shapes["three samples, many dimensions"] = (3, 257)
     invariance = [
-        make["invariance-check"](
-            f"hidden random {(n, d)}", _randn(n, d, seed=s), _randn(n, d, seed=s + 50)
-        )
-        for s, (n, d) in enumerate([(7, 3), (64, 128), (3, 257)], start=11)
+        make["invariance-check"](name, _randn(n, d, seed=s), _randn(n, d, seed=s + 50))
+        for s, (name, (n, d)) in enumerate(shapes.items(), start=11)
     ]
+    spreads = {"a narrow spread": ((9, 5), 0.3), "a wide spread": ((100, 64), 2.0)}
+    spreads["three samples"] = ((3, 7), 1.0)
     variance = [
-        make["variance-check"](
-            f"hidden random {shape}, scale {scale}", _randn(*shape, seed=s, scale=scale)
-        )
-        for s, (shape, scale) in enumerate([((9, 5), 0.3), ((100, 64), 2.0), ((3, 7), 1.0)], 21)
+        make["variance-check"](name, _randn(*shape, seed=s, scale=scale))
+        for s, (name, (shape, scale)) in enumerate(spreads.items(), 21)
     ]
+    sizes = {"a small matrix": 2, "an odd size": 7, "a large matrix": 40}
     off_diagonal = [
-        make["off-diagonal-check"](f"hidden random {d} x {d}", _randn(d, d, seed=30 + d))
-        for d in (2, 7, 40)
+        make["off-diagonal-check"](name, _randn(d, d, seed=30 + d)) for name, d in sizes.items()
     ]
+    batches = {"more dimensions than samples": (5, 9), "a large batch": (200, 12)}
+    batches["two samples"] = (2, 3)
     covariance = [
-        make["covariance-check"](f"hidden random {shape}", _randn(*shape, seed=40 + i) + 3.0)
-        for i, shape in enumerate([(5, 9), (200, 12), (2, 3)])
+        make["covariance-check"](name, _randn(*shape, seed=40 + i) + 3.0)
+        for i, (name, shape) in enumerate(batches.items())
     ]
     total = [
         make["total-check"](
-            "hidden random 50 x 20",
+            "other weights, another batch",
             _randn(50, 20, seed=60),
             _randn(50, 20, seed=61),
             inv_coeff=5.0,
@@ -71,8 +74,8 @@ def _assignment_2() -> dict:
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
     rankme = GRADED["rankme-check"].make
-    cases = [rankme("hidden: rank 5 in 40 dimensions", randn(300, 5) @ randn(5, 40))]
-    cases.append(rankme("hidden: anisotropic 100 x 10", randn(100, 10) * torch.arange(1.0, 11.0)))
+    cases = [rankme("a low-rank batch", randn(300, 5) @ randn(5, 40))]
+    cases.append(rankme("dimensions of unequal scale", randn(100, 10) * torch.arange(1.0, 11.0)))
 
     # batches built by hand; every truth label is what collapse_report(target_std=1) says
     g = torch.Generator().manual_seed(7)
@@ -85,9 +88,9 @@ def _assignment_2() -> dict:
     return {
         "rankme-check": cases,
         "diagnose-check": [
-            diagnose("Gaussian batch 400 x 24", healthy, "healthy"),
-            diagnose("rank-2 batch, std 1 per dimension", low_rank, "dimensional collapse"),
-            diagnose("one point plus noise of std 0.001", point, "complete collapse"),
+            diagnose("a batch made by hand (1)", healthy, "healthy"),
+            diagnose("a batch made by hand (2)", low_rank, "dimensional collapse"),
+            diagnose("a batch made by hand (3)", point, "complete collapse"),
         ],
     }
 
@@ -96,9 +99,9 @@ def _assignment_4() -> dict:
     collapsed = GRADED["collapsed-loss-check"].make
     return {
         "collapsed-loss-check": [
-            collapsed("weights 3 / 7 / 2", 3.0, 7.0, 2.0),
-            collapsed("gamma = 0.5, eps = 0.04", 1.0, 4.0, 1.0, gamma=0.5, eps=0.04),
-            collapsed("gamma below sqrt(eps)", 5.0, 5.0, 5.0, gamma=0.005, eps=1e-4),
+            collapsed("other weights", 3.0, 7.0, 2.0),
+            collapsed("other gamma and eps", 1.0, 4.0, 1.0, gamma=0.5, eps=0.04),
+            collapsed("a tiny gamma", 5.0, 5.0, 5.0, gamma=0.005, eps=1e-4),
         ]
     }
 

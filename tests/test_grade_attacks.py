@@ -14,6 +14,7 @@ import hashlib
 import os
 import textwrap
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -82,7 +83,55 @@ def _late_write(marker) -> str:
     return f"import time, pathlib; time.sleep(2); pathlib.Path({str(marker)!r}).write_text('x')"
 
 
+HOOK_SWAP = """
+import gc, types
+hook = next(o for o in gc.get_objects() if isinstance(o, types.FunctionType)
+            and o.__name__ == "hook" and o.__code__.co_freevars)
+names = hook.__code__.co_freevars
+ns = {}
+exec("def outer():\\n    " + " = ".join(names) + " = None\\n    def hook(event, args):\\n"
+     "        return (" + ", ".join(names) + ")\\n    return hook\\n", ns)
+hook.__code__ = ns["outer"]().__code__
+from vicreg_lab import losses
+ok = True
+"""
+FORK_EXEC = """
+import os, sys, subprocess
+try:
+    fork_exec = subprocess._fork_exec
+except AttributeError:
+    import _posixsubprocess
+    fork_exec = _posixsubprocess.fork_exec
+script = "sleep 2; echo x > {}"
+r, w = os.pipe()
+pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), None,
+                [b"PATH=/usr/bin:/bin"], -1, -1, -1, -1, -1, -1, r, w, True, True, -1,
+                None, None, None, -1, None, False)
+ok = pid > 0
+"""
+NPZ_BOMB = """
+import atexit, os, zipfile
+import numpy as np
+
+def _bomb(n_bytes=300 * 2**20):
+    path = os.path.join(os.getcwd(), "outputs.npz")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("bomb.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f8", "fortran_order": False, "shape": (n_bytes // 8,)})
+            chunk = bytes(2**22)
+            for _ in range(n_bytes // len(chunk)):
+                f.write(chunk)
+
+atexit.register(_bomb)
+
+def invariance_term(z1, z2):
+    return ((z1 - z2) ** 2).mean()
+"""
+
+
 def _attackers(subs, out):
+    source_file = str(default_source() / NAME)
     package = os.path.dirname(os.path.dirname(__import__("vicreg_lab").__file__))
     losses = os.path.join(package, "vicreg_lab", "losses.py")
     honest = subs / "alice" / NAME
@@ -187,6 +236,63 @@ def _attackers(subs, out):
         ),
         # leaves the run early, so that nothing is scored
         "exit": _with(STUDENT, "invariance-solution", "import os\nos._exit(0)\n"),
+        # found by a second red team (helper-6), against the first hardening:
+        # a read through os.open's dir_fd, which the audit event does not show
+        "dirfd_reader": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                "import os\nroot = os.open('/', os.O_RDONLY)\n"
+                f"fd = os.open({source_file.lstrip('/')!r}, os.O_RDONLY, dir_fd=root)\n"
+                "ok = len(os.read(fd, 100)) > 0"
+            ),
+        ),
+        "dirfd_vandal": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                "import os\nroot = os.open('/', os.O_RDONLY)\n"
+                f"fd = os.open({str(honest).lstrip('/')!r}, os.O_WRONLY, dir_fd=root)\n"
+                "os.write(fd, b'{}')\nok = True"
+            ),
+        ),
+        # a file of the checkout outside the forbidden folders (this very test file)
+        "repo_reader": _with(
+            STUDENT, "invariance-solution", _unlock(f"ok = 'UNLOCK' in open({__file__!r}).read()")
+        ),
+        # switches the audit hook off: found through gc, its code replaced
+        "hook_code": _with(STUDENT, "invariance-solution", _unlock(HOOK_SWAP)),
+        # rebinds the tables the hook reads, then starts a detached process
+        "hook_tables": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                "import sys, subprocess\nmain = sys.modules['__main__']\n"
+                "for name in dir(main):\n"
+                "    if name.isupper() or name.startswith('_REFUSED') or name.endswith('EVENTS'):\n"
+                "        setattr(main, name, ())\n"
+                f"subprocess.Popen([sys.executable, '-c', {_late_write(marker)!r}], "
+                "start_new_session=True, env={'PATH': '/usr/bin:/bin'})\nok = True"
+            ),
+        ),
+        # _posixsubprocess.fork_exec raises no audit event
+        "fork_exec": _with(STUDENT, "invariance-solution", _unlock(FORK_EXEC.format(marker))),
+        # rewrites its outputs after the run: a deflated array far larger than memory should hold
+        "npz_bomb": _with(STUDENT, "invariance-solution", NPZ_BOMB),
+        # every function raises the error some cases expect
+        "raiser": _with(
+            _with(
+                _with(
+                    STUDENT,
+                    "variance-solution",
+                    "def variance_term(z, gamma=1.0, eps=1e-4):\n    raise ValueError('no')\n",
+                ),
+                "off-diagonal-solution",
+                "def off_diagonal(m):\n    raise ValueError('no')\n",
+            ),
+            "covariance-solution",
+            "def covariance_term(z):\n    raise ValueError('no')\n",
+        ),
         # no attack: proves that a successful attack would unlock the points
         "control": _with(STUDENT, "invariance-solution", _unlock("ok = True")),
         # the honest student whose notebook the vandal aims at
@@ -242,6 +348,8 @@ def _points(table, student):
 ATTACKS = ["decoy", "rebind", "patch", "transformer", "shortcut", "shortcut_by_file"]
 ATTACKS += ["shortcut_by_spec", "reader", "environment", "vandal", "daemon", "forker"]
 ATTACKS += ["killer", "native", "exit", "shadow", "rankme_shortcut"]
+ATTACKS += ["dirfd_reader", "dirfd_vandal", "repo_reader", "hook_code", "hook_tables"]
+ATTACKS += ["fork_exec", "npz_bomb", "raiser"]
 # hardcoder is not an attack on the grader: test_answers_written_for_the_visible_cases...
 
 
@@ -287,6 +395,42 @@ def test_refusals_say_why(attacked):
     assert "is on 2 cells" in feedback[("decoy", "invariance-check")]
     assert "may not import vicreg_lab" in feedback[("rankme_shortcut", "rankme-check")]
     assert "ended the run" in feedback[("exit", "invariance-check")]
+    assert "could not be read" in feedback[("npz_bomb", "invariance-check")]
+
+
+def test_the_grader_stays_small_and_leaves_nothing_behind(attacked, tmp_path):
+    import resource
+    import tempfile
+
+    # the npz bomb (300 MiB of zeros, deflated) was refused before loading
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 * 2**20  # KiB: < 2 GiB
+    left = list(Path(tempfile.gettempdir()).glob("vicreg-lab-grading-*"))
+    assert not left, left
+
+
+def test_hidden_inputs_never_reach_the_feedback(tmp_path):
+    # the function reads every input it can find and raises them as its message
+    leak = _with(
+        STUDENT,
+        "invariance-solution",
+        """
+        def invariance_term(z1, z2):
+            import glob, os
+            import numpy as np
+            said = []
+            for path in glob.glob(os.path.join(os.getcwd(), "*.npz")):
+                with np.load(path) as data:
+                    said += [str(data[k].shape) for k in data.files]
+            raise ValueError("LEAK " + " ".join(said))
+        """,
+    )
+    (tmp_path / "subs" / "leak").mkdir(parents=True)
+    nbformat.write(leak, tmp_path / "subs" / "leak" / NAME)
+    table = grade(tmp_path / "subs", profile="ci")
+    said = table.set_index("grade_id").loc["invariance-check", "feedback"]
+    assert "LEAK (2, 3)" in said  # the visible inputs, in the visible feedback
+    for shape in ("(7, 3)", "(64, 128)", "(3, 257)"):  # assignments/hidden_cases.py
+        assert shape not in said
 
 
 def test_hidden_cases_are_named_never_shown(tmp_path):

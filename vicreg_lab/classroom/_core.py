@@ -362,7 +362,7 @@ def judge_case(outcome: dict, case: Case, name: str, redact: bool = False) -> st
         got = f"{error['names'][0]}: {error['message']}{error['where']}"
         if redact:
             got = f"{error['names'][0]} (an error)"
-        hint = case.hint if wants_error else _error_hint(error, case.hint)
+        hint = case.hint if wants_error or redact else _error_hint(error, case.hint)
         return _format(title, shows, expected, got, hint, redact)
     got = outcome["value"]
     if wants_error:
@@ -385,6 +385,8 @@ def judge_case(outcome: dict, case: Case, name: str, redact: bool = False) -> st
     if problem is None:
         return None
     what, hint = problem
+    if redact and hint not in {mistake_hint for _, mistake_hint in case.mistakes}:
+        hint = case.hint  # a computed hint may tell a hidden shape; a mistake's does not
     return _format(title, shows, expected, what, hint, redact)
 
 

@@ -134,8 +134,13 @@ def load_hidden(folder) -> dict:
     return {grade_id: hidden_cases(grade_id, folder) for grade_id in GRADED}
 
 
-def _tasks(source, name: str, hidden: dict) -> list[dict]:
-    """The child's calls for every code grade cell of ``source`` (instructor errors raise)."""
+def _tasks(source, name: str, hidden: dict | None = None) -> list[dict]:
+    """The child's calls for every code grade cell of ``source`` (instructor errors raise).
+
+    Without ``hidden``: every grade cell with its visible cases. With it: the function
+    grade cells that have hidden cases, with those only (they run in a child of their
+    own, which sees no visible case and whose messages never reach the feedback).
+    """
     tasks = []
     for cell in source.cells:
         flags = _flags(cell)
@@ -144,7 +149,12 @@ def _tasks(source, name: str, hidden: dict) -> list[dict]:
         task = GRADED.get(flags["grade_id"])
         if task is None:
             raise ValueError(f"{name}: no grader knows the grade cell {flags['grade_id']!r}")
-        cases = [] if task.kind != "function" else task.cases() + hidden.get(flags["grade_id"], [])
+        if hidden is None:
+            cases = task.cases() if task.kind == "function" else []
+        elif task.kind == "function" and hidden.get(flags["grade_id"]):
+            cases = hidden[flags["grade_id"]]
+        else:
+            continue
         calls = [{"args": c.args, "kwargs": c.kwargs, "grad": c.grad} for c in cases]
         tasks.append({"grade_id": flags["grade_id"], "answer": task.answer, "kind": task.kind})
         tasks[-1]["cases"] = calls
@@ -186,8 +196,9 @@ def grade_notebook(
 
     cells = answer_cells(source, nb)
     hidden = hidden or {}
-    tasks = _tasks(source, "source", hidden)
-    run = run_answers(cells, tasks, forbidden=forbidden, limits=limits)
+    run = run_answers(cells, _tasks(source, "source"), forbidden=forbidden, limits=limits)
+    hidden_tasks = _tasks(source, "source", hidden)
+    secret = run_answers(cells, hidden_tasks, forbidden, limits) if hidden_tasks else None
     written = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
     rows = []
     for cell in source.cells:
@@ -208,10 +219,20 @@ def grade_notebook(
             task = GRADED[grade_id]
             answer = run.answers.get(grade_id, {"status": "missing"})
             error = _cell_error(run.cells, answer, task.answer)
-            cases = (task.cases(), hidden.get(grade_id, [])) if task.kind == "function" else None
+            cases = None
+            if task.kind == "function":
+                cases = (task.cases(), hidden.get(grade_id, []), _hidden_outcomes(secret, grade_id))
             row.update(_score(task, answer, points, profile, error, cases))
         rows.append(row)
     return rows
+
+
+def _hidden_outcomes(secret, grade_id: str) -> list | None:
+    """The hidden run's outcomes for one grade cell; None when that run gave none."""
+    if secret is None or secret.problem is not None:
+        return None
+    answer = secret.answers.get(grade_id, {})
+    return answer.get("outcomes") if answer.get("status") == "called" else None
 
 
 def _cell_error(cells: dict, answer: dict, name: str) -> str:
@@ -235,6 +256,14 @@ def _score(task, answer: dict, points: float, profile: str, error: str, cases) -
         return {"status": "failed", "points": 0.0, "feedback": f"`{task.answer}` {said}"}
     if task.kind == "function":
         return _score_cases(task, answer["outcomes"], points, *cases)
+    return _score_value(task, answer, points, profile, status)
+
+
+def _expects_error(case) -> bool:
+    return isinstance(case.expected, type) and issubclass(case.expected, BaseException)
+
+
+def _score_value(task, answer: dict, points: float, profile: str, status: str) -> dict:
     if task.judge is None or status != "returned":
         return {"status": "failed", "points": 0.0, "feedback": f"no answer ({status})"}
     result: CheckResult = task.judge(answer["value"], points, profile)
@@ -248,11 +277,16 @@ def _score(task, answer: dict, points: float, profile: str, error: str, cases) -
     return {"status": status, "points": earned, "feedback": said}
 
 
-def _score_cases(task, outcomes: list, points: float, visible: list, hidden: list) -> dict:
+_NO_ANSWER = {"status": "raised", "error": {"names": ["Error"], "message": "", "where": ""}}
+
+
+def _score_cases(task, outcomes: list, points: float, visible, hidden, secret) -> dict:
+    """Points for the share of cases right; error cases count only beside a right value."""
     cases = [(c, False) for c in visible] + [(c, True) for c in hidden]
-    if len(outcomes) != len(cases):
+    if len(outcomes) != len(visible) or (secret is not None and len(secret) != len(hidden)):
         return {"status": "failed", "points": 0.0, "feedback": "the run's answers are incomplete"}
-    failures = []
+    outcomes = list(outcomes) + (list(secret) if secret is not None else [_NO_ANSWER] * len(hidden))
+    failures, values_right, errors_right = [], 0, 0
     for (case, redact), outcome in zip(cases, outcomes, strict=True):
         feedback = judge_case(outcome, case, task.answer, redact=redact)
         if feedback == "not implemented":
@@ -260,7 +294,11 @@ def _score_cases(task, outcomes: list, points: float, visible: list, hidden: lis
             return {"status": "failed", "points": 0.0, "feedback": text}
         if feedback:
             failures.append(feedback)
-    passed = len(cases) - len(failures)
+        elif _expects_error(case):
+            errors_right += 1
+        else:
+            values_right += 1
+    passed = values_right + errors_right if values_right else 0
     earned = round(points * passed / len(cases), 2) if cases else points
     status = "passed" if not failures else ("partial" if passed else "failed")
     said = f"{passed}/{len(cases)} cases ({len(hidden)} hidden)"

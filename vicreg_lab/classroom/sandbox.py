@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -110,9 +111,8 @@ def run_answers(cells, tasks, forbidden=(), limits: Limits | None = None) -> Run
         "forbidden": forbidden,
         "cell_seconds": limits.cell_seconds,
     }
-    with tempfile.TemporaryDirectory(prefix="vicreg-lab-grading-") as work:
-        work = Path(work)
-        os.chmod(work, 0o700)
+    work = Path(tempfile.mkdtemp(prefix="vicreg-lab-grading-"))
+    try:
         shutil.copyfile(sandbox_child.__file__, work / "child.py")
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
         with open(work / "inputs.npz", "wb") as f:
@@ -121,7 +121,16 @@ def run_answers(cells, tasks, forbidden=(), limits: Limits | None = None) -> Run
         run = Run(problem=problem, log=log)
         if problem is None:
             run.problem = _read(work, run)
+    finally:
+        _remove(work)
     return run
+
+
+def _remove(folder: Path) -> None:
+    """Delete the work folder, whatever the student left in it (deep trees, odd modes)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():  # e.g. thousands of nested folders: rmtree's recursion gives up
+        subprocess.run(["rm", "-rf", "--", str(folder)], check=False, capture_output=True)
 
 
 def _encode_task(task: dict, arrays: dict) -> dict:
@@ -150,6 +159,48 @@ def _limit(limits: Limits):
     return apply
 
 
+#: The child's parent: a subreaper (prctl PR_SET_CHILD_SUBREAPER), so that every process
+#: the child leaves behind, in whatever session, becomes its child; it enforces the wall
+#: clock, then kills those strays until none is left.
+SUPERVISOR = """
+import ctypes, os, signal, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+child = subprocess.Popen(sys.argv[2:])
+try:
+    code = child.wait(timeout=float(sys.argv[1]))
+except subprocess.TimeoutExpired:
+    child.kill()
+    child.wait()
+    code = 124
+me = str(os.getpid())
+def strays():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/" + entry + "/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == me:
+                yield int(entry)
+for _ in range(100):
+    found = list(strays())
+    if not found:
+        break
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in found:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
     token = secrets.token_hex(16)
     env = {
@@ -163,10 +214,11 @@ def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         _TOKEN_VARIABLE: token,
     }
-    log_path = work / "child.log"
-    with open(log_path, "wb") as log:
+    child = [sys.executable, "-I", "-B", str(work / "child.py"), str(work)]
+    command = [sys.executable, "-I", "-c", SUPERVISOR, str(limits.wall_seconds), *child]
+    with tempfile.TemporaryFile() as log:  # read through this handle, never by path
         process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(work / "child.py"), str(work)],
+            command,
             cwd=work,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -177,19 +229,19 @@ def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
         )
         start = time.monotonic()
         try:
-            code = process.wait(timeout=limits.wall_seconds)
+            code = process.wait(timeout=limits.wall_seconds + 60)
         except subprocess.TimeoutExpired:
-            code = None
+            code = 124
         finally:
             _kill_group(process.pid)
             process.wait()
             _kill_token(token)
-    log_text = _tail(log_path)
-    if code is None:
+        log_text = _tail(log)
+    if code == 124:
         return f"ran longer than the {limits.wall_seconds} s a notebook may take", log_text
     if code != 0:
         seconds = time.monotonic() - start
-        how = f"signal {-code}" if code < 0 else f"exit status {code}"
+        how = f"signal {code - 128}" if code > 128 else f"exit status {code}"
         return f"the notebook's code stopped the run ({how} after {seconds:.0f} s)", log_text
     return None, log_text
 
@@ -218,26 +270,63 @@ def _kill_token(token: str) -> None:
                 pass
 
 
-def _tail(path: Path, size: int = 4000) -> str:
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - size))
-        return f.read().decode("utf-8", "replace")
+def _tail(log, size: int = 4000) -> str:
+    log.seek(0, os.SEEK_END)
+    log.seek(max(0, log.tell() - size))
+    return log.read(size).decode("utf-8", "replace")
+
+
+_MAX_ARRAY_BYTES = 256 * 2**20
+
+
+def _open_regular(path: Path, limit: int):
+    """A read handle on ``path`` if it is a regular file (not a link) of at most ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        raise ValueError(f"{path.name} is not a regular file of at most {limit} bytes")
+    return os.fdopen(fd, "rb")
+
+
+def _checked_npz(handle) -> None:
+    """Refuse an .npz whose members are not plain arrays of a bounded size (before loading)."""
+    import zipfile
+
+    total = 0
+    with zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy") or info.file_size > _MAX_ARRAY_BYTES:
+                raise ValueError(f"unexpected member {info.filename!r} in the outputs")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0
+                if version != (1, 0):
+                    read_header = np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+            if dtype.hasobject:
+                raise ValueError("an output array holds Python objects")
+            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if total > _MAX_ARRAY_BYTES:
+                raise ValueError("the outputs are too large")
+    handle.seek(0)
 
 
 def _read(work: Path, run: Run) -> str | None:
     """Fill ``run`` from the child's files; the reason when they cannot be read."""
-    results, outputs = work / "results.json", work / "outputs.npz"
     try:
-        if not results.is_file() or results.is_symlink() or outputs.is_symlink():
-            return "the notebook's code ended the run before it finished"
-        if results.stat().st_size > _MAX_RESULTS_BYTES:
-            return "the run's results are too large to read"
-        data = json.loads(results.read_text(encoding="utf-8"))
-        with np.load(outputs, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        run.cells = {str(c["grade_id"]): c.get("error") for c in data["cells"]}
-        run.answers = {str(k): _decode_answer(v, arrays) for k, v in data["answers"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        with _open_regular(work / "results.json", _MAX_RESULTS_BYTES) as handle:
+            data = json.loads(handle.read(_MAX_RESULTS_BYTES).decode("utf-8"))
+        with _open_regular(work / "outputs.npz", _MAX_ARRAY_BYTES) as handle:
+            _checked_npz(handle)
+            with np.load(handle, allow_pickle=False) as arrays:  # members load when used
+                run.cells = {str(c["grade_id"]): c.get("error") for c in data["cells"]}
+                run.answers = {
+                    str(k): _decode_answer(v, arrays) for k, v in data["answers"].items()
+                }
+    except FileNotFoundError:
+        return "the notebook's code ended the run before it finished"
+    except Exception as error:  # noqa: BLE001 - whatever the child wrote, grading goes on
         return f"the run's results could not be read ({type(error).__name__})"
     return None
 

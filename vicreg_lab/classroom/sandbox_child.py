@@ -218,7 +218,7 @@ def _safe_repr(value) -> str:
 
 # ----------------------------------------------------------------------------- the guard
 
-_REFUSED_EVENTS = (
+_REFUSED_PREFIXES = (
     "os.fork",
     "os.forkpty",
     "os.posix_spawn",
@@ -228,18 +228,22 @@ _REFUSED_EVENTS = (
     "os.kill",
     "os.killpg",
     "os.setsid",
+    "os.chdir",
     "signal.pthread_kill",
     "subprocess.Popen",
     "pty.spawn",
-    "socket.connect",
-    "socket.bind",
-    "socket.sendto",
+    "socket.",
     "sys.addaudithook",
     "sys.setprofile",
     "sys.settrace",
+    "sys._current_frames",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "ctypes.",
     "webbrowser.open",
 )
-_PATH_EVENTS = {
+_WRITE_EVENTS = (
     "os.remove",
     "os.rename",
     "os.rmdir",
@@ -250,59 +254,117 @@ _PATH_EVENTS = {
     "os.link",
     "os.symlink",
     "os.utime",
+    "os.mkfifo",
+    "os.mknod",
+    "os.setxattr",
+    "os.removexattr",
     "shutil.rmtree",
     "shutil.copyfile",
     "shutil.move",
-}
+)
+_READ_EVENTS = ("os.listdir", "os.scandir", "os.getxattr", "os.listxattr", "glob.glob")
+_FUNCTION_PARTS = ("__code__", "__defaults__", "__kwdefaults__")
+#: Readable besides the work folder and Python's own installation (not the package).
+_SYSTEM_READS = ("/usr/lib", "/usr/share", "/usr/local/lib", "/lib", "/lib64", "/etc", "/dev/null")
+_SYSTEM_READS += ("/dev/urandom", "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices")
 
 
-def install_guard(work: str, forbidden: list[str]) -> None:
-    """Install the audit hook (see the module docstring). It cannot be removed."""
-    work = os.path.realpath(work)
-    forbidden = [os.path.realpath(p) for p in forbidden]
-    pid = os.getpid()
+def _scrub_unaudited_spawn() -> None:
+    """Remove every reference to ``_posixsubprocess`` (its fork_exec raises no audit event)."""
+    module = sys.modules.pop("_posixsubprocess", None)
+    if module is None:
+        return
+    fork_exec = getattr(module, "fork_exec", None)
+    for loaded in list(sys.modules.values()):
+        for name, value in list(getattr(loaded, "__dict__", {}).items()):
+            if value is module or (fork_exec is not None and value is fork_exec):
+                try:
+                    delattr(loaded, name)
+                except (AttributeError, TypeError):
+                    pass
 
-    def inside(path, folder) -> bool:
-        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
-    def real(path):
-        if isinstance(path, int):
+def install_guard(work: str, forbidden: list[str], readable=()) -> None:
+    """Install the audit hook (see the module docstring). It cannot be removed.
+
+    Reads are allowed in ``work``, ``readable`` (Python's installation) and a few system
+    folders, never in ``forbidden`` (which wins); writes only in ``work``. Relative
+    paths are refused where the event cannot tell what they are relative to (``os.open``
+    and friends take a ``dir_fd`` the event does not show). Everything the hook uses is
+    bound here, at installation, so that student code cannot rebind it.
+    """
+    _scrub_unaudited_spawn()
+    realpath, tuple_, str_, bytes_, int_, type_ = os.path.realpath, tuple, str, bytes, int, type
+    set_, len_, denied, refused_import = set, len, PermissionError, ImportError
+    function = type_(_scrub_unaudited_spawn)
+    work = realpath(work)
+    forbidden = tuple_(realpath(p) for p in forbidden)
+    allowed = tuple_([work] + [realpath(p) for p in readable] + list(_SYSTEM_READS))
+    refused, writes, reads = _REFUSED_PREFIXES, frozenset(_WRITE_EVENTS), frozenset(_READ_EVENTS)
+    parts, own = frozenset(_FUNCTION_PARTS), "/proc/" + str_(os.getpid())
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def normal(path):
+        """An absolute, ``..``-free path; None for a relative one (or an fd: None too)."""
+        if type_(path) is bytes_:
+            path = bytes_.decode(path, "utf-8", "surrogateescape")
+        if type_(path) is not str_ or not path.startswith("/"):
             return None
-        path = os.fsdecode(path)
-        return os.path.realpath(path)
+        kept = []
+        for part in path.split("/"):
+            if part == "..":
+                if kept:
+                    kept.pop()
+            elif part not in ("", "."):
+                kept.append(part)
+        return "/" + "/".join(kept)
 
-    def refuse_read(path):
+    def under(path, folders) -> bool:
+        for folder in folders:
+            if path == folder or path.startswith(folder.rstrip("/") + "/"):
+                return True
+        return False
+
+    def check_read(raw):
+        if type_(raw) is int_:
+            return  # an fd: it was opened through this hook
+        path = normal(raw)
         if path is None:
-            return
-        if any(inside(path, f) for f in forbidden):
-            raise PermissionError(f"grading: {path} is out of bounds for student code")
-        parts = path.split(os.sep)
-        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(pid):
-            raise PermissionError("grading: other processes are out of bounds for student code")
+            raise denied("grading: relative paths are refused here; use absolute ones")
+        if under(path, forbidden) or not (under(path, allowed) or under(path, (own,))):
+            raise denied(f"grading: {path} is out of bounds for student code")
 
-    def refuse_write(path):
-        if path is not None and path != os.devnull and not inside(path, work):
-            raise PermissionError(f"grading: student code may not write {path}")
+    def check_write(raw):
+        path = normal(raw)
+        if path is None or not (path == "/dev/null" or under(path, (work,))):
+            raise denied(f"grading: student code may not write {raw!r}")
 
     def hook(event, args):
         if event == "import":
-            name = str(args[0])
-            if name == "vicreg_lab" or name.startswith("vicreg_lab."):
-                raise ImportError(f"grading: student code may not import {name}")
-            if len(args) > 1 and args[1]:
-                refuse_read(real(args[1]))
+            name = str_(args[0])
+            if name == "vicreg_lab" or name.startswith("vicreg_lab.") or name == "_posixsubprocess":
+                raise refused_import(f"grading: student code may not import {name}")
+            if len_(args) > 1 and args[1]:
+                check_read(args[1])
         elif event == "open":
-            path = real(args[0])
-            refuse_read(path)
-            mode, flags = str(args[1] or "r"), int(args[2] or 0)
-            if set(mode) & set("wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-                refuse_write(path)
-        elif event in _PATH_EVENTS:
+            mode, flags = args[1], int_(args[2] or 0)
+            if mode is None and type_(args[0]) is not int_ and normal(args[0]) is None:
+                raise denied("grading: os.open needs an absolute path here")
+            check_read(args[0])
+            if (mode is not None and set_(str_(mode)) & set_("wax+")) or flags & write_flags:
+                check_write(args[0])
+        elif event in writes:
             for arg in args:
-                if isinstance(arg, str | bytes | os.PathLike):
-                    refuse_write(real(arg))
-        elif event.startswith(_REFUSED_EVENTS) or event.startswith("ctypes."):
-            raise PermissionError(f"grading: student code may not use {event}")
+                if type_(arg) in (str_, bytes_):
+                    check_write(arg)
+        elif event in reads:
+            if args and type_(args[0]) in (str_, bytes_):
+                check_read(args[0])
+        elif event == "object.__setattr__" or event == "object.__delattr__":
+            if type_(args[0]) is function and args[1] in parts:
+                raise denied("grading: student code may not replace a function's code")
+        elif event.startswith(refused):
+            raise denied(f"grading: student code may not use {event}")
 
     sys.addaudithook(hook)
 
@@ -396,7 +458,10 @@ def main(work: str) -> int:
     results_path = os.path.join(work, "results.json")
     outputs_path = os.path.join(work, "outputs.npz")
     dump, savez = json.dump, np.savez  # kept before any student code runs
-    install_guard(work, request["forbidden"])
+    import site
+
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    install_guard(work, request["forbidden"], sorted(python))
     namespace = {"__name__": "__main__"}
     exec(request["preamble"], namespace)  # noqa: S102 - the grader's own imports
     cells = _run_cells(request, namespace)
