@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vicreg-lab demo --out $(OUT)
+	$(BIN)/vicreg-lab demo --out $(OUT) --force  # rewrites its own report folder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -56,7 +56,7 @@ def test_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, capsys):
     [
         (["train", "--epochs", "0"], "expected a positive integer"),
         (["train", "--shape", "4"], "expected a shape like 48"),
-        (["train", "--var", "-1"], "expected a number >= 0"),
+        (["train", "--var", "-1"], "expected a finite number >= 0"),
         (["train", "--optimizer", "sgd"], "invalid choice"),
     ],
 )

@@ -11,10 +11,11 @@ kernel (issue 17).
 
 import copy
 import hashlib
+import json
 import os
+import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -109,19 +110,36 @@ pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), 
                 None, None, None, -1, None, False)
 ok = pid > 0
 """
+RESPAWN = """
+import glob, importlib.machinery, os, sys
+so = glob.glob(sys.base_prefix + "/lib/python3.11/lib-dynload/_posixsubprocess*.so")[0]
+loader = importlib.machinery.ExtensionFileLoader("x._posixsubprocess", so)
+spec = importlib.machinery.ModuleSpec("x._posixsubprocess", loader, origin=so)
+fork_exec = loader.create_module(spec).fork_exec
+script = "sleep 2; echo x > {}"
+r, w = os.pipe()
+pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), None,
+                [b"PATH=/usr/bin:/bin"], -1, -1, -1, -1, -1, -1, r, w, True, True, -1,
+                None, None, None, -1, None, False)
+ok = pid > 0
+"""
 NPZ_BOMB = """
-import atexit, os, zipfile
+import atexit, os, sys, zipfile
 import numpy as np
 
+KEEP = os.dup(int(sys.argv[3]))  # the outputs' descriptor, kept past the harness's close
+
 def _bomb(n_bytes=300 * 2**20):
-    path = os.path.join(os.getcwd(), "outputs.npz")
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("bomb.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_1_0(
-                f, {"descr": "<f8", "fortran_order": False, "shape": (n_bytes // 8,)})
-            chunk = bytes(2**22)
-            for _ in range(n_bytes // len(chunk)):
-                f.write(chunk)
+    with os.fdopen(KEEP, "wb") as raw:
+        raw.seek(0)
+        raw.truncate()
+        with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("bomb.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": "<f8", "fortran_order": False, "shape": (n_bytes // 8,)})
+                chunk = bytes(2**22)
+                for _ in range(n_bytes // len(chunk)):
+                    f.write(chunk)
 
 atexit.register(_bomb)
 
@@ -293,6 +311,49 @@ def _attackers(subs, out):
             "covariance-solution",
             "def covariance_term(z):\n    raise ValueError('no')\n",
         ),
+        # found by a third red team (helper-7), against the audit hook alone: the kernel's
+        # Landlock walls (files, signals) now stop what no audit event reports
+        "procroot": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(f"ok = len(open('/proc/self/root' + {source_file!r}).read()) > 0"),
+        ),
+        "from_file": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                f"import os, torch\np = {source_file!r}\n"
+                "t = torch.from_file(p, shared=False, size=os.stat(p).st_size, dtype=torch.uint8)\n"
+                "ok = b'nbgrader' in bytes(t.numpy())"
+            ),
+        ),
+        "torch_save": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(f"import os, torch\ntorch.save({{'x': 1}}, {str(marker)!r})\nok = True"),
+        ),
+        "sqlite": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                f"import sqlite3\nc = sqlite3.connect({str(marker)!r})\n"
+                "c.execute('create table t(x)')\nc.commit()\nok = True"
+            ),
+        ),
+        "pidfd": _with(
+            STUDENT,
+            "invariance-solution",
+            _unlock(
+                "import os, signal\nfd = os.pidfd_open(os.getppid())\n"
+                "signal.pidfd_send_signal(fd, 0)\nok = True"
+            ),
+        ),
+        "respawn": _with(STUDENT, "invariance-solution", _unlock(RESPAWN.format(marker))),
+        "surrogate_code": _with(
+            STUDENT,
+            "variance-solution",
+            "def variance_term(z, gamma=1.0, eps=1e-4):\n    raise ValueError('\\udcff')\n",
+        ),
         # no attack: proves that a successful attack would unlock the points
         "control": _with(STUDENT, "invariance-solution", _unlock("ok = True")),
         # the honest student whose notebook the vandal aims at
@@ -319,6 +380,11 @@ def attacked(tmp_path_factory):
         name, nb = nb if isinstance(nb, tuple) else (NAME, nb)
         (subs / student).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, subs / student / name)
+    # a written answer holding a lone surrogate (valid JSON, not encodable as UTF-8)
+    odd = copy.deepcopy(STUDENT)
+    _cell(odd, "written-std-eps").source = "\ud800"
+    (subs / "surrogate_md").mkdir()
+    (subs / "surrogate_md" / NAME).write_text(json.dumps(odd, ensure_ascii=True))
     # a shadow package beside the notebook, whose checks always pass
     shadow = subs / "shadow"
     shadow.mkdir()
@@ -330,14 +396,18 @@ def attacked(tmp_path_factory):
         )
     honest_before = hashlib.sha256((subs / "alice" / NAME).read_bytes()).hexdigest()
     os.environ[SECRET] = "the answer key lives here"
+    private_tmp = root / "tmp"  # the grader's work folders, apart from any other run's
+    private_tmp.mkdir()
+    tempfile.tempdir = str(private_tmp)
     try:
         table = grade(
             subs, out_dir=out, profile="ci", limits=Limits(wall_seconds=120, cell_seconds=20)
         )
     finally:
         del os.environ[SECRET]
+        tempfile.tempdir = None
     time.sleep(3)  # what a detached process would have waited for
-    return table, subs, out, honest_before
+    return table, subs, out, honest_before, private_tmp
 
 
 def _points(table, student):
@@ -349,7 +419,8 @@ ATTACKS = ["decoy", "rebind", "patch", "transformer", "shortcut", "shortcut_by_f
 ATTACKS += ["shortcut_by_spec", "reader", "environment", "vandal", "daemon", "forker"]
 ATTACKS += ["killer", "native", "exit", "shadow", "rankme_shortcut"]
 ATTACKS += ["dirfd_reader", "dirfd_vandal", "repo_reader", "hook_code", "hook_tables"]
-ATTACKS += ["fork_exec", "npz_bomb", "raiser"]
+ATTACKS += ["fork_exec", "raiser", "procroot", "from_file", "torch_save", "sqlite", "pidfd"]
+ATTACKS += ["respawn", "surrogate_code", "surrogate_md"]
 # hardcoder is not an attack on the grader: test_answers_written_for_the_visible_cases...
 
 
@@ -366,7 +437,7 @@ def test_an_attack_that_got_through_would_score(attacked):
 
 
 def test_the_honest_student_keeps_every_point_and_her_file(attacked):
-    table, subs, _, before = attacked
+    table, subs, _, before, _ = attacked
     points = _points(table, "alice")
     maximum = table[table["student"] == "alice"].set_index("grade_id")["max_points"]
     assert (points == maximum[points.index]).all()
@@ -374,7 +445,7 @@ def test_the_honest_student_keeps_every_point_and_her_file(attacked):
 
 
 def test_nothing_escaped_and_the_grades_are_the_graders(attacked):
-    table, subs, out, _ = attacked
+    table, subs, out, _, _ = attacked
     assert not (out.parent / "escaped.txt").exists()
     on_disk = pd.read_csv(out / "grades.csv")
     assert len(on_disk) == len(table)
@@ -395,17 +466,43 @@ def test_refusals_say_why(attacked):
     assert "is on 2 cells" in feedback[("decoy", "invariance-check")]
     assert "may not import vicreg_lab" in feedback[("rankme_shortcut", "rankme-check")]
     assert "ended the run" in feedback[("exit", "invariance-check")]
-    assert "could not be read" in feedback[("npz_bomb", "invariance-check")]
+    # the bomb never lands (no file to write, no descriptor to reopen): a right answer counts
+    assert feedback[("npz_bomb", "invariance-check")].startswith("invariance_term: 9/9")
+
+
+def test_the_kernel_walls_are_up_on_this_machine():
+    from vicreg_lab.classroom.sandbox import walls
+
+    assert walls().startswith("Landlock ABI"), walls()  # Linux >= 5.13 with Landlock on
 
 
 def test_the_grader_stays_small_and_leaves_nothing_behind(attacked, tmp_path):
     import resource
-    import tempfile
 
     # the npz bomb (300 MiB of zeros, deflated) was refused before loading
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 * 2**20  # KiB: < 2 GiB
-    left = list(Path(tempfile.gettempdir()).glob("vicreg-lab-grading-*"))
+    left = list(attacked[4].glob("vicreg-lab-grading-*"))  # work folders, deep trees: gone
     assert not left, left
+
+
+def test_results_the_grader_cannot_trust_are_refused_before_loading(tmp_path):
+    import zipfile
+
+    import numpy as np
+
+    from vicreg_lab.classroom.sandbox import Run, _read
+
+    (tmp_path / "results.json").write_text('{"cells": [], "answers": {}}')
+    with zipfile.ZipFile(tmp_path / "outputs.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("a0.npy", "w", force_zip64=True) as f:  # 300 MiB of zeros, deflated
+            header = {"descr": "<f8", "fortran_order": False, "shape": (300 * 2**20 // 8,)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for _ in range(75):
+                f.write(bytes(2**22))
+    assert "could not be read" in _read(tmp_path, Run())
+    (tmp_path / "outputs.npz").unlink()
+    (tmp_path / "outputs.npz").symlink_to("/dev/zero")
+    assert "could not be read" in _read(tmp_path, Run())
 
 
 def test_hidden_inputs_never_reach_the_feedback(tmp_path):
@@ -418,7 +515,7 @@ def test_hidden_inputs_never_reach_the_feedback(tmp_path):
             import glob, os
             import numpy as np
             said = []
-            for path in glob.glob(os.path.join(os.getcwd(), "*.npz")):
+            for path in glob.glob(os.path.join(os.getcwd(), "inputs*.npz")):
                 with np.load(path) as data:
                     said += [str(data[k].shape) for k in data.files]
             raise ValueError("LEAK " + " ".join(said))

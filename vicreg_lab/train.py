@@ -202,9 +202,12 @@ class VICReg(TransformerMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: VICReg's variance needs two samples")
-        for name in ("inv_coeff", "var_coeff", "cov_coeff"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("inv_coeff", "var_coeff", "cov_coeff", "warmup_epochs", "lr", "weight_decay"):
+            value = getattr(self, name, None)
+            if value is None and name in ("lr", "weight_decay"):
+                continue  # chosen by the optimizer
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if isinstance(self.augmentation, str) and self.augmentation not in ("batched", "torchio"):
             raise ValueError(
                 "augmentation must be 'batched', 'torchio' or a callable, "
@@ -347,13 +350,18 @@ class VICReg(TransformerMixin, BaseEstimator):
         coeffs = (self.inv_coeff, self.var_coeff, self.cov_coeff)
         return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
 
-    def fit(self, data, resume: bool = False) -> VICReg:
+    def fit(self, data, resume: bool | str = False) -> VICReg:
         """Train on a Dataset of volumes (1, D, H, W), or a DataLoader.
 
         Items may be a tensor, ``(image, target)`` or a dict with key ``"image"``; a
         DataLoader with a :class:`~vicreg_lab.augment.TwoViewsCollate` yields views already.
-        ``resume=True`` continues from ``checkpoint_dir/last.ckpt`` if it exists.
+        ``resume=True`` continues from ``checkpoint_dir/last.ckpt`` if it exists, and
+        refuses a checkpoint whose parameters (``max_epochs`` aside), input size or number
+        of items differ from this run's, naming the fields; ``resume="force"`` continues
+        anyway.
         """
+        if resume not in (False, True, "force"):
+            raise ValueError(f"resume must be True, False or 'force', got {resume!r}")
         self._check_params()
         device = self._resolve_device()
         first = data.dataset[0] if isinstance(data, DataLoader) else data[0]
@@ -363,7 +371,8 @@ class VICReg(TransformerMixin, BaseEstimator):
                 f"volumes must have shape (1, D, H, W); the first item has shape {image_shape}"
             )
         self._build(image_shape, device)
-        start_epoch = self._restore_checkpoint() if resume else 0
+        self.n_items_ = _len(data)
+        start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
         distributed = world_size() > 1
         if distributed and self._use_sync_batchnorm(device):
             self._convert_to_sync_batchnorm()
@@ -531,6 +540,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             "epochs_done": epochs_done,
             "params": _plain_params(self),
             "input_size": list(self.input_size_),
+            "n_items": getattr(self, "n_items_", None),
             **networks,
             "optimizer": self.optimizer_.state_dict(),
             "history": self.history_,
@@ -541,17 +551,39 @@ class VICReg(TransformerMixin, BaseEstimator):
             torch.save(self._state(epochs_done), tmp)
         return path
 
-    def _restore_checkpoint(self) -> int:
+    def _restore_checkpoint(self, force: bool = False) -> int:
         if self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
         path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
         if not path.exists():
             return 0
         state = load_checkpoint(path)
+        differences = self._differences(state)
+        if differences and not force:
+            raise ValueError(
+                f"cannot resume from {path}: this run differs from the checkpoint's in "
+                f"{'; '.join(differences)} (start a new --out, or resume='force' / "
+                "--force-resume to continue anyway)"
+            )
         self._load_weights(state)
         self.optimizer_.load_state_dict(state["optimizer"])
         self.history_ = state["history"]
         return int(state["epochs_done"])
+
+    def _differences(self, state: dict) -> list[str]:
+        """``name: checkpoint -> this run`` for every setting a resumed run must share."""
+        saved, now = dict(state["params"]), _plain_params(self)
+        found = [
+            f"{key}: {saved.get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(set(saved) | set(now))
+            if key != "max_epochs" and saved.get(key) != now.get(key)
+        ]
+        if list(state["input_size"]) != list(self.input_size_):
+            found.append(f"input size: {state['input_size']} -> {list(self.input_size_)}")
+        items = state.get("n_items")
+        if items is not None and items != getattr(self, "n_items_", None):
+            found.append(f"number of items: {items} -> {self.n_items_}")
+        return found
 
     def _load_weights(self, state: dict) -> None:
         for name in self.network_names:
@@ -628,21 +660,61 @@ class VICReg(TransformerMixin, BaseEstimator):
 # ------------------------------------------------------------------ helpers
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: Bounds a checkpoint's parameters must respect before anything is built from them.
+MAX_WIDTH, MAX_INPUT_SIDE = 65536, 1024
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a vicreg-lab checkpoint safely (``weights_only=True``) and check its format."""
+    """Read a vicreg-lab checkpoint safely (``weights_only=True``) and check its format.
+
+    Nothing in the file can run code; a file that is not a readable checkpoint is
+    "corrupt or truncated" (never retried with unsafe loading), and its parameters are
+    checked and bounded (:func:`check_checkpoint_params`) before a network is built.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        reason = "not a file torch can read" if not path.is_file() else type(err).__name__
         raise ValueError(
-            f"cannot load checkpoint {path} safely (weights_only=True refuses arbitrary "
-            f"pickled objects): {err}"
-        ) from err
+            f"checkpoint {path} is corrupt or truncated, or holds objects a checkpoint "
+            f"never holds ({reason}); it was not loaded"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != "vicreg-lab-checkpoint-v1":
         raise ValueError(f"{path} is not a vicreg-lab checkpoint")
+    check_checkpoint_params(state, path)
     return state
+
+
+def check_checkpoint_params(state: dict, where) -> None:
+    """Refuse parameters no vicreg-lab run writes (huge widths, odd sizes) before building."""
+    params, size = state.get("params"), state.get("input_size")
+    if not isinstance(params, dict):
+        raise ValueError(f"{where}: the checkpoint has no parameters")
+    if (
+        not isinstance(size, list)
+        or len(size) != 3
+        or not all(isinstance(n, int) and 1 <= n <= MAX_INPUT_SIDE for n in size)
+    ):
+        raise ValueError(f"{where}: input_size {size!r} is not [D, H, W] of 1-{MAX_INPUT_SIDE}")
+    for key in ("expander", "local_expander"):
+        spec = params.get(key)
+        if spec is None:
+            continue
+        widths = spec.split("-") if isinstance(spec, str) else spec
+        if not isinstance(widths, list) or not 1 <= len(widths) <= 8:
+            widths = [None]
+        if not all(str(w).isdigit() and 1 <= int(w) <= MAX_WIDTH for w in widths):
+            raise ValueError(
+                f"{where}: {key} {spec!r} is not 1-8 widths of 1-{MAX_WIDTH} "
+                "(e.g. '2048-2048-2048'); refused before building it"
+            )
 
 
 def _plain_params(model: VICReg) -> dict:

@@ -39,6 +39,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -399,10 +400,24 @@ def grade(
             nb = None
         rows += [{**base, **row} for row in graded]
         handed.append((student, path.name, nb, graded))
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = _clean(pd.DataFrame(rows, columns=COLUMNS))
     if out_dir is not None:
         rubrics = load_rubrics(source if source.is_dir() else source.parent)
         _write(Path(out_dir), table, handed, hand_sheet(handed, sources, rubrics))
+    return table
+
+
+def _clean_text(value):
+    """A str that UTF-8 can encode (a lone surrogate from a student becomes ``\\udcff``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _clean(table: pd.DataFrame) -> pd.DataFrame:
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = table[column].map(_clean_text)
     return table
 
 
@@ -464,9 +479,7 @@ def hand_sheet(handed, sources: dict, rubrics: dict) -> pd.DataFrame:
 
 def _write(out: Path, table: pd.DataFrame, handed, sheet: pd.DataFrame) -> None:
     """Every child is gone: write the results, each file atomically."""
-    import nbformat
-
-    from vicreg_lab._io import atomic_path, write_text
+    from vicreg_lab._io import write_text
 
     out.mkdir(parents=True, exist_ok=True)
     for student, name, nb, graded in handed:
@@ -474,11 +487,11 @@ def _write(out: Path, table: pd.DataFrame, handed, sheet: pd.DataFrame) -> None:
             continue
         target = out / "feedback" / student / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            nbformat.write(feedback_notebook(nb, graded), tmp)
+        text = json.dumps(feedback_notebook(nb, graded), indent=1, ensure_ascii=True)
+        write_text(target, text + "\n")  # ASCII JSON: whatever the student's cells hold
     write_text(out / "grades.csv", table.to_csv(index=False))
     write_text(out / "gradebook.csv", gradebook(table).to_csv())
-    write_text(out / "by_hand.csv", sheet.to_csv(index=False))
+    write_text(out / "by_hand.csv", _clean(sheet).to_csv(index=False))
 
 
 def feedback_notebook(nb, rows: list[dict]):

@@ -38,16 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sandbox_child
+from . import sandbox_child, sandbox_supervisor
 from .sandbox_child import decode, encode
 
-__all__ = ["Limits", "Run", "PREAMBLE", "run_answers"]
+__all__ = ["Limits", "Run", "PREAMBLE", "run_answers", "walls"]
 
 #: What the answer cells may take for granted (the imports of the assignments' setup
 #: cells, minus ``vicreg_lab``).
 PREAMBLE = "import math\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\n"
 _TOKEN_VARIABLE = "VICREG_LAB_GRADING_RUN"
 _MAX_RESULTS_BYTES = 64 * 2**20
+_MAX_FILE_BYTES = 512 * 2**20  # RLIMIT_FSIZE of the child: no file it writes grows past this
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Limits:
     cell_seconds: int = 60
     memory_mb: int = 4096
     cpu_seconds: int = 600
+    require_landlock: bool = False
 
     def __post_init__(self):
         for name in ("wall_seconds", "cell_seconds", "memory_mb", "cpu_seconds"):
@@ -155,50 +157,9 @@ def _limit(limits: Limits):
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (_MAX_FILE_BYTES, _MAX_FILE_BYTES))
 
     return apply
-
-
-#: The child's parent: a subreaper (prctl PR_SET_CHILD_SUBREAPER), so that every process
-#: the child leaves behind, in whatever session, becomes its child; it enforces the wall
-#: clock, then kills those strays until none is left.
-SUPERVISOR = """
-import ctypes, os, signal, subprocess, sys, time
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
-child = subprocess.Popen(sys.argv[2:])
-try:
-    code = child.wait(timeout=float(sys.argv[1]))
-except subprocess.TimeoutExpired:
-    child.kill()
-    child.wait()
-    code = 124
-me = str(os.getpid())
-def strays():
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/" + entry + "/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[1] == me:
-                yield int(entry)
-for _ in range(100):
-    found = list(strays())
-    if not found:
-        break
-    for pid in found:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in found:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-sys.exit(code if code >= 0 else 128 - code)
-"""
 
 
 def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
@@ -214,8 +175,17 @@ def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         _TOKEN_VARIABLE: token,
     }
+    spec = {
+        "wall_seconds": limits.wall_seconds,
+        "results": str(work / "results.json"),
+        "outputs": str(work / "outputs.npz"),
+        "require_landlock": limits.require_landlock,
+        **_landlock_paths(work),
+    }
+    (work / "supervisor.json").write_text(json.dumps(spec), encoding="utf-8")
     child = [sys.executable, "-I", "-B", str(work / "child.py"), str(work)]
-    command = [sys.executable, "-I", "-c", SUPERVISOR, str(limits.wall_seconds), *child]
+    supervisor = [sys.executable, "-I", "-B", sandbox_supervisor.__file__]
+    command = [*supervisor, str(work / "supervisor.json"), "--", *child]
     with tempfile.TemporaryFile() as log:  # read through this handle, never by path
         process = subprocess.Popen(
             command,
@@ -239,11 +209,44 @@ def _launch(work: Path, limits: Limits) -> tuple[str | None, str]:
         log_text = _tail(log)
     if code == 124:
         return f"ran longer than the {limits.wall_seconds} s a notebook may take", log_text
+    if code == 125:
+        return "not graded: this machine's kernel offers no Landlock (required)", log_text
     if code != 0:
         seconds = time.monotonic() - start
         how = f"signal {code - 128}" if code > 128 else f"exit status {code}"
         return f"the notebook's code stopped the run ({how} after {seconds:.0f} s)", log_text
     return None, log_text
+
+
+def _landlock_paths(work: Path) -> dict:
+    """What the child may read under Landlock: Python, a few system folders, its folder.
+
+    site-packages is listable, and each of its entries readable except the ``vicreg_lab``
+    package (whose files, in a regular installation, live there).
+    """
+    import site
+
+    prefixes = {Path(p).resolve() for p in (sys.base_prefix, sys.base_exec_prefix)}
+    read_dirs = [str(p) for p in sorted(prefixes)]
+    read_dirs += ["/usr", "/lib", "/lib64", "/etc", "/sys", str(work)]
+    list_dirs, packages = [], {Path(p) for p in site.getsitepackages()}
+    for folder in sorted(packages):
+        if not folder.is_dir():
+            continue
+        list_dirs.append(str(folder))
+        read_dirs += [
+            str(entry) for entry in folder.iterdir() if not entry.name.startswith("vicreg_lab")
+        ]
+    read_files = [str(Path(sys.prefix) / "pyvenv.cfg"), "/dev/urandom"]
+    read_files += ["/proc/cpuinfo", "/proc/meminfo"]
+    return {"read_dirs": read_dirs, "read_files": read_files, "list_dirs": list_dirs}
+
+
+def walls() -> str:
+    """What contains student code on this machine, in words (for the grader's log)."""
+    abi = sandbox_supervisor.landlock_abi()
+    kernel = f"Landlock ABI {abi} (files, TCP" + (", signals)" if abi >= 6 else ")")
+    return (kernel if abi else "no Landlock in this kernel") + " + audit hook + rlimits"
 
 
 def _kill_group(pid: int) -> None:
@@ -316,7 +319,10 @@ def _read(work: Path, run: Run) -> str | None:
     """Fill ``run`` from the child's files; the reason when they cannot be read."""
     try:
         with _open_regular(work / "results.json", _MAX_RESULTS_BYTES) as handle:
-            data = json.loads(handle.read(_MAX_RESULTS_BYTES).decode("utf-8"))
+            text = handle.read(_MAX_RESULTS_BYTES)
+        if not text:  # the supervisor made the file; the child never wrote it
+            return "the notebook's code ended the run before it finished"
+        data = json.loads(text.decode("utf-8"))
         with _open_regular(work / "outputs.npz", _MAX_ARRAY_BYTES) as handle:
             _checked_npz(handle)
             with np.load(handle, allow_pickle=False) as arrays:  # members load when used

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,9 +31,12 @@ def _positive_int(text: str) -> int:
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
@@ -58,6 +62,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
         help="run size (default: $VICREG_LAB_PROFILE, else gpu if CUDA is available, else cpu)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty report folder")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -101,6 +106,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cov", type=_non_negative_float, dest="cov_coeff", help="default 1")
     train.add_argument("--workers", type=int, default=0, dest="num_workers")
     train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
+    train.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="continue from out/checkpoints even if its settings differ from this run's",
+    )
     train.set_defaults(func=_run_train)
     _add_assignments(commands)
     return parser
@@ -179,7 +189,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from vicreg_lab.lab.demo import run_demo
     from vicreg_lab.profiles import get_profile
 
-    report = run_demo(args.out, profile=get_profile(args.profile), seed=args.seed)
+    report = run_demo(args.out, profile=get_profile(args.profile), seed=args.seed, force=args.force)
     _print_summary(report)
     print(f"vicreg-lab demo: report written to {report}")
     return 0
@@ -194,11 +204,13 @@ def _print_summary(report) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from vicreg_lab.distributed import init_distributed
-    from vicreg_lab.lab.demo import run_train
+    from vicreg_lab.lab.demo import check_out, run_train
     from vicreg_lab.profiles import get_profile
 
     init_distributed()
     profile = get_profile(args.profile)
+    resume = "force" if args.force_resume else args.resume
+    check_out(args.out, force=args.force, resume=bool(resume))  # before any data is read
     shape = args.shape or profile.shape
     if args.nifti:
         from vicreg_lab.data import NiftiFolder
@@ -217,7 +229,13 @@ def _run_train(args: argparse.Namespace) -> int:
     keys += ("inv_coeff", "var_coeff", "cov_coeff", "num_workers")
     overrides = {key: getattr(args, key) for key in keys}
     _, report = run_train(
-        dataset, args.out, profile=profile, seed=args.seed, resume=args.resume, **overrides
+        dataset,
+        args.out,
+        profile=profile,
+        seed=args.seed,
+        resume=resume,
+        force=args.force,
+        **overrides,
     )
     if report is not None:
         _print_summary(report)
@@ -277,8 +295,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        parser.exit(2, f"vicreg-lab {args.command}: error: {err}\n")
+    except (ValueError, KeyError, OSError) as err:  # expected: bad input, one line
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        parser.exit(2, f"vicreg-lab {args.command}: error: {message}\n")
+    except Exception:  # noqa: BLE001 - unexpected: one line here, the traceback in a log
+        log = _write_crash_log()
+        parser.exit(1, f"vicreg-lab {args.command}: unexpected error; traceback in {log}\n")
+
+
+def _write_crash_log() -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="vicreg-lab-error-", suffix=".log")
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

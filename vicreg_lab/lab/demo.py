@@ -15,11 +15,27 @@ from vicreg_lab.profiles import Profile, get_profile
 PROBE_SUBJECTS = 256  # held-out subjects the demo probes (as benchmarks/bench_learning.py)
 
 
-def _check_out(out) -> Path:
+def check_out(out, force: bool = False, resume: bool = False) -> Path:
+    """The report folder, created and writable; a non-empty one only with ``force``/``resume``.
+
+    Checked before any work starts: a run never fails at its end for want of a folder,
+    and never overwrites an earlier report silently.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder; give a folder path")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not (force or resume):
+        raise FileExistsError(
+            f"--out {out} is not empty (an earlier report?); pass --force to overwrite it, "
+            "or choose another folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vicreg-lab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {out} cannot be written ({err.strerror or err})") from None
     return out
 
 
@@ -28,15 +44,18 @@ def run_train(
     out,
     profile: Profile | None = None,
     seed: int = 0,
-    resume: bool = False,
+    resume: bool | str = False,
     extra_figures=(),
     probe_dataset=None,
+    force: bool = False,
     **overrides,
 ):
     """Train VICReg on ``dataset`` as sized by ``profile`` and write the report folder.
 
     ``overrides`` are :class:`vicreg_lab.VICReg` parameters (e.g. ``max_epochs``; None is
-    ignored); ``resume`` continues from ``out/checkpoints/last.ckpt`` if present.
+    ignored); ``resume`` continues from ``out/checkpoints/last.ckpt`` if present (``"force"``:
+    even when its settings differ, see :meth:`vicreg_lab.VICReg.fit`). A non-empty ``out``
+    is refused unless ``force`` or ``resume``.
 
     Parameters
     ----------
@@ -61,7 +80,7 @@ def run_train(
     from vicreg_lab.train import VICReg
 
     profile = profile or get_profile()
-    out = _check_out(out)
+    out = check_out(out, force=force, resume=bool(resume))
     params = dict(
         encoder=profile.encoder,
         expander=profile.expander,
@@ -86,14 +105,21 @@ def run_train(
 
 
 def run_demo(
-    out: str | Path = "demo-report", profile: Profile | None = None, seed: int = 0
+    out: str | Path = "demo-report",
+    profile: Profile | None = None,
+    seed: int = 0,
+    force: bool = False,
 ) -> Path:
-    """``make demo``: synthetic cohort -> VICReg training -> report; returns ``index.html``."""
+    """``make demo``: synthetic cohort -> VICReg training -> report; returns ``index.html``.
+
+    A non-empty ``out`` is refused unless ``force`` (``make demo`` passes it: it rewrites
+    its own ``demo-report``).
+    """
     from vicreg_lab.data import SyntheticCohort
     from vicreg_lab.lab.plots import plot_cohort_grid
 
     profile = profile or get_profile()
-    out = _check_out(out)
+    out = check_out(out, force=force)
     cohort = SyntheticCohort(n_subjects=profile.n_subjects, shape=profile.shape, seed=seed)
     save_figure(plot_cohort_grid(cohort, by="age", n=8), out / "cohort.png")
     # probed on new subjects of the same scanners: what the encoder generalises to
@@ -105,5 +131,6 @@ def run_demo(
         seed=seed,
         extra_figures=["cohort.png"],
         probe_dataset=held_out,
+        force=True,  # checked above; cohort.png is already there
     )
     return index

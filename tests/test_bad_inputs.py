@@ -1,0 +1,161 @@
+"""Bad input is refused up front, in one line, and nothing is written or lost (issue 18).
+
+Each case runs the real command line (or API) on a real bad input and checks the exit
+status (2 for the CLI), that the message names what was wrong, and that the output folder
+holds nothing new (or keeps what it had). Checkpoint cases write real files with torch.
+"""
+
+import math
+
+import pytest
+import torch
+
+from vicreg_lab.lab.cli import main
+from vicreg_lab.train import VICReg, load_checkpoint
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exit_info.value.code, err[-1] if err else ""
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "inf"),
+        ("--lr", "nan"),
+        ("--lr", "-0.1"),
+        ("--inv", "inf"),
+        ("--var", "nan"),
+        ("--cov", "-1"),
+        ("--cov", "one"),
+        ("--epochs", "0"),
+        ("--batch-size", "-2"),
+        ("--subjects", "0"),
+        ("--shape", "4"),
+        ("--shape", "48x48"),
+        ("--optimizer", "sgd"),
+        ("--augmentation", "mixup"),
+    ],
+)
+def test_a_bad_number_or_choice_is_one_line_and_exit_2(flag, value, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, line = _run(["train", "--profile", "ci", "--out", str(out), flag, value], capsys)
+    assert code == 2
+    assert flag in line and value in line  # names what and the value given
+    assert not out.exists()  # nothing written
+
+
+def test_a_non_empty_report_folder_needs_force(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.md").write_text("an earlier report")
+    for command in ("demo", "train"):
+        code, line = _run([command, "--profile", "ci", "--out", str(out)], capsys)
+        assert code == 2 and "not empty" in line and "--force" in line
+    assert [p.name for p in out.iterdir()] == ["index.md"]
+    assert (out / "index.md").read_text() == "an earlier report"
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, line = _run(["train", "--profile", "ci", "--out", str(blocker / "x")], capsys)
+    assert code == 2 and "cannot be written" in line
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "params, word",
+    [
+        (dict(inv_coeff=float("nan")), "inv_coeff"),
+        (dict(var_coeff=-1.0), "var_coeff"),
+        (dict(cov_coeff="1"), "cov_coeff"),
+        (dict(cov_coeff=True), "cov_coeff"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(weight_decay=float("nan")), "weight_decay"),
+        (dict(warmup_epochs=float("nan")), "warmup_epochs"),
+        (dict(warmup_epochs=-1), "warmup_epochs"),
+    ],
+)
+def test_the_api_refuses_non_finite_or_negative_settings_before_training(params, word):
+    model = VICReg(encoder="small_cnn", expander="16-16", batch_size=4, max_epochs=1, **params)
+    with pytest.raises(ValueError, match=f"{word} must be a finite number"):
+        model.fit(torch.zeros(8, 1, 16, 16, 16))
+    assert not hasattr(model, "encoder_") or not hasattr(model, "history_")
+
+
+def _checkpoint(tmp_path, **changes):
+    state = {
+        "format": "vicreg-lab-checkpoint-v1",
+        "estimator": "VICReg",
+        "epochs_done": 1,
+        "params": {"encoder": "small_cnn", "expander": "16-16"},
+        "input_size": [16, 16, 16],
+        "history": {"epoch": [], "step": []},
+    }
+    for key, value in changes.items():
+        if key in state["params"] or key == "local_expander":
+            state["params"][key] = value
+        else:
+            state[key] = value
+    path = tmp_path / "model.ckpt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, word",
+    [
+        (dict(expander="100000-100000-100000"), "expander"),
+        (dict(expander="16-x"), "expander"),
+        (dict(expander=[16] * 12), "expander"),
+        (dict(local_expander="999999"), "local_expander"),
+        (dict(input_size=[2000, 2000, 2000]), "input_size"),
+        (dict(input_size=[16, 16]), "input_size"),
+    ],
+)
+def test_checkpoint_parameters_are_bounded_before_anything_is_built(tmp_path, changes, word):
+    path = _checkpoint(tmp_path, **changes)
+    with pytest.raises(ValueError, match=word):
+        VICReg.load(path)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 200])
+def test_a_truncated_checkpoint_is_called_corrupt_never_unsafe(tmp_path, cut):
+    good = _checkpoint(tmp_path)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match="corrupt or truncated") as info:
+        load_checkpoint(bad)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def _tiny(**params):
+    base = dict(encoder="small_cnn", expander="16-16", batch_size=4, max_epochs=1, seed=0)
+    return VICReg(**{**base, **params})
+
+
+def test_resume_refuses_other_settings_naming_them_and_loses_nothing(tmp_path):
+    volumes = torch.randn(8, 1, 16, 16, 16)
+    _tiny(checkpoint_dir=tmp_path).fit(volumes)
+    checkpoint = (tmp_path / "last.ckpt").read_bytes()
+    with pytest.raises(ValueError, match=r"optimizer: 'adamw' -> 'lars'.*seed: 0 -> 1"):
+        _tiny(checkpoint_dir=tmp_path, optimizer="lars", seed=1, max_epochs=2).fit(
+            volumes, resume=True
+        )
+    with pytest.raises(ValueError, match=r"input size: \[16, 16, 16\] -> \[12, 12, 12\]"):
+        _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(torch.randn(8, 1, 12, 12, 12), resume=True)
+    with pytest.raises(ValueError, match="number of items: 8 -> 12"):
+        _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(
+            torch.randn(12, 1, 16, 16, 16), resume=True
+        )
+    assert (tmp_path / "last.ckpt").read_bytes() == checkpoint  # untouched
+    more = _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(volumes, resume=True)  # same run
+    assert len(more.history_["epoch"]) == 2
+    forced = _tiny(checkpoint_dir=tmp_path, seed=5, max_epochs=3).fit(volumes, resume="force")
+    assert len(forced.history_["epoch"]) == 3
+    assert math.isfinite(forced.history_["epoch"][-1]["loss"])
