@@ -4,21 +4,20 @@ The grader never runs a check where student code runs. For one submission it:
 
 1. copies the child script (:mod:`vicreg_lab.classroom.sandbox_child`) and the request
    (the answer cells' source, the inputs of every case) into a fresh temporary folder;
-2. starts ``python -I`` there in a new session (its own process group) with a
-   scrubbed environment (no variable of the grader's but a fixed few; ``HOME`` and
-   ``TMPDIR`` the temporary folder), a memory limit (address space) and a CPU-time
-   limit; the child's audit hook keeps student code away from ``vicreg_lab``, the
-   instructor's folders and every file outside its own folder, and from processes,
-   signals and sockets;
-3. waits at most ``wall_seconds`` for the whole notebook (each cell and each call
-   also has ``cell_seconds``), then kills the whole process group, and any process
-   that still carries this run's token in its environment;
-4. reads ``results.json`` (size-capped JSON) and ``outputs.npz``
-   (``allow_pickle=False``) and deletes the folder.
+2. starts the supervisor (:mod:`vicreg_lab.classroom.sandbox_supervisor`) there, in a new
+   session, with a scrubbed environment and resource limits (address space, CPU time,
+   file size); the supervisor starts ``python -I`` on the child under Landlock where the
+   kernel has it (read Python and its folder, write nothing but two result descriptors,
+   no TCP, no signal outside), and the child's audit hook keeps student code away from
+   ``vicreg_lab``, other files, processes and signals before the first student line;
+3. the supervisor enforces the wall clock, then kills every process the child left
+   behind; the grader kills the process group and any process carrying the run's token;
+4. reads ``results.json`` (a regular file, size-capped) and ``outputs.npz`` (each
+   member's header checked, ``allow_pickle=False``) and deletes the folder.
 
 What comes back is data. The checks and the reference values stay in the grading
 process: a child that patches, hides errors or lies about its own results can only
-hand back wrong values.
+hand back wrong values. :func:`walls` says which walls this machine has.
 """
 
 from __future__ import annotations
