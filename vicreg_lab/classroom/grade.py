@@ -193,7 +193,6 @@ def grade_notebook(
     SubmissionError
         See :func:`answer_cells`.
     """
-    from .release import TEXT_STUB
 
     cells = answer_cells(source, nb)
     hidden = hidden or {}
@@ -203,29 +202,32 @@ def grade_notebook(
     written = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
     rows = []
     for cell in source.cells:
-        flags = _flags(cell)
-        if not flags.get("grade"):
-            continue
-        grade_id, points = flags["grade_id"], float(flags.get("points", 0))
-        row = {"grade_id": grade_id, "max_points": points}
-        if cell.cell_type != "code":
-            text = str(written.get(grade_id, {}).get("source", "")).strip()
-            said = f"written answer, {len(text)} characters"
-            row.update(status="by hand", points=None, feedback=said)
-            if text in ("", TEXT_STUB):
-                row["feedback"] = "not answered"
-        elif run.problem is not None:
-            row.update(status="failed", points=0.0, feedback=f"not graded: {run.problem}")
-        else:
-            task = GRADED[grade_id]
-            answer = run.answers.get(grade_id, {"status": "missing"})
-            error = _cell_error(run.cells, answer, task.answer)
-            cases = None
-            if task.kind == "function":
-                cases = (task.cases(), hidden.get(grade_id, []), _hidden_outcomes(secret, grade_id))
-            row.update(_score(task, answer, points, profile, error, cases))
-        rows.append(row)
+        if _flags(cell).get("grade"):
+            rows.append(_row(cell, written, run, secret, hidden, profile))
     return rows
+
+
+def _row(cell, written: dict, run, secret, hidden: dict, profile: str) -> dict:
+    """The grade of one grade cell of the source."""
+    from .release import TEXT_STUB
+
+    flags = _flags(cell)
+    grade_id, points = flags["grade_id"], float(flags.get("points", 0))
+    row = {"grade_id": grade_id, "max_points": points}
+    if cell.cell_type != "code":
+        text = str(written.get(grade_id, {}).get("source", "")).strip()
+        said = f"written answer, {len(text)} characters"
+        said = "not answered" if text in ("", TEXT_STUB) else said
+        return row | {"status": "by hand", "points": None, "feedback": said}
+    if run.problem is not None:
+        return row | {"status": "failed", "points": 0.0, "feedback": f"not graded: {run.problem}"}
+    task = GRADED[grade_id]
+    answer = run.answers.get(grade_id, {"status": "missing"})
+    error = _cell_error(run.cells, answer, task.answer)
+    cases = None
+    if task.kind == "function":
+        cases = (task.cases(), hidden.get(grade_id, []), _hidden_outcomes(secret, grade_id))
+    return row | _score(task, answer, points, profile, error, cases)
 
 
 def _hidden_outcomes(secret, grade_id: str) -> list | None:
@@ -360,7 +362,6 @@ def grade(
     pandas.DataFrame
         Columns :data:`COLUMNS`; ``points`` is empty (NaN) for answers graded by hand.
     """
-    import nbformat
 
     from vicreg_lab.profiles import get_profile
 
@@ -371,13 +372,7 @@ def grade(
     profile = get_profile(profile).name
     if not submissions.is_dir():
         raise FileNotFoundError(f"submissions folder {submissions} does not exist")
-    if not source.exists():
-        raise FileNotFoundError(f"assignment source {source} does not exist")
-    paths = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
-    sources = {path.name: nbformat.read(path, as_version=4) for path in paths}
-    hidden = load_hidden(source if source.is_dir() else source.parent)
-    for name, nb in sources.items():
-        _tasks(nb, name, hidden)  # an unknown grade cell stops everything before a child runs
+    sources, hidden = _load_sources(source)
     found = _submissions(submissions, set(sources), exclude=out_dir)
     if not found:
         raise FileNotFoundError(
@@ -386,20 +381,7 @@ def grade(
         )
     forbidden = [submissions, source if source.is_dir() else source.parent]
     forbidden += [out_dir] if out_dir is not None else []
-    rows, handed = [], []
-    for student, path in found:
-        if progress is not None:
-            progress(f"grading {student}/{path.name}")
-        base = {"student": student, "notebook": path.name}
-        try:
-            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-            graded = grade_notebook(sources[path.name], nb, profile, limits, forbidden, hidden)
-        except Exception as err:  # noqa: BLE001 - one broken submission must not stop the class
-            reason = f"could not be graded: {type(err).__name__}: {err}".splitlines()[0]
-            graded = _refused(sources[path.name], reason)
-            nb = None
-        rows += [{**base, **row} for row in graded]
-        handed.append((student, path.name, nb, graded))
+    rows, handed = _grade_all(found, sources, hidden, (profile, limits, forbidden), progress)
     table = _clean(pd.DataFrame(rows, columns=COLUMNS))
     if out_dir is not None:
         rubrics = load_rubrics(source if source.is_dir() else source.parent)
@@ -419,6 +401,42 @@ def _clean(table: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(table[column]):
             table[column] = table[column].map(_clean_text)
     return table
+
+
+def _grade_all(found, sources: dict, hidden: dict, settings, progress) -> tuple[list, list]:
+    """Rows of every submission, and what each hands back (a broken one scores 0)."""
+    import nbformat
+
+    profile, limits, forbidden = settings
+    rows, handed = [], []
+    for student, path in found:
+        if progress is not None:
+            progress(f"grading {student}/{path.name}")
+        base = {"student": student, "notebook": path.name}
+        try:
+            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+            graded = grade_notebook(sources[path.name], nb, profile, limits, forbidden, hidden)
+        except Exception as err:  # noqa: BLE001 - one broken submission must not stop the class
+            reason = f"could not be graded: {type(err).__name__}: {err}".splitlines()[0]
+            graded = _refused(sources[path.name], reason)
+            nb = None
+        rows += [{**base, **row} for row in graded]
+        handed.append((student, path.name, nb, graded))
+    return rows, handed
+
+
+def _load_sources(source: Path) -> tuple[dict, dict]:
+    """The source notebooks (by file name) and their hidden cases, checked before grading."""
+    import nbformat
+
+    if not source.exists():
+        raise FileNotFoundError(f"assignment source {source} does not exist")
+    paths = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
+    sources = {path.name: nbformat.read(path, as_version=4) for path in paths}
+    hidden = load_hidden(source if source.is_dir() else source.parent)
+    for name, nb in sources.items():
+        _tasks(nb, name, hidden)  # an unknown grade cell stops everything before a child runs
+    return sources, hidden
 
 
 def _refused(source, reason: str) -> list[dict]:

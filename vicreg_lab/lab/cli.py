@@ -139,6 +139,10 @@ def _add_assignments(commands) -> None:
     )
     release.add_argument("--force", action="store_true", help="overwrite existing notebooks")
     release.set_defaults(func=_run_release)
+    _add_grade(actions)
+
+
+def _add_grade(actions) -> None:
     grade = actions.add_parser(
         "grade",
         help="grade every submission; write grades.csv, gradebook.csv and feedback/",

@@ -81,17 +81,7 @@ def run_train(
 
     profile = profile or get_profile()
     out = check_out(out, force=force, resume=bool(resume))
-    params = dict(
-        encoder=profile.encoder,
-        expander=profile.expander,
-        batch_size=profile.batch_size,
-        max_epochs=profile.max_epochs,
-        augment_params=dict(profile.augment) or None,
-        checkpoint_dir=out / "checkpoints",
-        seed=seed,
-    )
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    model = VICReg(**params).fit(dataset, resume=resume)
+    model = VICReg(**_params(profile, out, seed, overrides)).fit(dataset, resume=resume)
     if not is_main():  # under torchrun, rank 0 writes the report
         return model, None
     model.save(out / "model.ckpt")
@@ -102,6 +92,20 @@ def run_train(
         model, dataset, out, seeds=seeds, extra_figures=extra_figures, probe_dataset=probe_dataset
     )
     return model, index
+
+
+def _params(profile: Profile, out: Path, seed: int, overrides: dict) -> dict:
+    """VICReg's parameters: the profile's recipe, then the overrides that are not None."""
+    params = dict(
+        encoder=profile.encoder,
+        expander=profile.expander,
+        batch_size=profile.batch_size,
+        max_epochs=profile.max_epochs,
+        augment_params=dict(profile.augment) or None,
+        checkpoint_dir=out / "checkpoints",
+        seed=seed,
+    )
+    return params | {k: v for k, v in overrides.items() if v is not None}
 
 
 def run_demo(
