@@ -159,3 +159,44 @@ def test_resume_refuses_other_settings_naming_them_and_loses_nothing(tmp_path):
     forced = _tiny(checkpoint_dir=tmp_path, seed=5, max_epochs=3).fit(volumes, resume="force")
     assert len(forced.history_["epoch"]) == 3
     assert math.isfinite(forced.history_["epoch"][-1]["loss"])
+
+
+def _nifti_folder(root, sites, columns=("participant_id", "age", "sex", "site")):
+    """A real BIDS-like folder of tiny NIfTI volumes; ``sites`` gives each subject's site."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    ids = [f"sub-{100 + k}" for k in range(len(sites))]
+    table = pd.DataFrame(
+        {"participant_id": ids, "age": [30.0 + k for k in range(len(ids))], "sex": "F"}
+        | {"site": list(sites)}
+    )
+    root.mkdir(parents=True)
+    table[list(columns)].to_csv(root / "participants.tsv", sep="\t", index=False)
+    for k, subject in enumerate(ids):
+        path = root / subject / "anat" / f"{subject}_T1w.nii.gz"
+        path.parent.mkdir(parents=True)
+        volume = np.random.default_rng(k).random((12, 12, 12)).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    return root
+
+
+@pytest.mark.parametrize(
+    "sites, columns, words",
+    [
+        (["A", "B"] * 4, ("participant_id", "age", "sex"), "no site column"),
+        (["A", "B"] * 4, ("participant_id", "sex", "site"), "no age column"),
+        (["A"] * 8, ("participant_id", "age", "sex", "site"), ">= 2 sites"),
+        (["A"] * 7 + ["B"], ("participant_id", "age", "sex", "site"), "B: 1"),
+    ],
+)
+def test_a_table_the_report_cannot_probe_is_refused_before_training(
+    tmp_path, capsys, sites, columns, words
+):
+    data = _nifti_folder(tmp_path / "bids", sites, columns)
+    out = tmp_path / "run"
+    argv = ["train", "--profile", "ci", "--nifti", str(data), "--out", str(out), "--shape", "12"]
+    code, line = _run(argv, capsys)
+    assert code == 2 and words in line
+    assert not out.exists()  # refused before training: no folder, no checkpoint

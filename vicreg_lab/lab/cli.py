@@ -214,7 +214,7 @@ def _run_train(args: argparse.Namespace) -> int:
     init_distributed()
     profile = get_profile(args.profile)
     resume = "force" if args.force_resume else args.resume
-    check_out(args.out, force=args.force, resume=bool(resume))  # before any data is read
+    check_out(args.out, force=args.force, resume=bool(resume), create=False)  # before any data
     shape = args.shape or profile.shape
     if args.nifti:
         from vicreg_lab.data import NiftiFolder

@@ -7,6 +7,7 @@ job on any dataset, with overrides.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vicreg_lab._io import save_figure
@@ -15,11 +16,12 @@ from vicreg_lab.profiles import Profile, get_profile
 PROBE_SUBJECTS = 256  # held-out subjects the demo probes (as benchmarks/bench_learning.py)
 
 
-def check_out(out, force: bool = False, resume: bool = False) -> Path:
-    """The report folder, created and writable; a non-empty one only with ``force``/``resume``.
+def check_out(out, force: bool = False, resume: bool = False, create: bool = True) -> Path:
+    """The report folder, writable; a non-empty one only with ``force`` or ``resume``.
 
     Checked before any work starts: a run never fails at its end for want of a folder,
-    and never overwrites an earlier report silently.
+    and never overwrites an earlier report silently. ``create=False`` only checks (the
+    nearest existing folder above must then be writable).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -29,13 +31,11 @@ def check_out(out, force: bool = False, resume: bool = False) -> Path:
             f"--out {out} is not empty (an earlier report?); pass --force to overwrite it, "
             "or choose another folder"
         )
-    try:
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be written ({existing} is not a writable folder)")
+    if create:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".vicreg-lab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"--out {out} cannot be written ({err.strerror or err})") from None
     return out
 
 
@@ -76,10 +76,11 @@ def run_train(
         The fitted model and the report's ``index.html`` (None on torchrun ranks > 0).
     """
     from vicreg_lab.distributed import is_main
-    from vicreg_lab.lab.report import training_report
+    from vicreg_lab.lab.report import check_report_targets, training_report
     from vicreg_lab.train import VICReg
 
     profile = profile or get_profile()
+    check_report_targets(getattr(probe_dataset or dataset, "participants", None))
     out = check_out(out, force=force, resume=bool(resume))
     model = VICReg(**_params(profile, out, seed, overrides)).fit(dataset, resume=resume)
     if not is_main():  # under torchrun, rank 0 writes the report

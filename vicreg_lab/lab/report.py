@@ -204,6 +204,34 @@ def _facts(model, n_volumes, n_probed, held_out, cv, n_seeds) -> list[str]:
     ]
 
 
+def check_report_targets(participants) -> None:
+    """Refuse, before any training, a participants table the report cannot probe.
+
+    The report probes ``age`` (regression) and ``site`` (classification, stratified folds)
+    and draws the UMAP by both: each column must be there, age numeric and complete, and
+    at least two sites with at least two subjects each.
+    """
+    import pandas as pd
+
+    if not isinstance(participants, pd.DataFrame):
+        raise ValueError("the dataset has no participants table; the report needs age and site")
+    missing = [c for c in ("age", "site") if c not in participants.columns]
+    if missing:
+        raise ValueError(
+            f"the participants table has no {' or '.join(missing)} column; the report probes "
+            f"age and site (columns found: {', '.join(map(str, participants.columns))})"
+        )
+    age = pd.to_numeric(participants["age"], errors="coerce")
+    if age.isna().any():
+        raise ValueError(f"age is missing or not a number for {int(age.isna().sum())} subjects")
+    sites = participants["site"].value_counts()
+    if len(sites) < 2 or sites.min() < 2:
+        raise ValueError(
+            f"the report's site probe needs >= 2 sites with >= 2 subjects each; found "
+            f"{', '.join(f'{k}: {v}' for k, v in sites.items())}"
+        )
+
+
 def read_variance(epochs) -> str:
     """One sentence on how far the variance term fell, whatever it did."""
     first, last = epochs[0]["variance"], epochs[-1]["variance"]
