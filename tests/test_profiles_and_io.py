@@ -60,6 +60,29 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_atomic_write_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
+    import os
+
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        synced.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _io.write_text(tmp_path / "out.txt", "new")
+    # the file's data, then the rename, then the folder that records the rename
+    assert [os.path.dirname(p) == str(tmp_path) and p != str(tmp_path) for p in synced[:1]] == [
+        True
+    ]
+    assert synced[1:] == ["rename", str(tmp_path)]
+
+
 def test_profile_augment_changes_are_valid_views_and_reach_training(tmp_path):
     from vicreg_lab.augment import AugmentParams
     from vicreg_lab.data import SyntheticCohort

@@ -1,4 +1,8 @@
-"""Atomic writes: a file appears complete or not at all (temporary file, then os.replace)."""
+"""Atomic writes: a file appears complete or not at all (temporary file, then os.replace).
+
+The temporary file is flushed to disk (fsync) before the rename and the folder after it,
+so that a crash or power loss leaves the old file or the new one, never an empty one.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +36,19 @@ def atomic_path(path: str | os.PathLike):
         yield tmp
         if tmp.exists():  # mkstemp makes 0600 files: give the usual permissions
             tmp.chmod(0o666 & ~_umask())
+            _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
