@@ -200,3 +200,63 @@ def test_a_table_the_report_cannot_probe_is_refused_before_training(
     code, line = _run(argv, capsys)
     assert code == 2 and words in line
     assert not out.exists()  # refused before training: no folder, no checkpoint
+
+
+def _malformed_sources(root):
+    import copy
+    import json
+
+    from vicreg_lab.classroom.release import default_source
+
+    source = json.loads((default_source() / "01_loss_terms.ipynb").read_text())
+    broken = {}
+    nb = copy.deepcopy(source)
+    nb["cells"][5]["metadata"]["nbgrader"] = ["not", "an", "object"]
+    broken["nbgrader-list"] = nb
+    nb = copy.deepcopy(source)
+    nb["cells"] = {"not": "a list"}
+    broken["cells-object"] = nb
+    nb = copy.deepcopy(source)
+    del nb["cells"][5]["source"]
+    broken["no-source"] = nb
+    paths = {}
+    for name, nb in broken.items():
+        (root / name).mkdir(parents=True)
+        paths[name] = root / name / "01_loss_terms.ipynb"
+        paths[name].write_text(json.dumps(nb))
+    return paths
+
+
+@pytest.mark.parametrize("broken", ["nbgrader-list", "cells-object", "no-source"])
+def test_a_malformed_source_notebook_is_one_line_for_release_and_grade(tmp_path, capsys, broken):
+    path = _malformed_sources(tmp_path)[broken]
+    out = tmp_path / "student"
+    code, line = _run(["assignments", "release", str(out), "--source", str(path)], capsys)
+    assert code == 2 and "01_loss_terms.ipynb" in line
+    assert not out.exists()
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    (tmp_path / "subs" / "ann" / "01_loss_terms.ipynb").write_text(path.read_text())
+    grading = tmp_path / "grading"
+    argv = ["assignments", "grade", str(tmp_path / "subs"), "--source", str(path)]
+    code, line = _run([*argv, "--out", str(grading)], capsys)
+    assert code == 2 and "01_loss_terms.ipynb" in line
+    assert not grading.exists()
+
+
+def test_a_second_training_into_the_same_folder_is_refused_and_orphans_cleaned(tmp_path):
+    import fcntl
+
+    from vicreg_lab.train import checkpoint_lock
+
+    orphan = tmp_path / ".last.ckpt.abc123.tmp.ckpt"  # what a kill during a write leaves
+    orphan.write_bytes(b"half a checkpoint")
+    with checkpoint_lock(tmp_path):  # the first training holds the folder
+        assert not orphan.exists()
+        with pytest.raises(ValueError, match="in use by another training"):
+            _tiny(checkpoint_dir=tmp_path).fit(torch.randn(8, 1, 16, 16, 16))
+        assert not (tmp_path / "last.ckpt").exists()  # the second wrote nothing
+    with open(tmp_path / ".lock") as handle:  # released: anyone may take it now
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    _tiny(checkpoint_dir=tmp_path).fit(torch.randn(8, 1, 16, 16, 16))
+    assert (tmp_path / "last.ckpt").exists()

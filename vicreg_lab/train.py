@@ -25,6 +25,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -372,7 +373,15 @@ class VICReg(TransformerMixin, BaseEstimator):
             )
         self._build(image_shape, device)
         self.n_items_ = _len(data)
-        start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
+        with checkpoint_lock(self.checkpoint_dir if is_main() else None):
+            start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
+            self._train(data, device, start_epoch)
+        for network in self._networks():
+            network.eval()
+        return self
+
+    def _train(self, data, device: torch.device, start_epoch: int) -> None:
+        """The epochs from ``start_epoch`` on (``fit`` has built and restored everything)."""
         distributed = world_size() > 1
         if distributed and self._use_sync_batchnorm(device):
             self._convert_to_sync_batchnorm()
@@ -397,9 +406,6 @@ class VICReg(TransformerMixin, BaseEstimator):
         if bar is not None:
             bar.close()
         self._modules = None
-        for network in self._networks():
-            network.eval()
-        return self
 
     def _train_epoch(self, data, epoch, device, criterion, schedule, views_of, bar) -> None:
         steps_per_epoch, warmup = schedule
@@ -783,6 +789,35 @@ def _views_and_geometry(output):
 def _pair_of_views(batch, device: torch.device, generator=None):
     """A ``(view1, view2, targets)`` batch's views, on ``device``; no geometry is known."""
     return (batch[0].to(device), batch[1].to(device)), (None, None)
+
+
+@contextmanager
+def checkpoint_lock(folder):
+    """Hold ``folder/.lock`` while training into it; clean temporary files left by a kill.
+
+    A second training into the same folder is refused at once (one line naming the
+    folder) instead of both writing ``last.ckpt``. ``folder=None``: nothing to lock.
+    """
+    if folder is None:
+        yield
+        return
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"{folder} is in use by another training; wait for it or choose another folder"
+            ) from None
+        for orphan in folder.glob(f".{CHECKPOINT_NAME}.*.tmp*"):  # a write cut by a kill
+            orphan.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _len(data) -> int:

@@ -427,12 +427,12 @@ def _grade_all(found, sources: dict, hidden: dict, settings, progress) -> tuple[
 
 def _load_sources(source: Path) -> tuple[dict, dict]:
     """The source notebooks (by file name) and their hidden cases, checked before grading."""
-    import nbformat
+    from .release import read_source
 
     if not source.exists():
         raise FileNotFoundError(f"assignment source {source} does not exist")
     paths = [source] if source.is_file() else sorted(source.glob("*.ipynb"))
-    sources = {path.name: nbformat.read(path, as_version=4) for path in paths}
+    sources = {path.name: read_source(path) for path in paths}
     hidden = load_hidden(source if source.is_dir() else source.parent)
     for name, nb in sources.items():
         _tasks(nb, name, hidden)  # an unknown grade cell stops everything before a child runs

@@ -35,7 +35,7 @@ import hashlib
 import re
 from pathlib import Path
 
-__all__ = ["ReleaseError", "release", "release_notebook", "CODE_STUB", "TEXT_STUB"]
+__all__ = ["ReleaseError", "read_source", "release", "release_notebook", "CODE_STUB", "TEXT_STUB"]
 
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
@@ -145,13 +145,30 @@ def release(source, out_dir, force: bool = False) -> list[Path]:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass force=True (--force)")
     released = []
     for path in paths:  # every notebook is checked before anything is written
-        nb = nbformat.read(path, as_version=4)
-        released.append(release_notebook(nb, name=path.name))
+        released.append(release_notebook(read_source(path), name=path.name))
     for nb, target in zip(released, targets, strict=True):
         nbformat.validate(nb)
         with atomic_path(target) as tmp:
             nbformat.write(nb, tmp)
     return targets
+
+
+def read_source(path: Path):
+    """A source notebook, read and validated (nbformat 4); :class:`ReleaseError` if it is not."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as err:  # noqa: BLE001 - JSON, schema or structure: one reason
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ReleaseError(
+            f"{path.name} is not a valid notebook ({type(err).__name__}: {reason})"
+        ) from None
+    for index, cell in enumerate(nb.cells):
+        if not isinstance(cell.get("metadata", {}).get("nbgrader", {}), dict):
+            raise ReleaseError(f"{path.name}, cell {index}: metadata.nbgrader must be an object")
+    return nb
 
 
 def compute_checksum(cell) -> str:
