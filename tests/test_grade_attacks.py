@@ -96,33 +96,38 @@ hook.__code__ = ns["outer"]().__code__
 from vicreg_lab import losses
 ok = True
 """
-FORK_EXEC = """
+# Starts a shell that writes a marker 2 s later, through a fork_exec found by the code before it.
+_SPAWN = """
+script = "sleep 2; echo x > {}"
+r, w = os.pipe()
+pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), None,
+                [b"PATH=/usr/bin:/bin"], -1, -1, -1, -1, -1, -1, r, w, True, True, -1,
+                None, None, None, -1, None, False)
+ok = pid > 0
+"""
+# _posixsubprocess.fork_exec raises no audit event: taken from subprocess, or imported
+FORK_EXEC = (
+    """
 import os, sys, subprocess
 try:
     fork_exec = subprocess._fork_exec
 except AttributeError:
     import _posixsubprocess
     fork_exec = _posixsubprocess.fork_exec
-script = "sleep 2; echo x > {}"
-r, w = os.pipe()
-pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), None,
-                [b"PATH=/usr/bin:/bin"], -1, -1, -1, -1, -1, -1, r, w, True, True, -1,
-                None, None, None, -1, None, False)
-ok = pid > 0
 """
-RESPAWN = """
+    + _SPAWN
+)
+# the same extension module, loaded again under another package name
+RESPAWN = (
+    """
 import glob, importlib.machinery, os, sys
 so = glob.glob(sys.base_prefix + "/lib/python3.11/lib-dynload/_posixsubprocess*.so")[0]
 loader = importlib.machinery.ExtensionFileLoader("x._posixsubprocess", so)
 spec = importlib.machinery.ModuleSpec("x._posixsubprocess", loader, origin=so)
 fork_exec = loader.create_module(spec).fork_exec
-script = "sleep 2; echo x > {}"
-r, w = os.pipe()
-pid = fork_exec([b"/bin/sh", b"-c", script.encode()], [b"/bin/sh"], True, (w,), None,
-                [b"PATH=/usr/bin:/bin"], -1, -1, -1, -1, -1, -1, r, w, True, True, -1,
-                None, None, None, -1, None, False)
-ok = pid > 0
 """
+    + _SPAWN
+)
 NPZ_BOMB = """
 import atexit, os, sys, zipfile
 import numpy as np
