@@ -260,3 +260,75 @@ def test_a_second_training_into_the_same_folder_is_refused_and_orphans_cleaned(t
         fcntl.flock(handle, fcntl.LOCK_UN)
     _tiny(checkpoint_dir=tmp_path).fit(torch.randn(8, 1, 16, 16, 16))
     assert (tmp_path / "last.ckpt").exists()
+
+
+def _damage(path, how):
+    """Write a real bad NIfTI at ``path``: a header claiming 2000^3 voxels, or half the file."""
+    import gzip
+    import struct
+
+    raw = path.read_bytes()
+    if how == "huge-header":
+        header = bytearray(gzip.decompress(raw))
+        struct.pack_into("<8h", header, 40, 3, 2000, 2000, 2000, 1, 1, 1, 1)  # dim[0..7]
+        path.write_bytes(gzip.compress(bytes(header)))
+    else:
+        path.write_bytes(raw[: len(raw) // 2])
+
+
+def test_a_header_claiming_2000_cubed_is_refused_by_the_header_pass(tmp_path, capsys):
+    data = _nifti_folder(tmp_path / "bids", ["A", "B"] * 4)
+    _damage(data / "sub-105" / "anat" / "sub-105_T1w.nii.gz", "huge-header")
+    out = tmp_path / "run"
+    argv = ["train", "--profile", "ci", "--nifti", str(data), "--out", str(out), "--shape", "12"]
+    code, line = _run(argv, capsys)
+    assert code == 2 and "sub-105_T1w.nii.gz" in line and "2000x2000x2000" in line
+    assert not out.exists()
+
+
+def test_a_truncated_volume_is_found_before_training_with_check_volumes(tmp_path, capsys):
+    data = _nifti_folder(tmp_path / "bids", ["A", "B"] * 4)
+    _damage(data / "sub-107" / "anat" / "sub-107_T1w.nii.gz", "truncate")  # header intact
+    out = tmp_path / "run"
+    argv = ["train", "--profile", "ci", "--nifti", str(data), "--out", str(out), "--shape", "12"]
+    code, line = _run([*argv, "--check-volumes"], capsys)
+    assert code == 2 and "could not read NIfTI file" in line and "sub-107" in line
+    assert not out.exists()
+
+
+def test_a_corrupt_volume_met_by_a_dataloader_worker_is_one_line(tmp_path, capsys):
+    # 72 subjects: the first 64 make the held batch read in this process, so the
+    # corrupt last one is first read by a DataLoader worker during training
+    data = _nifti_folder(tmp_path / "bids", ["A", "B"] * 36)
+    _damage(data / "sub-171" / "anat" / "sub-171_T1w.nii.gz", "truncate")
+    out = tmp_path / "run"
+    argv = ["train", "--profile", "ci", "--nifti", str(data), "--out", str(out), "--shape", "12"]
+    code, line = _run([*argv, "--workers", "1", "--augmentation", "torchio"], capsys)
+    assert code == 2
+    assert line.startswith("vicreg-lab train: error: could not read NIfTI file")
+    assert "sub-171" in line and "worker" not in line
+
+
+def test_volumes_of_different_shapes_are_named_not_a_stack_error(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from vicreg_lab.data import NiftiFolder
+
+    data = _nifti_folder(tmp_path / "bids", ["A", "B"] * 4)
+    odd = data / "sub-103" / "anat" / "sub-103_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((10, 12, 12), np.float32), np.eye(4)), odd)
+    with pytest.raises(ValueError, match=r"differ in shape.*sub-103.*shape=\(D, H, W\)"):
+        NiftiFolder(data, shape=None)
+    assert NiftiFolder(data, shape=(12, 12, 12))[3]["image"].shape == (1, 12, 12, 12)
+    mixed = [torch.rand(1, 12, 12, 12) for _ in range(7)] + [torch.rand(1, 10, 12, 12)]
+    with pytest.raises(ValueError, match="differ in shape"):  # any dataset, through the API
+        _tiny().fit(mixed)
+
+
+def test_volumes_smaller_than_the_raw_baseline_still_get_a_report(tmp_path):
+    from vicreg_lab.probes import RAW, embeddings_with_baselines
+
+    model = _tiny().fit(torch.rand(8, 1, 8, 8, 8))
+    features = embeddings_with_baselines(model, torch.rand(6, 1, 8, 8, 8))
+    assert features[RAW].shape == (6, 8**3)  # the whole 8^3 volume, not 16^3

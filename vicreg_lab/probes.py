@@ -468,7 +468,8 @@ def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarra
     ``(N, 1, D, H, W)``, resized to the model's input size. Returns a dict with keys
     ``TRAINED``; ``RANDOM_EVAL`` and ``RANDOM_RECAL``, the trained architecture freshly
     initialised from ``seed`` (:func:`random_init_like`) with stored or recalibrated
-    BatchNorm statistics; ``RAW`` (16^3 voxels) and ``HISTOGRAM`` (16 bins).
+    BatchNorm statistics; ``RAW`` (16^3 voxels, or the whole volume if it is
+    smaller) and ``HISTOGRAM`` (16 bins).
     """
     volumes = _prepared_volumes(model, data)
     random_encoder = random_init_like(model.encoder_, seed=seed + 12345)
@@ -476,7 +477,7 @@ def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarra
         TRAINED: model.transform(volumes),
         RANDOM_EVAL: encode(random_encoder, volumes, bn_mode="eval"),
         RANDOM_RECAL: encode(random_encoder, volumes, bn_mode="recalibrate"),
-        RAW: raw_voxel_features(volumes, size=16),
+        RAW: raw_voxel_features(volumes, size=min(16, *volumes.shape[2:])),
         HISTOGRAM: intensity_histogram_features(volumes, bins=16),
     }
 

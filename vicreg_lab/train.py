@@ -400,11 +400,13 @@ class VICReg(TransformerMixin, BaseEstimator):
         views_of = self._views_function(data)
         total = steps_per_epoch * self.max_epochs
         bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and is_main())
-        for epoch in range(start_epoch, self.max_epochs):
-            self._train_epoch(data, epoch, device, criterion, schedule, views_of, bar)
-            self._end_epoch(epoch, held)
-        if bar is not None:
-            bar.close()
+        try:
+            for epoch in range(start_epoch, self.max_epochs):
+                self._train_epoch(data, epoch, device, criterion, schedule, views_of, bar)
+                self._end_epoch(epoch, held)
+        finally:  # also on an error, so that its message starts on a line of its own
+            if bar is not None:
+                bar.close()
         self._modules = None
 
     def _train_epoch(self, data, epoch, device, criterion, schedule, views_of, bar) -> None:

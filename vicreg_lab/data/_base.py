@@ -43,7 +43,14 @@ def image_of(item) -> torch.Tensor:
 
 def stack_images(items) -> torch.Tensor:
     """One batch ``(B, 1, D, H, W)`` from dataset items (a DataLoader's ``collate_fn``)."""
-    return torch.stack([image_of(item) for item in items])
+    images = [image_of(item) for item in items]
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"volumes of one batch differ in shape ({sorted(shapes)[:2]}) and cannot be "
+            "stacked; bring them to one shape (e.g. NiftiFolder(shape=(D, H, W)))"
+        )
+    return torch.stack(images)
 
 
 class SubjectDataset(Dataset):

@@ -92,6 +92,11 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument("--nifti", metavar="DIR", help="BIDS-like folder: participants.tsv + NIfTI")
     source.add_argument("--openbhb", metavar="ROOT", help="OpenBHB root (see vicreg_lab.data)")
     train.add_argument("--modality", default="vbm", choices=["vbm", "quasiraw"], help="OpenBHB")
+    train.add_argument(
+        "--check-volumes",
+        action="store_true",
+        help="with --nifti: read every volume in full before training (default: headers only)",
+    )
     train.add_argument("--subjects", type=_positive_int, help="synthetic cohort size")
     train.add_argument("--shape", type=_shape, help="volume shape, e.g. 48 or 64x64x64")
     train.add_argument("--encoder", help="encoder name, e.g. small_cnn or resnet18_3d")
@@ -219,7 +224,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.nifti:
         from vicreg_lab.data import NiftiFolder
 
-        dataset = NiftiFolder(args.nifti, shape=shape)
+        check = "volumes" if args.check_volumes else "headers"
+        dataset = NiftiFolder(args.nifti, shape=shape, check=check)
     elif args.openbhb:
         from vicreg_lab.data import OpenBHB
 
@@ -300,11 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, KeyError, OSError) as err:  # expected: bad input, one line
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = _one_line(err)
         parser.exit(2, f"vicreg-lab {args.command}: error: {message}\n")
     except Exception:  # noqa: BLE001 - unexpected: one line here, the traceback in a log
         log = _write_crash_log()
         parser.exit(1, f"vicreg-lab {args.command}: unexpected error; traceback in {log}\n")
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line; for an error a DataLoader worker re-raised
+    (whose message is "Caught ... in DataLoader worker process N" and the worker's
+    traceback), the original error's last line."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        last = lines[-1]
+        prefix = f"{type(err).__name__}: "
+        return last[len(prefix) :] if last.startswith(prefix) else last
+    return lines[0]
 
 
 def _write_crash_log() -> str:
