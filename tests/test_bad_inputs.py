@@ -153,6 +153,8 @@ def test_resume_refuses_other_settings_naming_them_and_loses_nothing(tmp_path):
         _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(
             torch.randn(12, 1, 16, 16, 16), resume=True
         )
+    with pytest.raises(ValueError, match=r"data: [0-9a-f]{12} -> [0-9a-f]{12} \(other subjects\)"):
+        _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(torch.randn(8, 1, 16, 16, 16), resume=True)
     assert (tmp_path / "last.ckpt").read_bytes() == checkpoint  # untouched
     more = _tiny(checkpoint_dir=tmp_path, max_epochs=2).fit(volumes, resume=True)  # same run
     assert len(more.history_["epoch"]) == 2

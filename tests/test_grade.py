@@ -111,6 +111,8 @@ def test_each_student_gets_what_their_code_deserves(graded):
     assert (points.loc["bob"] == top).all()  # his edits to check cells change nothing
     bob = code[code["student"] == "bob"].set_index("grade_id")["feedback"]
     assert "9/9 cases (3 hidden)" in bob["invariance-check"]  # from assignments/hidden_cases.py
+    edited = bob.index[bob.str.contains("locked check cell was edited")]
+    assert list(edited) == ["invariance-check"]  # reported, and ignored
     eve = code[code["student"] == "eve"].set_index("grade_id")
     # her loss uses her variance term, so the total is wrong too; the rest passes
     short = eve.index[eve["points"] < top[eve.index]]
@@ -121,6 +123,7 @@ def test_each_student_gets_what_their_code_deserves(graded):
     alice = code[code["student"] == "alice"]
     assert alice["feedback"].str.contains("Not implemented yet: `[a-z_]+` still raises").all()
     assert (alice["status"] == "failed").all()
+    assert not code["feedback"][code["student"] != "bob"].str.contains("was edited").any()
 
 
 def test_a_broken_file_scores_zero_with_the_reason(graded):

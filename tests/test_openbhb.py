@@ -158,11 +158,18 @@ def test_bad_arrays_are_named(tmp_path, content, message):
         path.write_bytes(content)
     else:
         np.save(path, content)
-    dataset = OpenBHB(tmp_path)  # arrays are read lazily: the others stay usable
+    name = f"sub-{pid}_preproc-cat12vbm_desc-gm_T1w.npy"
+    header_level = message not in ("NaN or infinite", "empty")  # found without the data
+    for check in ("headers", "volumes"):
+        if header_level or check == "volumes":  # refused when the dataset is opened
+            with pytest.raises(ValueError, match=message) as refused:
+                OpenBHB(tmp_path, check=check)
+            assert name in str(refused.value) and "allow_pickle" not in str(refused.value)
+    dataset = OpenBHB(tmp_path, check="none")  # arrays read lazily: the others stay usable
     assert len(dataset) == 6
     with pytest.raises(ValueError) as error:
         dataset[_index(dataset, pid)]
-    assert f"sub-{pid}_preproc-cat12vbm_desc-gm_T1w.npy" in str(error.value)
+    assert name in str(error.value)
     assert message in str(error.value)
 
 

@@ -373,6 +373,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             )
         self._build(image_shape, device)
         self.n_items_ = _len(data)
+        self.data_fingerprint_ = _fingerprint(data, first)
         with checkpoint_lock(self.checkpoint_dir if is_main() else None):
             start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
             self._train(data, device, start_epoch)
@@ -549,6 +550,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             "params": _plain_params(self),
             "input_size": list(self.input_size_),
             "n_items": getattr(self, "n_items_", None),
+            "data": getattr(self, "data_fingerprint_", None),
             **networks,
             "optimizer": self.optimizer_.state_dict(),
             "history": self.history_,
@@ -591,6 +593,10 @@ class VICReg(TransformerMixin, BaseEstimator):
         items = state.get("n_items")
         if items is not None and items != getattr(self, "n_items_", None):
             found.append(f"number of items: {items} -> {self.n_items_}")
+        elif state.get("data") not in (None, getattr(self, "data_fingerprint_", None)):
+            found.append(
+                f"data: {str(state['data'])[:12]} -> {self.data_fingerprint_} (other subjects)"
+            )
         return found
 
     def _load_weights(self, state: dict) -> None:
@@ -820,6 +826,20 @@ def checkpoint_lock(folder):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fingerprint(data, first) -> str:
+    """A short hash of which data a run trains on: the participant ids when the dataset
+    has a ``participants`` table, else the first item's volume (what a resume compares)."""
+    import hashlib
+
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    table = getattr(dataset, "participants", None)
+    if table is not None and "participant_id" in getattr(table, "columns", ()):
+        content = "\n".join(map(str, table["participant_id"])).encode()
+    else:
+        content = image_of(first).detach().cpu().contiguous().numpy().tobytes()
+    return hashlib.sha256(content).hexdigest()[:12]
 
 
 def _len(data) -> int:

@@ -200,11 +200,36 @@ def grade_notebook(
     hidden_tasks = _tasks(source, "source", hidden)
     secret = run_answers(cells, hidden_tasks, forbidden, limits) if hidden_tasks else None
     written = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
+    edited = edited_locked_cells(source, written)
     rows = []
     for cell in source.cells:
         if _flags(cell).get("grade"):
             rows.append(_row(cell, written, run, secret, hidden, profile))
+            if rows[-1]["grade_id"] in edited:
+                rows[-1]["feedback"] += (
+                    " [this locked check cell was edited: the edit is ignored, the grader "
+                    "runs its own checks]"
+                )
     return rows
+
+
+def edited_locked_cells(source, written: dict) -> set[str]:
+    """grade_ids of the locked cells (checks) whose text a submission changed.
+
+    ``written`` maps grade_id -> the submission's cell. The texts accepted are the
+    released one (hidden tests removed) and the source's, so an untouched notebook has
+    none. Edits change no score (check cells never run); they are reported to the student.
+    """
+    from .release import is_locked, release_notebook
+
+    edited = set()
+    for cell, original in zip(release_notebook(source).cells, source.cells, strict=True):
+        flags = _flags(cell)
+        if not is_locked(flags) or flags.get("grade_id") not in written:
+            continue
+        if written[flags["grade_id"]].get("source") not in (cell.source, original.source):
+            edited.add(flags["grade_id"])
+    return edited
 
 
 def _row(cell, written: dict, run, secret, hidden: dict, profile: str) -> dict:

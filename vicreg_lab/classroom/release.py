@@ -85,7 +85,7 @@ def release_notebook(nb, name: str = "notebook"):
             for key in ("collapsed", "scrolled"):
                 cell.metadata.pop(key, None)
         _clear_hidden_tests(cell, meta, where)
-        if meta.get("grade") or meta.get("solution") or _is_locked(meta):
+        if meta.get("grade") or meta.get("solution") or is_locked(meta):
             meta["checksum"] = compute_checksum(cell)
             meta["cell_type"] = cell.cell_type
     nb.metadata.pop("celltoolbar", None)
@@ -179,7 +179,7 @@ def compute_checksum(cell) -> str:
     m.update(cell.cell_type.encode("utf-8"))
     m.update(str(bool(meta.get("grade", False))).encode("utf-8"))
     m.update(str(bool(meta.get("solution", False))).encode("utf-8"))
-    m.update(str(_is_locked(meta)).encode("utf-8"))
+    m.update(str(is_locked(meta)).encode("utf-8"))
     m.update(meta["grade_id"].encode("utf-8"))
     if meta.get("grade", False):
         m.update(str(float(meta["points"])).encode("utf-8"))
@@ -189,7 +189,7 @@ def compute_checksum(cell) -> str:
 # ----------------------------------------------------------------------------- steps
 
 
-def _is_locked(meta: dict) -> bool:
+def is_locked(meta: dict) -> bool:
     """nbgrader's rule: solution cells are never locked, grade cells always are."""
     if not meta or meta.get("solution", False):
         return False

@@ -176,6 +176,58 @@ def read_participants(path: Path) -> pd.DataFrame:
     return table
 
 
+CHECKS = ("headers", "volumes", "none")
+MAX_VOXELS = 512**3
+"""The most voxels a volume may have (a 1 mm whole-head T1w has ~16 million)."""
+
+
+def check_header(shape, path, squeeze_axis: int) -> tuple[int, int, int]:
+    """The 3D shape of a file whose header declares ``shape``, or a ``ValueError`` naming it.
+
+    A singleton axis at ``squeeze_axis`` is dropped (as :func:`check_volume` does);
+    refused: any other shape than 3D, more than :data:`MAX_VOXELS` voxels.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 4 and shape[squeeze_axis] == 1:
+        shape = shape[:squeeze_axis] + shape[squeeze_axis:][1:]
+    if len(shape) != 3:
+        raise ValueError(
+            f"{path}: expected a 3D volume, the header says shape {shape} "
+            "(one singleton channel axis is allowed)"
+        )
+    if np.prod(shape, dtype=np.int64) > MAX_VOXELS:
+        raise ValueError(
+            f"{path}: the header claims {'x'.join(map(str, shape))} voxels, more than "
+            f"{MAX_VOXELS:,} (512^3); a corrupt header, or a volume to downsample first"
+        )
+    return shape
+
+
+def check_files(dataset, check: str, header_shape) -> None:
+    """What a dataset checks when it is opened (its ``check`` parameter, see NiftiFolder).
+
+    ``"headers"``: ``header_shape(path)`` of every file in ``dataset.files`` (readable,
+    3D, bounded) and, when ``dataset.shape`` is None, one shape for all; ``"volumes"``:
+    every volume read in full; ``"none"``: nothing.
+    """
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
+    if check == "volumes":
+        for index in range(len(dataset.files)):
+            dataset._load(index)
+    if check != "headers":
+        return
+    shapes: dict[tuple, Path] = {}
+    for path in dataset.files:
+        shapes.setdefault(header_shape(path), path)
+    if dataset.shape is None and len(shapes) > 1:
+        (a, first), (b, second) = list(shapes.items())[:2]
+        raise ValueError(
+            f"volumes differ in shape ({first}: {a}, {second}: {b}) and shape=None keeps "
+            "them as they are, so they cannot be batched; pass shape=(D, H, W)"
+        )
+
+
 def check_volume(data: np.ndarray, path, squeeze_axis: int) -> np.ndarray:
     """Return ``data`` as a 3D float32 array or raise an error naming ``path``.
 

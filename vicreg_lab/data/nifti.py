@@ -22,6 +22,8 @@ import torch
 
 from ._base import (
     SubjectDataset,
+    check_files,
+    check_header,
     check_on_missing,
     check_shape,
     check_volume,
@@ -33,9 +35,6 @@ from ._base import (
 )
 
 _SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)")
-CHECKS = ("headers", "volumes", "none")
-MAX_VOXELS = 512**3
-"""The most voxels a volume may have (a 1 mm whole-head T1w has ~16 million)."""
 
 
 def _unreadable(path, exc: Exception) -> ValueError:
@@ -46,27 +45,15 @@ def header_shape(path) -> tuple[int, int, int]:
     """The 3D shape a NIfTI file's header declares, or a ``ValueError`` naming the file.
 
     Only the header is read. Refused: an unreadable header, more than three axes
-    (a fourth of length 1 is allowed), more than :data:`MAX_VOXELS` voxels.
+    (a fourth of length 1 is allowed), more than 512^3 voxels.
     """
     import nibabel as nib
 
     try:
-        shape = tuple(int(n) for n in nib.load(path).header.get_data_shape())
+        shape = nib.load(path).header.get_data_shape()
     except Exception as exc:  # nibabel and gzip raise many types
         raise _unreadable(path, exc) from exc
-    if len(shape) == 4 and shape[-1] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise ValueError(
-            f"{path}: expected a 3D volume, the header says shape {shape} "
-            "(one singleton channel axis is allowed)"
-        )
-    if np.prod(shape, dtype=np.int64) > MAX_VOXELS:
-        raise ValueError(
-            f"{path}: the header claims {'x'.join(map(str, shape))} voxels, more than "
-            f"{MAX_VOXELS:,} (512^3); a corrupt header, or a volume to downsample first"
-        )
-    return shape
+    return check_header(shape, path, squeeze_axis=-1)
 
 
 class NiftiFolder(SubjectDataset):
@@ -97,7 +84,7 @@ class NiftiFolder(SubjectDataset):
         Applied to each image tensor before it is returned.
     check : {"headers", "volumes", "none"}
         What is checked when the folder is opened, before any training: every file's
-        header (fast: readable, 3D, at most :data:`MAX_VOXELS` voxels, and one shape
+        header (fast: readable, 3D, at most 512^3 voxels, and one shape
         for all when ``shape`` is None), every volume in full (also finite and not
         empty: reads all the data once), or nothing (each file is checked when loaded).
 
@@ -146,8 +133,6 @@ class NiftiFolder(SubjectDataset):
         transform=None,
         check: str = "headers",
     ):
-        if check not in CHECKS:
-            raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"NiftiFolder root is not a directory: {self.root}")
@@ -182,23 +167,7 @@ class NiftiFolder(SubjectDataset):
         if self.participants.empty:
             raise ValueError(f"no usable subject in {self.root} (pattern {pattern!r})")
         self.files = [files[p] for p in self.participants.participant_id]
-        if check == "headers":
-            self._check_headers()
-        elif check == "volumes":
-            for index in range(len(self.files)):
-                self._read(index)
-
-    def _check_headers(self) -> None:
-        """Every file's header read (not its data): refuse what could never be loaded."""
-        shapes: dict[tuple, Path] = {}
-        for path in self.files:
-            shapes.setdefault(header_shape(path), path)
-        if self.shape is None and len(shapes) > 1:
-            (a, first), (b, second) = list(shapes.items())[:2]
-            raise ValueError(
-                f"volumes differ in shape ({first}: {a}, {second}: {b}) and shape=None keeps "
-                "them as they are, so they cannot be batched; pass shape=(D, H, W)"
-            )
+        check_files(self, check, header_shape)
 
     def _find_files(self) -> dict[str, Path]:
         files: dict[str, Path] = {}

@@ -33,6 +33,8 @@ import torch
 
 from ._base import (
     SubjectDataset,
+    check_files,
+    check_header,
     check_on_missing,
     check_shape,
     check_volume,
@@ -83,6 +85,10 @@ class OpenBHB(SubjectDataset):
         subject folder without a participant: raise, or skip with a warning.
     transform : callable or None
         Applied to each image tensor before it is returned.
+    check : {"headers", "volumes", "none"}
+        Checked when the dataset is opened: every ``.npy`` header (numeric, 3D, at
+        most 512^3 voxels, one shape for all when ``shape`` is None), every array in
+        full, or nothing (as for :class:`NiftiFolder`).
 
     Attributes
     ----------
@@ -118,6 +124,7 @@ class OpenBHB(SubjectDataset):
         shape=None,
         on_missing: str = "error",
         transform=None,
+        check: str = "headers",
     ):
         if modality not in SUFFIX:
             raise ValueError(f"modality must be one of {sorted(SUFFIX)}, got {modality!r}")
@@ -169,6 +176,7 @@ class OpenBHB(SubjectDataset):
         table["participant_id"] = "sub-" + table["participant_id"]
         self.participants = table
         self._affine = None
+        check_files(self, check, _header_shape)
 
     @property
     def affine(self) -> np.ndarray:
@@ -206,19 +214,27 @@ class OpenBHB(SubjectDataset):
 
     def _read(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
         path = self.files[index]
-        try:
-            data = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as exc:  # numpy raises ValueError / OSError / EOFError for bad files
-            raise ValueError(f"could not read OpenBHB array {path}: {exc}") from exc
-        if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
-            raise ValueError(
-                f"{path}: expected a numeric array, got {getattr(data, 'dtype', type(data))}"
-            )
+        _header_shape(path)  # bounded and numeric before any data is read
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
         data = check_volume(data, path, squeeze_axis=0)
         return resize(data, _grid_affine(self.modality, data.shape), self.shape)
 
     def _load(self, index: int) -> torch.Tensor:
         return self._read(index)[0]
+
+
+def _header_shape(path) -> tuple[int, int, int]:
+    """The 3D shape an ``.npy`` header declares (only the header is read)."""
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError / OSError / EOFError for bad files
+        reason = "pickled objects, never loaded" if "pickle" in str(exc) else exc
+        raise ValueError(f"could not read OpenBHB array {path}: {reason}") from exc
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{path}: expected a numeric array, got {getattr(data, 'dtype', type(data))}"
+        )
+    return check_header(data.shape, path, squeeze_axis=0)
 
 
 def _grid_affine(modality: str, shape) -> np.ndarray:
