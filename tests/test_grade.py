@@ -157,7 +157,7 @@ def test_written_answers_are_left_for_the_instructor_and_merged(graded, tmp_path
     merged = merge_hand_grades(table, hand)  # rows left empty (alice, eve) are skipped
     assert gradebook(merged).loc["bob", "total"] == 13.5
     assert gradebook(merged).loc["bob", "pending"] == 0
-    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-std-eps,9\n")
+    hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},written-cov-scale,9\n")
     with pytest.raises(ValueError, match="outside"):
         merge_hand_grades(table, hand)
     hand.write_text(f"student,notebook,grade_id,points\nbob,{NAME},variance-check,1\n")

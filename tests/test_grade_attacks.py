@@ -153,11 +153,10 @@ def invariance_term(z1, z2):
 """
 
 
-def _attackers(subs, out):
+def _attackers(subs, out, honest):
     source_file = str(default_source() / NAME)
     package = os.path.dirname(os.path.dirname(__import__("vicreg_lab").__file__))
     losses = os.path.join(package, "vicreg_lab", "losses.py")
-    honest = subs / "alice" / NAME
     marker = out.parent / "escaped.txt"
     decoy = copy.deepcopy(STUDENT)
     decoy.cells.append(copy.deepcopy(_cell(decoy, "invariance-check")))
@@ -377,28 +376,41 @@ def _attackers(subs, out):
     }
 
 
+def write_submissions(subs, out, folder=lambda student, name: student) -> dict:
+    """Every attacker's submission under ``subs`` (``folder`` gives the path inside a
+    student's folder: benchmarks/bench_grader_attacks.py hands the same files to
+    nbgrader); returns the file's path for each student."""
+    paths = {}
+    honest = subs / folder("alice", NAME) / NAME  # whom the vandals aim at
+    for student, nb in _attackers(subs, out, honest).items():
+        name, nb = nb if isinstance(nb, tuple) else (NAME, nb)
+        paths[student] = subs / folder(student, name) / name
+        paths[student].parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, paths[student])
+    # a written answer holding a lone surrogate (valid JSON, not encodable as UTF-8)
+    odd = copy.deepcopy(STUDENT)
+    _cell(odd, "written-cov-scale").source = "\ud800"
+    paths["surrogate_md"] = subs / folder("surrogate_md", NAME) / NAME
+    paths["surrogate_md"].parent.mkdir(parents=True)
+    paths["surrogate_md"].write_text(json.dumps(odd, ensure_ascii=True))
+    # a shadow package beside the notebook, whose checks always pass
+    paths["shadow"] = subs / folder("shadow", NAME) / NAME
+    shadow = paths["shadow"].parent
+    shadow.mkdir(parents=True)
+    nbformat.write(STUDENT, paths["shadow"])
+    for package in (shadow / "vicreg_lab", shadow / "vicreg_lab" / "classroom"):
+        package.mkdir()
+        (package / "__init__.py").write_text(
+            "def __getattr__(name):\n    return lambda *a, **k: None\n"
+        )
+    return paths
+
+
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
     root = tmp_path_factory.mktemp("redteam")
     subs, out = root / "submissions", root / "grading"
-    for student, nb in _attackers(subs, out).items():
-        name, nb = nb if isinstance(nb, tuple) else (NAME, nb)
-        (subs / student).mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, subs / student / name)
-    # a written answer holding a lone surrogate (valid JSON, not encodable as UTF-8)
-    odd = copy.deepcopy(STUDENT)
-    _cell(odd, "written-std-eps").source = "\ud800"
-    (subs / "surrogate_md").mkdir()
-    (subs / "surrogate_md" / NAME).write_text(json.dumps(odd, ensure_ascii=True))
-    # a shadow package beside the notebook, whose checks always pass
-    shadow = subs / "shadow"
-    shadow.mkdir()
-    nbformat.write(STUDENT, shadow / NAME)
-    for folder in (shadow / "vicreg_lab", shadow / "vicreg_lab" / "classroom"):
-        folder.mkdir()
-        (folder / "__init__.py").write_text(
-            "def __getattr__(name):\n    return lambda *a, **k: None\n"
-        )
+    write_submissions(subs, out)
     honest_before = hashlib.sha256((subs / "alice" / NAME).read_bytes()).hexdigest()
     os.environ[SECRET] = "the answer key lives here"
     private_tmp = root / "tmp"  # the grader's work folders, apart from any other run's
