@@ -93,10 +93,12 @@ def run_nbgrader(root: Path, python: str, timeout: int) -> tuple[dict, dict]:
     )
     before = _sha(paths["alice"])
     started = time.perf_counter()
-    for assignment in ASSIGNMENT.values():
-        # a failing notebook makes nbgrader exit 1; the scores are read from its gradebook
+    for student, path in sorted(paths.items()):
+        # one run per student: a submission nbgrader refuses (the decoy's duplicate grade_id)
+        # stops a whole-class run; a failing notebook makes it exit 1, and the scores are
+        # read from its gradebook
         subprocess.run(
-            [*nbgrader, "autograde", assignment, "--force"],
+            [*nbgrader, "autograde", ASSIGNMENT[path.name], "--student", student, "--force"],
             cwd=course,
             env=env,
             capture_output=True,
@@ -141,7 +143,7 @@ def run_ours(root: Path) -> tuple[dict, dict]:
     finally:
         del os.environ[redteam.SECRET]
     seconds = time.perf_counter() - started
-    code = table[table["status"] != "by hand"]
+    code = table[~table["grade_id"].str.startswith("written-")]  # autograded cells only
     points = {}
     for student, rows in code.groupby("student"):
         points[student] = (float(rows["points"].sum()), float(rows["max_points"].sum()))

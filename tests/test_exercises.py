@@ -424,7 +424,7 @@ def test_release_writes_files_and_protects_existing_ones(tmp_path):
     with pytest.raises(FileExistsError, match="force"):
         release(src, out)
     assert release(src, out, force=True) == [out / "hw.ipynb"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         release(tmp_path / "missing", out)
     with pytest.raises(FileExistsError, match="source folder"):
         release(src, src)

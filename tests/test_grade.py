@@ -149,7 +149,7 @@ def test_written_answers_are_left_for_the_instructor_and_merged(graded, tmp_path
     sheet = pd.read_csv(graded[1] / "by_hand.csv")  # what the instructor fills in
     assert list(sheet.columns) == COLUMNS[:3] + ["max_points", "points", "rubric", "answer"]
     bob_row = sheet[sheet["student"] == "bob"].iloc[0]
-    assert bob_row["rubric"].startswith("1 pt: Standard deviation") and "eps" in bob_row["answer"]
+    assert bob_row["rubric"].startswith("1 pt: Division by D") and "chatter" in bob_row["answer"]
     assert sheet["points"].isna().all()
     sheet.loc[sheet["student"] == "bob", "points"] = 1.5
     hand = tmp_path / "hand.csv"
