@@ -379,3 +379,44 @@ def test_latent_table_reads_each_latent():
     assert table.loc["mean", "X"] == pytest.approx(table.loc[["a", "b", "noise"], "X"].mean())
     with pytest.raises(ValueError, match="no column"):
         latent_table({"X": X}, latents, columns=["c"])
+
+
+def _confounded(n=240, seed=0):
+    """Four sites, each scanning its own age band; a site code, and a noisy age reading."""
+    rng = np.random.default_rng(seed)
+    site = rng.integers(4, size=n)
+    age = 20 + 15 * site + 15 * rng.random(n)  # site j scans ages 20+15j .. 35+15j
+    site_code = np.eye(4)[site] + 0.05 * rng.normal(size=(n, 4))
+    anatomy = (age + 3 * rng.normal(size=n))[:, None] + 0.1 * rng.normal(size=(n, 3))
+    return pd.DataFrame({"age": age, "site": site}), {"site code": site_code, "anatomy": anatomy}
+
+
+def test_leaving_one_site_out_unmasks_a_probe_that_reads_age_through_site():
+    targets, embeddings = _confounded()
+    columns = {"age": "regression"}
+    naive = probe_table(embeddings, targets, columns=columns).query("probe == 'linear'")
+    unseen = probe_table(embeddings, targets, columns=columns, groups="site")
+    unseen = unseen.query("probe == 'linear'")
+    r2 = naive.query("metric == 'r2'").set_index("embedding")["mean"]
+    assert r2["site code"] > 0.8 and r2["anatomy"] > 0.8  # shuffled folds: both look good
+    mae = unseen.query("metric == 'mae'").set_index("embedding")
+    assert (mae["n_splits"] == 4).all()  # one fold per site
+    assert mae.loc["anatomy", "mean"] < 0.5 * mae.loc["anatomy", "chance"]  # transfers
+    assert mae.loc["site code", "mean"] > 0.8 * mae.loc["site code", "chance"]  # does not
+
+
+@pytest.mark.parametrize(
+    "groups, columns, word",
+    [
+        ("site", {"age": "regression", "site": "classification"}, "cannot be probed"),
+        ("scanner", {"age": "regression"}, "not a column"),
+        ("one", {"age": "regression"}, "at least 2 distinct groups"),
+    ],
+)
+def test_bad_groups_are_refused(groups, columns, word):
+    targets, embeddings = _confounded(n=40)
+    targets["one"] = "A"
+    with pytest.raises(ValueError, match=word):
+        probe_table(embeddings, targets, columns=columns, groups=groups)
+    with pytest.raises(ValueError, match="one group per sample"):
+        probe(embeddings["anatomy"], targets["age"], groups=targets["site"][:-1])

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -60,6 +60,7 @@ def probe(
     cv: int = 5,
     seed: int = 0,
     n_neighbors: int | None = None,
+    groups=None,
 ) -> list[dict]:
     """Cross-validated linear and kNN probes of one target.
 
@@ -80,6 +81,10 @@ def probe(
         Seed of the fold split.
     n_neighbors : int, optional
         k of kNN; default ``round(sqrt(n_train))`` clipped to [5, 50].
+    groups : array-like (N,), optional
+        A group per sample (e.g. the site): the folds then leave one group out each
+        (``LeaveOneGroupOut``; ``cv`` and ``seed`` are not used), so every score is on
+        a group the probe never saw: an unseen scanner.
 
     Returns
     -------
@@ -97,7 +102,8 @@ def probe(
     [('linear', 'balanced_accuracy', 0.5), ('knn', 'balanced_accuracy', 0.5)]
     """
     X, y = _check_inputs(X, y, task, cv)
-    return _summarise(*_pooled_scores(X, y, task, cv, (seed,), n_neighbors))
+    groups = _check_groups(groups, len(X))
+    return _summarise(*_pooled_scores(X, y, task, cv, (seed,), n_neighbors, groups))
 
 
 def probe_table(
@@ -107,6 +113,7 @@ def probe_table(
     cv: int = 5,
     seeds: Sequence[int] = (0,),
     n_neighbors: int | None = None,
+    groups: str | None = None,
 ) -> pd.DataFrame:
     """Probe every embedding on every target (see :func:`probe`): a tidy table.
 
@@ -119,6 +126,10 @@ def probe_table(
         Targets and their task. Default: those of ``DEFAULT_COLUMNS`` that ``targets`` has.
     seeds : sequence of int
         One fold split per seed; ``mean``, ``sd`` and ``n_splits`` pool seeds x folds.
+    groups : str, optional
+        A column of ``targets`` (e.g. ``"site"``): leave-one-group-out folds (see
+        :func:`probe`; ``seeds`` then give the same split, so only the first is used).
+        That column itself cannot be a probed target.
 
     Returns
     -------
@@ -131,6 +142,9 @@ def probe_table(
         raise ValueError("seeds is empty; pass at least one seed, e.g. (0,)")
     targets = pd.DataFrame(targets)
     columns = _probe_columns(targets, columns)
+    group_values = _group_column(targets, groups, columns)
+    if group_values is not None:
+        seeds = list(seeds)[:1]  # leave-one-group-out has one split
     rows = []
     for name, X in embeddings.items():
         if len(X) != len(targets):
@@ -138,7 +152,7 @@ def probe_table(
         for target, task in columns.items():
             X_checked, y = _check_inputs(X, targets[target].to_numpy(), task, cv)
             seed_ints = [int(seed) for seed in seeds]
-            pooled = _pooled_scores(X_checked, y, task, cv, seed_ints, n_neighbors)
+            pooled = _pooled_scores(X_checked, y, task, cv, seed_ints, n_neighbors, group_values)
             rows += [{"embedding": name, "target": target, **row} for row in _summarise(*pooled)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -193,12 +207,38 @@ def _check_inputs(X, y, task: str, cv: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _pooled_scores(X, y, task: str, cv: int, seeds: Sequence, n_neighbors: int | None):
+def _group_column(targets: pd.DataFrame, groups: str | None, columns: Mapping):
+    """The values of the ``groups`` column of ``targets`` (None for none), checked."""
+    if groups is None:
+        return None
+    if groups not in targets.columns:
+        raise ValueError(f"groups {groups!r} is not a column of targets: {list(targets.columns)}")
+    if groups in columns:
+        raise ValueError(
+            f"{groups!r} cannot be probed leaving its own groups out (each test fold holds "
+            f"a class the probe never saw); pass columns without {groups!r}"
+        )
+    return _check_groups(targets[groups].to_numpy(), len(targets))
+
+
+def _check_groups(groups, n: int):
+    """``groups`` as an array of one group per sample (None stays None), or a clear error."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n:
+        raise ValueError(f"groups must give one group per sample ({n}), got shape {groups.shape}")
+    if pd.isna(groups).any() or len(np.unique(groups)) < 2:
+        raise ValueError("groups needs at least 2 distinct groups and no missing value")
+    return groups
+
+
+def _pooled_scores(X, y, task: str, cv: int, seeds: Sequence, n_neighbors, groups=None):
     """Fold scores ``{(probe, metric): [...]}`` pooled over seeds, and mean chance levels."""
     pooled: dict[tuple[str, str], list[float]] = {}
     chances = []
     for seed in seeds:
-        scores, chance = _fold_scores(X, y, task, cv, seed, n_neighbors)
+        scores, chance = _fold_scores(X, y, task, cv, seed, n_neighbors, groups)
         for key, values in scores.items():
             pooled.setdefault(key, []).extend(values)
         chances.append(chance)
@@ -206,16 +246,18 @@ def _pooled_scores(X, y, task: str, cv: int, seeds: Sequence, n_neighbors: int |
 
 
 def _fold_scores(
-    X: np.ndarray, y: np.ndarray, task: str, cv: int, seed: int, n_neighbors: int | None
+    X: np.ndarray, y: np.ndarray, task: str, cv: int, seed: int, n_neighbors, groups=None
 ) -> tuple[dict[tuple[str, str], list[float]], dict[str, float]]:
     """Per-fold scores ``{(probe, metric): [score, ...]}`` and chance levels ``{metric: c}``."""
     scores: dict[tuple[str, str], list[float]] = {}
-    if task == "classification":
+    if groups is not None:
+        splitter = LeaveOneGroupOut()
+    elif task == "classification":
         splitter = StratifiedKFold(_classification_folds(y, cv), shuffle=True, random_state=seed)
     else:
         splitter = KFold(cv, shuffle=True, random_state=seed)
     maes_of_mean = []  # MAE of predicting the training mean: the regression chance level
-    for train, test in splitter.split(X, y):
+    for train, test in splitter.split(X, y, groups):
         for name, model in _models(task, _n_neighbors(len(train), n_neighbors)).items():
             pred = make_pipeline(StandardScaler(), model).fit(X[train], y[train]).predict(X[test])
             for metric, value in _metrics(task, y[test], pred).items():
