@@ -50,6 +50,10 @@ _EXPORTS = {
     "train_toy": "vicreg_lab.lab.toy",
     "plot_toy_run": "vicreg_lab.lab.toy",
     "cached_results": "vicreg_lab.pretrained",
+    # confounds: unseen scanners, ComBat
+    "PROTOCOLS": "vicreg_lab.lab.confounds",
+    "combat": "vicreg_lab.lab.confounds",
+    "confound_table": "vicreg_lab.lab.confounds",
     # readings of results
     "read_probes": "vicreg_lab.lab.report",
     "seed_summary": "vicreg_lab.lab.report",

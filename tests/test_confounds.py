@@ -1,0 +1,46 @@
+"""ComBat and the unseen-scanner protocol (issue 19): what harmonization keeps and removes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vicreg_lab.lab.confounds import combat, confound_table
+
+
+def _cohort(n=240, confound=True, seed=0):
+    """Four sites that shift every feature; ages banded by site when ``confound``."""
+    rng = np.random.default_rng(seed)
+    site = rng.integers(4, size=n)
+    age = 20 + 15 * site + 15 * rng.random(n) if confound else 20 + 60 * rng.random(n)
+    anatomy = 0.1 * (age - 50)[:, None] + 0.5 * rng.normal(size=(n, 6))
+    scanner = 3.0 * site[:, None] * np.linspace(-1, 1, 6)  # a per-site offset on every feature
+    participants = pd.DataFrame({"age": age, "site": [f"S{s}" for s in site]})
+    return participants, anatomy + scanner
+
+
+def test_combat_removes_each_sites_offset_and_keeps_constant_features():
+    participants, X = _cohort(confound=False)
+    X = np.column_stack([X, np.full(len(X), 7.0)])
+    harmonized = combat(X, participants["site"])
+    site_means = pd.DataFrame(harmonized).groupby(participants["site"].to_numpy()).mean()
+    raw_means = pd.DataFrame(X).groupby(participants["site"].to_numpy()).mean()
+    assert raw_means.iloc[:, 0].std() > 3  # the scanners differ a lot before
+    assert site_means.iloc[:, :6].std().max() < 0.2  # and hardly at all after
+    assert np.all(harmonized[:, 6] == 7.0)  # a constant column is left as it is
+
+
+def test_under_a_confound_combat_removes_age_unless_told_the_ages():
+    participants, X = _cohort(confound=True)
+    table = confound_table({"anatomy": X}, participants)
+    r2 = table.query("metric == 'r2' and protocol == 'shuffled folds'")
+    r2 = r2.set_index("embedding")["value"]
+    assert r2["anatomy"] > 0.6  # age is in the features (with the site's offsets)
+    assert r2["anatomy + ComBat"] < r2["anatomy"] - 0.3  # site removed, age with it
+    assert r2["anatomy + ComBat(age)"] > r2["anatomy + ComBat"] + 0.3  # kept by using the ages
+    unseen = table.query("protocol == 'leave one site out' and metric == 'mae'")
+    assert set(unseen["embedding"]) == set(r2.index)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="one site per row"):
+        combat(np.zeros((5, 3)), ["A", "B"])

@@ -1,0 +1,119 @@
+"""Site-age confounding: probes on unseen scanners, and ComBat harmonization beside them.
+
+In multi-site brain-age work the scanner and the age go together (each site recruits its
+own age band), so a probe can "learn age" by recognising the scanner. Two protocols tell
+the difference:
+
+- shuffled folds: test subjects come from scanners the probe has seen;
+- leave one site out (``probe_table(groups="site")``): every test subject comes from a
+  scanner the probe never saw; only age read from the anatomy transfers.
+
+ComBat (Johnson et al. 2007; Fortin et al. 2018, the ``neuroCombat`` package) removes each
+site's mean and scale from every feature. It needs every site's data, the new one's
+included, and under a confound it removes age with the site unless it is told the ages
+(``keep="age"``), which at test time are the very labels a probe should predict.
+:func:`confound_table` measures all of it on one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from vicreg_lab.probes import probe_table
+
+__all__ = ["PROTOCOLS", "combat", "confound_table"]
+
+#: protocol name -> the ``groups`` column of :func:`~vicreg_lab.probes.probe_table`
+PROTOCOLS = {"shuffled folds": None, "leave one site out": "site"}
+
+
+def combat(features, sites, keep: pd.DataFrame | None = None) -> np.ndarray:
+    """ComBat-harmonized ``features`` (N, F): each site's location and scale removed.
+
+    Parameters
+    ----------
+    features : array-like (N, F)
+    sites : array-like (N,)
+        The batch (scanner) of each row.
+    keep : DataFrame, optional
+        Numeric covariates (N rows) whose effects ComBat must preserve, e.g. the ages.
+
+    Features constant over all rows are left as they are (ComBat divides by their
+    spread). Empirical Bayes, parametric, as in ``neuroCombat`` 0.2.12.
+    """
+    try:
+        from neuroCombat import neuroCombat
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("combat needs the neuroCombat package: pip install neuroCombat") from exc
+    X = np.asarray(features, dtype=np.float64)
+    sites = np.asarray(sites).astype(str)
+    if X.ndim != 2 or len(X) != len(sites):
+        raise ValueError(f"features must be (N, F) with one site per row, got {X.shape}")
+    covars = pd.DataFrame({"site": sites})
+    continuous = []
+    if keep is not None:
+        for column in keep.columns:
+            covars[column] = np.asarray(keep[column], dtype=np.float64)
+            continuous.append(column)
+    varying = X.std(axis=0) > 1e-8 * (1 + np.abs(X).max())
+    out = X.copy()
+    if varying.any():
+        result = _quiet(
+            neuroCombat, X[:, varying].T, covars, "site", continuous_cols=continuous or None
+        )
+        out[:, varying] = result["data"].T
+    return out
+
+
+def _quiet(function, *args, **kwargs):
+    """Call ``function`` with its progress prints silenced."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return function(*args, **kwargs)
+
+
+def confound_table(
+    embeddings: Mapping[str, np.ndarray],
+    participants: pd.DataFrame,
+    seed: int = 0,
+    harmonize: bool = True,
+) -> pd.DataFrame:
+    """The linear age probe of every embedding, under both :data:`PROTOCOLS`.
+
+    With ``harmonize``, each embedding is also probed after ComBat over the sites
+    (``"<name> + ComBat"``: site only, no label used) and after ComBat told the ages
+    (``"<name> + ComBat(age)"``: it keeps age effects by using every subject's age, the
+    test subjects' included, which a real unseen scanner would not give).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``embedding``, ``protocol``, ``metric`` (``r2``, ``mae``), ``value``, ``chance``.
+    """
+    features = dict(embeddings)
+    if harmonize:
+        sites = participants["site"].to_numpy()
+        for name, X in embeddings.items():
+            features[f"{name} + ComBat"] = combat(X, sites)
+            features[f"{name} + ComBat(age)"] = combat(X, sites, keep=participants[["age"]])
+    rows = []
+    for protocol, groups in PROTOCOLS.items():
+        table = probe_table(
+            features, participants, columns={"age": "regression"}, seeds=(seed,), groups=groups
+        ).query("probe == 'linear'")
+        for row in table.itertuples():
+            rows.append(
+                dict(
+                    embedding=row.embedding,
+                    protocol=protocol,
+                    metric=row.metric,
+                    value=row.mean,
+                    chance=row.chance,
+                )
+            )
+    return pd.DataFrame(rows)
