@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vicreg_lab.lab.confounds import combat, confound_table
+from vicreg_lab.lab.confounds import combat, confound_table, read_confounds
 
 
 def _cohort(n=240, confound=True, seed=0):
@@ -44,3 +44,14 @@ def test_under_a_confound_combat_removes_age_unless_told_the_ages():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="one site per row"):
         combat(np.zeros((5, 3)), ["A", "B"])
+
+
+def test_the_reading_follows_the_numbers():
+    participants, X = _cohort(confound=True)
+    site_only = np.eye(4)[participants["site"].str[1].astype(int)]  # the scanner, no anatomy
+    table = confound_table({"anatomy": X - X.mean(0), "site code": site_only}, participants)
+    said = {sentence.split(":")[0]: sentence for sentence in read_confounds(table)}
+    assert len(said) == 6  # each embedding raw and with both ComBats
+    assert said["anatomy"].endswith("the age read-out transfers.")
+    assert said["site code"].endswith("does not transfer.")
+    assert said["site code + ComBat"].endswith("does not transfer.")  # nothing left to read

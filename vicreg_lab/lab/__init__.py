@@ -54,6 +54,7 @@ _EXPORTS = {
     "PROTOCOLS": "vicreg_lab.lab.confounds",
     "combat": "vicreg_lab.lab.confounds",
     "confound_table": "vicreg_lab.lab.confounds",
+    "read_confounds": "vicreg_lab.lab.confounds",
     # readings of results
     "read_probes": "vicreg_lab.lab.report",
     "seed_summary": "vicreg_lab.lab.report",

@@ -24,10 +24,13 @@ import pandas as pd
 
 from vicreg_lab.probes import probe_table
 
-__all__ = ["PROTOCOLS", "combat", "confound_table"]
+__all__ = ["PROTOCOLS", "TRANSFER", "combat", "confound_table", "read_confounds"]
 
 #: protocol name -> the ``groups`` column of :func:`~vicreg_lab.probes.probe_table`
 PROTOCOLS = {"shuffled folds": None, "leave one site out": "site"}
+#: an age read-out "transfers" to unseen scanners when its MAE there is below this share of
+#: the MAE of predicting the training subjects' mean age
+TRANSFER = 0.8
 
 
 def combat(features, sites, keep: pd.DataFrame | None = None) -> np.ndarray:
@@ -41,8 +44,9 @@ def combat(features, sites, keep: pd.DataFrame | None = None) -> np.ndarray:
     keep : DataFrame, optional
         Numeric covariates (N rows) whose effects ComBat must preserve, e.g. the ages.
 
-    Features constant over all rows are left as they are (ComBat divides by their
-    spread). Empirical Bayes, parametric, as in ``neuroCombat`` 0.2.12.
+    Features constant over all rows are left as they are, and features constant within
+    every site (all their spread is the site's) become constant: ComBat divides by the
+    spread within sites. Empirical Bayes, parametric, as in ``neuroCombat`` 0.2.12.
     """
     try:
         from neuroCombat import neuroCombat
@@ -58,8 +62,12 @@ def combat(features, sites, keep: pd.DataFrame | None = None) -> np.ndarray:
         for column in keep.columns:
             covars[column] = np.asarray(keep[column], dtype=np.float64)
             continuous.append(column)
-    varying = X.std(axis=0) > 1e-8 * (1 + np.abs(X).max())
+    tiny = 1e-8 * (1 + np.abs(X).max())
+    within = X - pd.DataFrame(X).groupby(sites).transform("mean").to_numpy()
+    varying = within.std(axis=0) > tiny
     out = X.copy()
+    site_only = ~varying & (X.std(axis=0) > tiny)
+    out[:, site_only] = X[:, site_only].mean(axis=0)  # nothing left once the site is removed
     if varying.any():
         result = _quiet(
             neuroCombat, X[:, varying].T, covars, "site", continuous_cols=continuous or None
@@ -117,3 +125,24 @@ def confound_table(
                 )
             )
     return pd.DataFrame(rows)
+
+
+def read_confounds(table: pd.DataFrame) -> list[str]:
+    """One sentence per embedding of a :func:`confound_table`, computed from its numbers.
+
+    An embedding's age read-out *transfers* when its MAE on unseen sites is below
+    :data:`TRANSFER` times the chance MAE there (predicting the training mean).
+    """
+    sentences = []
+    for name, rows in table.groupby("embedding", sort=False):
+        value = rows.set_index(["protocol", "metric"])
+        r2 = value.loc[("shuffled folds", "r2"), "value"]
+        mae = value.loc[("leave one site out", "mae")]
+        transfers = mae["value"] < TRANSFER * mae["chance"]
+        verdict = "transfers" if transfers else "does not transfer"
+        sentences.append(
+            f"{name}: age R^2 {r2:.2f} with shuffled folds; on an unseen scanner its MAE is "
+            f"{mae['value']:.1f} years against {mae['chance']:.1f} for guessing the training "
+            f"mean: the age read-out {verdict}."
+        )
+    return sentences
