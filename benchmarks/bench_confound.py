@@ -12,12 +12,14 @@ its own part of the age range) are embedded by the shipped encoder and by every 
 Each embedding is also probed after ComBat (:func:`vicreg_lab.lab.confounds.combat`) over the
 sites, without and with the ages as a covariate to keep (see ``confound_table``).
 
-The intensity histogram is the control that reads the scanner and nothing else: under a
-confound it "predicts age" with shuffled folds and should fail on an unseen site.
+Controls: the intensity histogram reads each scanner's contrast and the brain's overall tissue
+proportions, not where anything is; 128 random numbers per subject carry nothing at all, so
+any age read from them after a harmonization came from the labels it was given.
 
 Usage (the command behind the table in docs/learning.md)::
 
-    .venv/bin/python benchmarks/bench_confound.py --n 256 --seeds 0 1 2 --markdown
+    .venv/bin/python benchmarks/bench_confound.py --n 256 --seeds 0 1 2 --markdown \\
+        --write vicreg_lab/cached/confound-cpu.csv
 
 Prints one row per (confound, seed, embedding, protocol) and, with ``--markdown``, a
 table of means over seeds (sd in brackets).
@@ -26,14 +28,18 @@ table of means over seeds (sd in brackets).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
+import numpy as np
 import pandas as pd
 
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.lab.confounds import PROTOCOLS, confound_table
 from vicreg_lab.pretrained import load_pretrained
 from vicreg_lab.probes import RANDOM_EVAL, embeddings_with_baselines
+
+NOISE = "random numbers (128)"
 
 
 def measure(n: int, confounds, seeds, name: str = "synthetic-small") -> pd.DataFrame:
@@ -48,6 +54,8 @@ def measure(n: int, confounds, seeds, name: str = "synthetic-small") -> pd.DataF
             cohort = SyntheticCohort(n, shape=shape, seed=1000 + seed, site_age_confound=confound)
             embeddings = embeddings_with_baselines(model, cohort, seed=seed)
             del embeddings[RANDOM_EVAL]  # the recalibrated random encoder is the fairer one
+            # the control that carries nothing: any age read from it came from the labels
+            embeddings[NOISE] = np.random.default_rng(seed).normal(size=(n, 128))
             table = confound_table(embeddings, cohort.participants, seed=seed)
             frames.append(table.assign(confound=confound, seed=seed))
             seconds = time.perf_counter() - started
@@ -88,12 +96,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="subjects per cohort")
     parser.add_argument("--confounds", type=float, nargs="+", default=[0.0, 0.8])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--csv", help="write every row here")
+    parser.add_argument(
+        "--write", help="write every row here, after a '# COMMAND | SECONDS' line (cached_results)"
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    started = time.perf_counter()
     frame = measure(args.n, args.confounds, args.seeds)
-    if args.csv:
-        frame.to_csv(args.csv, index=False)
+    if args.write:
+        command = " ".join(["benchmarks/bench_confound.py", *sys.argv[1:]])
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write(f"# {command} | {time.perf_counter() - started:.0f} s\n")
+            frame.round(4).to_csv(f, index=False)
     print(frame.to_string(index=False))
     if args.markdown:
         print(markdown(frame).replace("{n}", str(args.n)))

@@ -20,6 +20,7 @@ CURRICULUM = [
     "04_ablations_and_collapse",
     "05_what_the_embedding_learned",
     "06_vicregl_local_features",
+    "07_confounds_and_unseen_scanners",
 ]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENTS = sorted((ROOT / "assignments").glob("**/*.ipynb"))
