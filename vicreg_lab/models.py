@@ -292,7 +292,9 @@ def _check_user_module(
 
 
 def _parse_spec(spec: str | Sequence[int]) -> list[int]:
-    """``"a-b-c"`` or ``[a, b, c]`` -> ``[a, b, c]``, checked."""
+    """``"a-b-c"`` or ``[a, b, c]`` -> ``[a, b, c]``, checked; ``"none"`` -> ``[]``."""
+    if isinstance(spec, str) and spec.strip().lower() == "none":
+        return []
     if isinstance(spec, str):
         parts = spec.split("-")
         if not all(p.strip().isdigit() for p in parts):
@@ -312,6 +314,8 @@ def _parse_spec(spec: str | Sequence[int]) -> list[int]:
 def _mlp(in_size: int, spec: str | Sequence[int], linear: Callable, norm: Callable):
     """``linear, norm, ReLU`` per hidden size, then a last ``linear`` without bias."""
     sizes = [in_size, *_parse_spec(spec)]
+    if len(sizes) == 1:  # "none": the loss sees the representation itself
+        return nn.Sequential()
     layers: list[nn.Module] = []
     for f_in, f_out in zip(sizes[:-2], sizes[1:-1], strict=True):
         layers += [linear(f_in, f_out), norm(f_out), nn.ReLU(inplace=True)]
@@ -330,7 +334,9 @@ def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential
     in_features : int
         Representation size ``F`` (``encoder.representation_size``).
     spec : str or sequence of int
-        Output sizes of the linear layers, e.g. ``"8192-8192-8192"`` or ``[512, 512]``.
+        Output sizes of the linear layers, e.g. ``"8192-8192-8192"`` or ``[512, 512]``;
+        ``"none"`` gives no expander (an empty ``nn.Sequential``, the identity): the loss
+        is then computed on the representation, as in the paper's ablation.
     """
     if not isinstance(in_features, int) or in_features < 1:
         raise ValueError(f"in_features must be a positive int, got {in_features!r}")

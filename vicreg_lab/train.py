@@ -442,12 +442,12 @@ class VICReg(TransformerMixin, BaseEstimator):
             self.history_["step"].append(record)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k[:3]: f"{record[k]:.3g}" for k in TERMS}, refresh=False)
+                bar.set_postfix({k[:3]: f"{record[k]:.3g}" for k in self.TERMS[:4]}, refresh=False)
             self._notify("step", record)
 
     def _check_finite(self, values: dict, step: int, epoch: int) -> None:
         order = ("invariance", "variance", "covariance", "loss")  # the first culprit first
-        names = [*order, *(k for k in self.TERMS if k not in order)]
+        names = [*(k for k in order if k in values), *(k for k in self.TERMS if k not in order)]
         bad = [k for k in names if not math.isfinite(values[k])]
         if not bad:
             return
@@ -721,6 +721,8 @@ def check_checkpoint_params(state: dict, where) -> None:
         spec = params.get(key)
         if spec is None:
             continue
+        if isinstance(spec, str) and spec.strip().lower() == "none":
+            continue  # no expander
         widths = spec.split("-") if isinstance(spec, str) else spec
         if not isinstance(widths, list) or not 1 <= len(widths) <= 8:
             widths = [None]

@@ -50,6 +50,11 @@ _EXPORTS = {
     "train_toy": "vicreg_lab.lab.toy",
     "plot_toy_run": "vicreg_lab.lab.toy",
     "cached_results": "vicreg_lab.pretrained",
+    # VICReg's peers on the same harness
+    "BarlowTwins": "vicreg_lab.peers",
+    "SimCLR": "vicreg_lab.peers",
+    "barlow_twins_loss": "vicreg_lab.peers",
+    "info_nce_loss": "vicreg_lab.peers",
     # confounds: unseen scanners, ComBat
     "PROTOCOLS": "vicreg_lab.lab.confounds",
     "combat": "vicreg_lab.lab.confounds",
