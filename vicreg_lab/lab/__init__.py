@@ -55,6 +55,10 @@ _EXPORTS = {
     "SimCLR": "vicreg_lab.peers",
     "barlow_twins_loss": "vicreg_lab.peers",
     "info_nce_loss": "vicreg_lab.peers",
+    "OBJECTIVES": "vicreg_lab.lab.objectives",
+    "PAPER_EXPANDER_WIDTH": "vicreg_lab.lab.objectives",
+    "compare_objectives": "vicreg_lab.lab.objectives",
+    "rankme_against_probe": "vicreg_lab.lab.objectives",
     # confounds: unseen scanners, ComBat
     "PROTOCOLS": "vicreg_lab.lab.confounds",
     "combat": "vicreg_lab.lab.confounds",

@@ -372,7 +372,7 @@ def _recalibrated(model, dataset):
 
 def _expander_output(model, representation: np.ndarray) -> np.ndarray:
     expander = model.expander_
-    device = next(expander.parameters()).device
+    device = next(model.encoder_.parameters()).device  # an absent expander has none
     was_training = expander.training
     expander.eval()
     try:
