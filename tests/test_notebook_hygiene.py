@@ -21,6 +21,7 @@ CURRICULUM = [
     "05_what_the_embedding_learned",
     "06_vicregl_local_features",
     "07_confounds_and_unseen_scanners",
+    "08_expander_and_peers",
 ]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENTS = sorted((ROOT / "assignments").glob("**/*.ipynb"))
