@@ -84,3 +84,21 @@ def test_cells_are_short_and_the_story_is_told(path):
 def test_at_least_one_checked_cell(path):
     nb = _read(path)
     assert any(_checked(c) for c in nb.cells), f"{path.name}: no {CHECK} cell"
+
+
+DRIVES_WIDGETS = ("sliders[", ".click()", "set_weights(")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_cells_that_drive_widgets_from_code_are_tagged_and_folded(path):
+    """A cell that moves sliders or presses buttons from code (for the tests, and to show
+    what a click does) is tagged ``test-driver`` and ``remove-input`` (a rendered page
+    shows its output only) and its source is folded in JupyterLab."""
+    nb = _read(path)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not any(d in cell.source for d in DRIVES_WIDGETS):
+            continue
+        where = f"{path.name} cell {index}"
+        tags = cell.metadata.get("tags", [])
+        assert {"test-driver", "remove-input"} <= set(tags), f"{where}: tags {tags}"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, f"{where}: not folded"
