@@ -20,6 +20,7 @@ Usage (the command behind the table in docs/learning.md and notebook 04)::
 
     .venv/bin/python benchmarks/bench_peers.py --seeds 0 1 2 --write vicreg_lab/cached/peers-cpu.csv
     .venv/bin/python benchmarks/bench_peers.py --seeds 0 --quick   # smoke test (1 epoch)
+    .venv/bin/python benchmarks/bench_peers.py --table vicreg_lab/cached/peers-cpu.csv
 """
 
 from __future__ import annotations
@@ -95,12 +96,36 @@ def rows_for_seed(seed: int, train, test, quick: bool):
         yield _row(name, seed, embeddings[name], factors)
 
 
+def markdown_table(path: str) -> str:
+    """Mean (sd) over seeds per arm from a written file, and the computed RankMe sentence."""
+    from vicreg_lab.lab.objectives import rankme_against_probe
+    from vicreg_lab.pretrained import cached_results
+
+    runs, command = cached_results("peers-cpu", path=path)
+    columns = ["age_r2", "site_balanced_accuracy", "rankme"]
+    lines = [
+        f"`{command}`\n",
+        "| arm | seeds | age R^2 | site bal. acc. | RankMe |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for arm, rows in runs.groupby("arm", sort=False):
+        cells = [f"{rows[c].mean():.3f} ({rows[c].std(ddof=1):.3f})" for c in columns]
+        lines.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
+    trained = runs[runs["steps"] > 0].groupby("arm", sort=False)[columns].mean().reset_index()
+    lines.append("\n" + rankme_against_probe(trained, rankme="rankme"))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="1 epoch per run (smoke test)")
     parser.add_argument("--write", help="append the rows here, after a command line")
+    parser.add_argument("--table", help="print the markdown table of a written file, and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return
     full = SyntheticCohort(CPU.n_subjects, shape=CPU.shape, seed=0)
     test = full.held_out(N_TEST)
     if args.write:
