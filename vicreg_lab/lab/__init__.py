@@ -64,6 +64,8 @@ _EXPORTS = {
     "combat": "vicreg_lab.lab.confounds",
     "confound_table": "vicreg_lab.lab.confounds",
     "read_confounds": "vicreg_lab.lab.confounds",
+    # exercises
+    "self_check": "vicreg_lab.lab.selfcheck",
     # readings of results
     "read_probes": "vicreg_lab.lab.report",
     "seed_summary": "vicreg_lab.lab.report",
