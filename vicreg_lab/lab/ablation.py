@@ -122,6 +122,20 @@ class AblationSettings:
         """Optimisation steps of one run (the last incomplete batch is dropped)."""
         return self.n_subjects // self.batch_size * self.max_epochs
 
+    def estimator_params(self, seed: int = 0, progress: bool = False) -> dict:
+        """The :class:`vicreg_lab.VICReg` parameters of one run of this size."""
+        return dict(
+            encoder=self.encoder,
+            expander=self.expander,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            augment_params=dict(self.augment) or None,
+            device=self.device,
+            seed=seed,
+            progress=progress,
+        )
+
     def override(self, **changes) -> AblationSettings:
         """A copy with some fields changed (unknown fields raise TypeError)."""
         return replace(self, **changes)
@@ -678,18 +692,10 @@ def _train_run(name, config, dataset, eval_dataset, settings, seed, options):
     watched = stack_images([eval_dataset[i] for i in range(min(64, len(eval_dataset)))])
     recorder = _DynamicsRecorder(watched)
     model = VICReg(
-        encoder=settings.encoder,
-        expander=settings.expander,
+        **settings.estimator_params(seed, options["progress"]),
         inv_coeff=inv,
         var_coeff=var,
         cov_coeff=cov,
-        lr=settings.lr,
-        batch_size=settings.batch_size,
-        max_epochs=settings.max_epochs,
-        augment_params=dict(settings.augment) or None,
-        device=settings.device,
-        seed=seed,
-        progress=options["progress"],
         callbacks=[recorder],
     )
     tick = time.perf_counter()

@@ -46,18 +46,7 @@ def compare_objectives(train, held_out, settings, objectives=None, seed: int = 0
 
     rows = []
     for name, (estimator, changed) in (objectives or OBJECTIVES).items():
-        recipe = dict(
-            encoder=settings.encoder,
-            expander=settings.expander,
-            lr=settings.lr,
-            batch_size=settings.batch_size,
-            max_epochs=settings.max_epochs,
-            augment_params=dict(settings.augment) or None,
-            device=settings.device,
-            seed=seed,
-            progress=False,
-        )
-        model = estimator(**{**recipe, **changed}).fit(train)
+        model = estimator(**{**settings.estimator_params(seed), **changed}).fit(train)
         row = evaluate_model(model, held_out, name, kind="short run", seed=seed).row()
         rows.append(
             {
