@@ -21,6 +21,8 @@ Usage (the command behind the table in docs/learning.md and notebook 04)::
     .venv/bin/python benchmarks/bench_peers.py --seeds 0 1 2 --write vicreg_lab/cached/peers-cpu.csv
     .venv/bin/python benchmarks/bench_peers.py --seeds 0 --quick   # smoke test (1 epoch)
     .venv/bin/python benchmarks/bench_peers.py --table vicreg_lab/cached/peers-cpu.csv
+    # a run stopped after some seeds goes on with the others, its command added to line 1:
+    .venv/bin/python benchmarks/bench_peers.py --seeds 2 --write vicreg_lab/cached/peers-cpu.csv --append
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="1 epoch per run (smoke test)")
     parser.add_argument("--write", help="append the rows here, after a command line")
+    parser.add_argument(
+        "--append", action="store_true", help="add the rows to an existing --write file"
+    )
     parser.add_argument("--table", help="print the markdown table of a written file, and stop")
     args = parser.parse_args(argv)
     if args.table:
@@ -128,10 +133,18 @@ def main(argv=None) -> None:
         return
     full = SyntheticCohort(CPU.n_subjects, shape=CPU.shape, seed=0)
     test = full.held_out(N_TEST)
-    if args.write:
-        command = " ".join(["benchmarks/bench_peers.py", *sys.argv[1:]])
+    command = " ".join(["benchmarks/bench_peers.py", *sys.argv[1:]])
+    started = time.strftime("%Y-%m-%d %H:%M")
+    if args.write and args.append:
+        with open(args.write, encoding="utf-8") as f:
+            first, rest = f.readline(), f.read()
+        if not rest.startswith(",".join(COLUMNS)):
+            raise SystemExit(f"--append: {args.write} is not a table this script wrote")
+        with open(args.write, "w", encoding="utf-8") as f:  # the new command joins line 1
+            f.write(f"{first.rstrip()}; then {command} | started {started}\n{rest}")
+    elif args.write:
         with open(args.write, "w", encoding="utf-8") as f:
-            f.write(f"# {command} | started {time.strftime('%Y-%m-%d %H:%M')}\n")
+            f.write(f"# {command} | started {started}\n")
             f.write(",".join(COLUMNS) + "\n")
     for seed in args.seeds:
         for row in rows_for_seed(seed, full, test, args.quick):
