@@ -22,6 +22,7 @@ CURRICULUM = [
     "06_vicregl_local_features",
     "07_confounds_and_unseen_scanners",
     "08_expander_and_peers",
+    "09_appendix_systems",
 ]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENTS = sorted((ROOT / "assignments").glob("**/*.ipynb"))
