@@ -158,3 +158,53 @@ def test_umap_panels_one_per_factor_quietly_and_reproducibly():
     assert np.linalg.norm(centres[0] - centres[1]) > 2 * spread  # the clusters stay apart
     with pytest.raises(ValueError, match="80 embeddings but 3 rows"):
         plot_umap(z, factors.head(3))
+
+
+# ------------------------------------------------------------ notebooks 07 and 08's figures
+
+
+def test_age_by_site_puts_each_subject_at_its_site_and_age():
+    import pandas as pd
+
+    from vicreg_lab.lab import plot_age_by_site
+
+    table = pd.DataFrame({"site": ["site-B", "site-A", "site-B"], "age": [70.0, 20.0, 60.0]})
+    ax = plot_age_by_site(table).axes[0]
+    xy = ax.collections[0].get_offsets()
+    assert np.allclose(xy[:, 1], table["age"])
+    assert np.allclose(np.round(xy[:, 0]), [1, 0, 1])  # site-A at 0, site-B at 1 (jittered)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["site-A", "site-B"]
+    assert np.isclose(ax.lines[0].get_ydata()[0], 50.0)  # the mean age
+
+
+def test_probe_errors_one_bar_per_embedding_and_protocol_with_its_chance():
+    import pandas as pd
+
+    from vicreg_lab.lab import plot_probe_errors
+
+    rows = [
+        ("VICReg", "shuffled folds", 5.0, 15.0),
+        ("VICReg", "leave one site out", 9.0, 20.0),
+        ("raw", "shuffled folds", 6.0, 15.0),
+        ("raw", "leave one site out", 12.0, 20.0),
+    ]
+    table = pd.DataFrame(rows, columns=["embedding", "protocol", "value", "chance"])
+    table = pd.concat([table.assign(metric="mae"), table.assign(metric="r2", value=0.5)])
+    ax = plot_probe_errors(table).axes[0]
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths == [5.0, 6.0, 9.0, 12.0]  # the MAE rows only, not the R^2 ones
+    chance = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections])
+    assert sorted(chance) == [15.0, 15.0, 20.0, 20.0]
+    with pytest.raises(ValueError, match="mae"):
+        plot_probe_errors(table[table["metric"] == "r2"])
+
+
+def test_rankme_against_probe_labels_every_row():
+    import pandas as pd
+
+    from vicreg_lab.lab import plot_rankme_against_probe
+
+    table = pd.DataFrame({"arm": ["a", "b", "c"], "rankme": [10, 100, 50], "age_r2": [0.4, 0, 0.2]})
+    ax = plot_rankme_against_probe(table, rankme="rankme").axes[0]
+    assert np.allclose(ax.collections[0].get_offsets(), table[["rankme", "age_r2"]].to_numpy())
+    assert [t.get_text() for t in ax.texts] == ["a", "b", "c"]

@@ -17,12 +17,15 @@ from importlib import import_module
 _EXPORTS = {
     # figures
     "GALLERY": "vicreg_lab.lab.plots",
+    "plot_age_by_site": "vicreg_lab.lab.plots",
     "plot_augmentation_gallery": "vicreg_lab.lab.plots",
     "plot_cohort_grid": "vicreg_lab.lab.plots",
     "plot_collapse_history": "vicreg_lab.lab.plots",
     "plot_collapse_reports": "vicreg_lab.lab.plots",
     "plot_factors": "vicreg_lab.lab.plots",
     "plot_loss_terms": "vicreg_lab.lab.plots",
+    "plot_probe_errors": "vicreg_lab.lab.plots",
+    "plot_rankme_against_probe": "vicreg_lab.lab.plots",
     "plot_spectrum": "vicreg_lab.lab.plots",
     "plot_subject": "vicreg_lab.lab.plots",
     "plot_umap": "vicreg_lab.lab.plots",

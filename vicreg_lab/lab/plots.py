@@ -620,3 +620,89 @@ def plot_umap(embeddings, factors, columns=("age", "site"), seed=0, n_neighbors=
         ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- confounds and peers (07, 08)
+
+
+def plot_age_by_site(participants, ax=None):
+    """Each subject's age by site (jittered dots), with the cohort's mean age as a line.
+
+    Under a site-age confound each site occupies its own band: knowing the scanner is
+    then knowing roughly the age, which is the shortcut notebook 07 catches.
+    """
+    fig, ax = _figure(ax, (5.5, 3.2))
+    sites = sorted(participants["site"].unique())
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(participants))
+    x = participants["site"].map({s: i for i, s in enumerate(sites)}).to_numpy() + jitter
+    ax.scatter(x, participants["age"], s=10, alpha=0.7)
+    ax.axhline(participants["age"].mean(), color="gray", ls=":", label="mean age")
+    ax.set_xticks(range(len(sites)), sites)
+    ax.set_ylabel("age (years)")
+    ax.set_title("age by scanner site")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_probe_errors(table, ax=None):
+    """Age-probe MAE per embedding and protocol, each beside its chance level.
+
+    ``table`` is :func:`vicreg_lab.lab.confounds.confound_table`'s (columns ``embedding``,
+    ``protocol``, ``metric``, ``value``, ``chance``); one bar per (embedding, protocol),
+    a black tick at that protocol's chance MAE (guessing the training subjects' mean).
+    """
+    mae = table[table["metric"] == "mae"]
+    if mae.empty:
+        raise ValueError("table has no 'mae' rows: pass the output of confound_table")
+    embeddings = list(dict.fromkeys(mae["embedding"]))
+    protocols = list(dict.fromkeys(mae["protocol"]))
+    fig, ax = _figure(ax, (7.0, 0.45 * len(embeddings) * len(protocols) + 1.2))
+    height = 0.8 / len(protocols)
+    for k, protocol in enumerate(protocols):
+        rows = mae[mae["protocol"] == protocol].set_index("embedding").reindex(embeddings)
+        y = np.arange(len(embeddings)) + k * height
+        ax.barh(y, rows["value"], height=height * 0.9, label=protocol)
+        chance = ax.scatter(rows["chance"], y, marker="|", s=200, color="black", zorder=3)
+    chance.set_label("chance (training mean)")
+    ax.set_yticks(np.arange(len(embeddings)) + height * (len(protocols) - 1) / 2, embeddings)
+    ax.invert_yaxis()
+    ax.set_xlabel("age MAE (years): lower is better")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rankme_against_probe(table, rankme="rep_rankme", probe="age_r2", ax=None):
+    """RankMe against the probe score, one labelled point per row of ``table``.
+
+    The rows' label is the first column (as in :func:`vicreg_lab.lab.rankme_against_probe`):
+    if a higher RankMe meant a better representation, the points would rise to the right.
+    """
+    fig, ax = _figure(ax, (6.0, 4.0))
+    label = table.columns[0]
+    ax.scatter(table[rankme], table[probe])
+    for row in table.itertuples(index=False):
+        row = row._asdict()
+        ax.annotate(
+            str(row[label]),
+            (row[rankme], row[probe]),
+            fontsize="x-small",
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(f"RankMe ({rankme})")
+    ax.set_ylabel(f"linear probe ({probe})")
+    ax.set_title("more directions is not more information")
+    fig.tight_layout()
+    return fig
+
+
+def _figure(ax, size):
+    """``(figure, axes)``: ``ax``'s figure, or a new one closed in pyplot."""
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)
+    return fig, ax
