@@ -90,12 +90,14 @@ def markdown_table(path: str) -> str:
     ]
     for confound, part in runs.groupby("confound"):
         lines += [
-            f"\nsite_age_confound = {confound}, {part['seed'].nunique()} seeds "
-            f"(chance MAE {part[part.metric == 'mae'].chance.mean():.1f} y, "
-            f"site chance {part[part.metric == 'site_bacc'].chance.mean():.2f})\n",
+            f"\nsite_age_confound = {confound}: mean (sd) over {part['seed'].nunique()} seeds\n",
             "| embedding | " + " | ".join(c[2] for c in cells) + " |",
             "|---|" + "---:|" * len(cells),
         ]
+        chance = [
+            part[(part.metric == m) & (part.protocol == p)].chance.mean() for m, p, _ in cells
+        ]
+        lines.append("| chance | " + " | ".join(f"{c:.2f}" for c in chance) + " |")
         for embedding, rows in part.groupby("embedding", sort=False):
             out = []
             for metric, protocol, _ in cells:

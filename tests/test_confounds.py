@@ -55,3 +55,48 @@ def test_the_reading_follows_the_numbers():
     assert said["anatomy"].endswith("the age read-out transfers.")
     assert said["site code"].endswith("does not transfer.")
     assert said["site code + ComBat"].endswith("does not transfer.")  # nothing left to read
+
+
+def _invariance_rows(site, unseen, chance=16.0):
+    """bench_invariance-like rows: site accuracy and unseen-site MAE per embedding and seed."""
+    import pandas as pd
+
+    rows = []
+    for name, values in site.items():
+        for seed, v in enumerate(values):
+            rows.append((name, "shuffled folds", "site_bacc", v, 0.25, 0.0, seed))
+    for name, values in unseen.items():
+        for seed, v in enumerate(values):
+            rows.append((name, "leave one site out", "mae", v, chance, 0.0, seed))
+    columns = ["embedding", "protocol", "metric", "value", "chance", "confound", "seed"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_read_invariance_counts_seeds_and_names_the_lowest_error():
+    from vicreg_lab.lab import read_invariance
+
+    table = _invariance_rows(
+        site={"cpu recipe": [1.0, 0.9, 0.95], "scanner-like views": [0.8, 0.95, 0.7]},
+        unseen={
+            "cpu recipe": [15.0, 16.0, 14.0],
+            "scanner-like views": [14.0, 17.0, 13.0],
+            "cpu recipe + ComBat": [11.0, 12.0, 12.0],
+        },
+    )
+    site, mae = read_invariance(table)
+    assert "lower in 2 of 3 seeds" in site and "0.82 against 0.95" in site
+    assert "scanner-like views 14.7 (better in 2 of 3 seeds)" in mae
+    assert "cpu recipe + ComBat 11.7 (better in 3 of 3 seeds)" in mae
+    assert "Lowest: cpu recipe + ComBat, which transfers" in mae  # 11.7 < 0.8 x 16
+
+
+def test_read_invariance_says_when_nothing_transfers_and_refuses_missing_rows():
+    from vicreg_lab.lab import read_invariance
+
+    table = _invariance_rows(
+        site={"cpu recipe": [1.0], "scanner-like views": [1.0]},
+        unseen={"cpu recipe": [15.0], "scanner-like views": [16.0], "cpu recipe + ComBat": [15.5]},
+    )
+    assert "Lowest: cpu recipe, which does not transfer" in read_invariance(table)[1]
+    with pytest.raises(ValueError, match="ComBat"):
+        read_invariance(table[table["embedding"] != "cpu recipe + ComBat"])

@@ -67,6 +67,7 @@ _EXPORTS = {
     "combat": "vicreg_lab.lab.confounds",
     "confound_table": "vicreg_lab.lab.confounds",
     "read_confounds": "vicreg_lab.lab.confounds",
+    "read_invariance": "vicreg_lab.lab.confounds",
     # exercises
     "self_check": "vicreg_lab.lab.selfcheck",
     # readings of results

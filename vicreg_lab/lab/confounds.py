@@ -24,7 +24,7 @@ import pandas as pd
 
 from vicreg_lab.probes import probe_table
 
-__all__ = ["PROTOCOLS", "TRANSFER", "combat", "confound_table", "read_confounds"]
+__all__ = ["PROTOCOLS", "TRANSFER", "combat", "confound_table", "read_confounds", "read_invariance"]
 
 #: protocol name -> the ``groups`` column of :func:`~vicreg_lab.probes.probe_table`
 PROTOCOLS = {"shuffled folds": None, "leave one site out": "site"}
@@ -144,5 +144,60 @@ def read_confounds(table: pd.DataFrame) -> list[str]:
             f"{name}: age R^2 {r2:.2f} with shuffled folds; on an unseen scanner its MAE is "
             f"{mae['value']:.1f} years against {mae['chance']:.1f} for guessing the training "
             f"mean: the age read-out {verdict}."
+        )
+    return sentences
+
+
+def read_invariance(
+    table: pd.DataFrame, base: str = "cpu recipe", augmented: str = "scanner-like views"
+) -> list[str]:
+    """Learned invariance against ComBat, in sentences computed from multi-seed rows.
+
+    ``table`` holds ``benchmarks/bench_invariance.py``'s rows (``embedding``, ``protocol``,
+    ``metric``, ``value``, ``chance``, ``confound``, ``seed``): per confound, whether the
+    ``augmented`` encoder carries less site than ``base`` (linear site probe, ``site_bacc``)
+    and whether it or ``base + ComBat`` reads age better than ``base`` on unseen scanners,
+    counted seed by seed. ``ComBat(age)`` is left out: it is told the test subjects' ages.
+    """
+
+    def per_seed(part, name, metric, protocol):
+        rows = part[
+            (part["embedding"] == name)
+            & (part["metric"] == metric)
+            & (part["protocol"] == protocol)
+        ]
+        if rows.empty:
+            raise ValueError(f"no {metric!r} rows for {name!r} ({protocol}) in the table")
+        return rows.set_index("seed")["value"]
+
+    sentences = []
+    for confound, part in table.groupby("confound"):
+        n = part["seed"].nunique()
+        site = {k: per_seed(part, k, "site_bacc", "shuffled folds") for k in (base, augmented)}
+        fewer = int((site[augmented] < site[base]).sum())
+        sentences.append(
+            f"site_age_confound {confound:g}, {n} seeds: a linear probe tells the scanner from "
+            f"the {augmented} encoder with balanced accuracy {site[augmented].mean():.2f} "
+            f"against {site[base].mean():.2f} from the {base} one (lower in {fewer} of {n} "
+            f"seeds; chance {part.loc[part['metric'] == 'site_bacc', 'chance'].mean():.2f})."
+        )
+        unseen = {
+            k: per_seed(part, k, "mae", "leave one site out")
+            for k in (base, augmented, f"{base} + ComBat")
+        }
+        chance = part[(part["metric"] == "mae") & (part["protocol"] == "leave one site out")]
+        chance = chance["chance"].mean()
+        parts = []
+        for name in (augmented, f"{base} + ComBat"):
+            better = int((unseen[name] < unseen[base]).sum())
+            parts.append(f"{name} {unseen[name].mean():.1f} (better in {better} of {n} seeds)")
+        best = min(unseen, key=lambda k: unseen[k].mean())
+        transfers = unseen[best].mean() < TRANSFER * chance
+        sentences.append(
+            f"Age MAE on an unseen scanner: {base} {unseen[base].mean():.1f} years, "
+            + ", ".join(parts)
+            + f"; chance {chance:.1f}. Lowest: {best}, which "
+            + ("transfers" if transfers else "does not transfer")
+            + f" (below {TRANSFER} x chance)."
         )
     return sentences
