@@ -3,9 +3,11 @@
 nbval (run on ``notebooks/`` by the same ``pytest`` call) proves the cells execute;
 these tests check the files themselves: kernel ``python3``, no stored outputs except
 ``# NBVAL_CHECK_OUTPUT`` cells, no code cell over 25 lines, learning objectives
-first, "Try it" prompts, a summary last, and the profile read in the first code cell.
+first, "Try it" prompts, a summary last, the profile read in the first code cell, and
+at least two self-checked exercises per notebook, with their answers in the instructors' key.
 """
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -28,6 +30,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENTS = sorted((ROOT / "assignments").glob("**/*.ipynb"))
 MAX_LINES = 25
 CHECK = "# NBVAL_CHECK_OUTPUT"
+ANSWERS = ROOT / "assignments" / "answers.md"
+EXERCISES = "Exercises (self-checked in the notebook):"
+MIN_EXERCISES = 2
 
 
 def _ids(paths):
@@ -103,3 +108,39 @@ def test_cells_that_drive_widgets_from_code_are_tagged_and_folded(path):
         tags = cell.metadata.get("tags", [])
         assert {"test-driver", "remove-input"} <= set(tags), f"{where}: tags {tags}"
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, f"{where}: not folded"
+
+
+def _answer_key() -> dict[str, str]:
+    """The sections of the answer key, by notebook number ("00", "01", ...)."""
+    sections = re.split(r"^## ", ANSWERS.read_text(encoding="utf-8"), flags=re.M)[1:]
+    return {section[:2]: section for section in sections}
+
+
+@pytest.mark.parametrize("name", CURRICULUM)
+def test_students_act_self_checked_exercises(name):
+    """Every notebook asks the student to act at least twice: a markdown cell "**Exercise N.**"
+    poses the question, and the code cell right after it sets the student's variable to None
+    (so the notebook still runs top to bottom) and hands it to ``self_check`` with the value
+    computed live. The answer key lists the notebook's exercises with their answers."""
+    nb = _read(ROOT / "notebooks" / f"{name}.ipynb")
+    checked = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for variable in re.findall(r"self_check\(\s*(\w+)", cell.source):
+            where = f"{name} cell {index}"
+            assert re.search(rf"^{variable} = None\b", cell.source, re.M), (
+                f"{where}: the student's variable {variable} is not set to None in the cell"
+            )
+            before = nb.cells[index - 1]
+            assert before.cell_type == "markdown" and "**Exercise" in before.source, (
+                f"{where}: no markdown '**Exercise' cell right before the self-check"
+            )
+            checked.append(index)
+    assert len(set(checked)) >= MIN_EXERCISES, (
+        f"{name}: {len(set(checked))} self-checked exercise(s), at least {MIN_EXERCISES} wanted"
+    )
+    section = _answer_key().get(name[:2], "")
+    assert EXERCISES in section, f"{ANSWERS.name}: no '{EXERCISES}' line for {name}"
+    answers = section.split(EXERCISES, 1)[1].split("\n\n", 1)[0]
+    assert "1." in answers and "2." in answers, f"{ANSWERS.name}: {name}'s exercises not numbered"
