@@ -144,3 +144,17 @@ def test_students_act_self_checked_exercises(name):
     assert EXERCISES in section, f"{ANSWERS.name}: no '{EXERCISES}' line for {name}"
     answers = section.split(EXERCISES, 1)[1].split("\n\n", 1)[0]
     assert "1." in answers and "2." in answers, f"{ANSWERS.name}: {name}'s exercises not numbered"
+
+
+@pytest.mark.parametrize("name", CURRICULUM)
+def test_students_predict_before_a_key_cell(name):
+    """A "**Predict ...**" prompt in a markdown cell directly before a code cell."""
+    nb = _read(ROOT / "notebooks" / f"{name}.ipynb")
+    prompts = [
+        i
+        for i, cell in enumerate(nb.cells[:-1])
+        if cell.cell_type == "markdown"
+        and "**Predict" in cell.source
+        and nb.cells[i + 1].cell_type == "code"
+    ]
+    assert prompts, f"{name}: no '**Predict first:**' prompt right before a code cell"
