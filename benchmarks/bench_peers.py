@@ -22,7 +22,8 @@ Usage (the command behind the table in docs/learning.md and notebook 04)::
     .venv/bin/python benchmarks/bench_peers.py --seeds 0 --quick   # smoke test (1 epoch)
     .venv/bin/python benchmarks/bench_peers.py --table vicreg_lab/cached/peers-cpu.csv
     # a run stopped after some seeds goes on with the others, its command added to line 1:
-    .venv/bin/python benchmarks/bench_peers.py --seeds 2 --write vicreg_lab/cached/peers-cpu.csv --append
+    .venv/bin/python benchmarks/bench_peers.py --seeds 2 --append \\
+        --write vicreg_lab/cached/peers-cpu.csv
 """
 
 from __future__ import annotations
