@@ -11,6 +11,11 @@ Usage (the command behind the table in docs/augmentations.md)::
 
     .venv/bin/python benchmarks/bench_views.py --steps 300 --seeds 0 1
     .venv/bin/python benchmarks/bench_views.py --steps 0          # ratios only, seconds
+    .venv/bin/python benchmarks/bench_views.py --crop 0.85 --intensity default \
+        --view-seeds 0 1 2 --n 128 64                              # how much the ratio moves
+
+With several ``--view-seeds`` (draws of the views and of the pairs of subjects) a ratio cell
+reads ``mean (min-max)``; with several ``--n`` each count of subjects gets its own columns.
 """
 
 from __future__ import annotations
@@ -30,15 +35,23 @@ INTENSITY = {
 }
 
 
-def ratios(crop_lows, presets, sizes=(32, 48), n=128) -> dict:
+def ratios(crop_lows, presets, sizes=(32, 48), n=128, view_seeds=(0,)) -> dict:
     out = {}
     for size in sizes:
         volumes = SyntheticCohort(n, shape=(size,) * 3, seed=0).generate(range(n))
         for preset in presets:
             for low in crop_lows:
                 augment = BatchedAugment(size, crop_scale=(low, 1.0), **INTENSITY[preset])
-                out[(preset, low, size)] = view_distance_ratio(volumes, augment, seed=0).ratio
+                out[(preset, low, size)] = [
+                    view_distance_ratio(volumes, augment, seed=s).ratio for s in view_seeds
+                ]
     return out
+
+
+def cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def probe_after_training(low: float, preset: str, steps: int, seed: int) -> tuple[float, float]:
@@ -66,18 +79,26 @@ def main(argv=None) -> None:
     parser.add_argument("--intensity", nargs="+", default=list(INTENSITY), choices=INTENSITY)
     parser.add_argument("--steps", type=int, default=0, help="training steps (0: ratios only)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--view-seeds", type=int, nargs="+", default=[0], help="seeds of the views")
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[128], help="subjects (first n of seed 0)"
+    )
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
-    table = ratios(args.crop, args.intensity)
-    header = "| intensity | crop_scale | ratio 32^3 | ratio 48^3 |"
+    tables = {n: ratios(args.crop, args.intensity, n=n, view_seeds=args.view_seeds) for n in args.n}
+    suffix = (lambda n: f", n {n}") if len(args.n) > 1 else (lambda n: "")
+    header = "| intensity | crop_scale |"
+    header += "".join(f" ratio {size}^3{suffix(n)} |" for n in args.n for size in (32, 48))
     if args.steps:
         header += f" age R^2 held-out ({args.steps} steps, seeds {args.seeds}) | train s |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for preset in args.intensity:
         for low in args.crop:
-            row = f"| {preset} | ({low}, 1.0) | {table[(preset, low, 32)]:.2f} | "
-            row += f"{table[(preset, low, 48)]:.2f} |"
+            row = f"| {preset} | ({low}, 1.0) |"
+            row += "".join(
+                f" {cell(t[(preset, low, size)])} |" for t in tables.values() for size in (32, 48)
+            )
             if args.steps:
                 runs = [probe_after_training(low, preset, args.steps, s) for s in args.seeds]
                 r2 = [r for r, _ in runs]
