@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
+from vicreg_lab.checkpoints import load_checkpoint
 from vicreg_lab.lab.cli import main
-from vicreg_lab.train import VICReg, load_checkpoint
+from vicreg_lab.train import VICReg
 
 
 def _run(argv, capsys):
@@ -248,7 +249,7 @@ def test_a_malformed_source_notebook_is_one_line_for_release_and_grade(tmp_path,
 def test_a_second_training_into_the_same_folder_is_refused_and_orphans_cleaned(tmp_path):
     import fcntl
 
-    from vicreg_lab.train import checkpoint_lock
+    from vicreg_lab.checkpoints import checkpoint_lock
 
     orphan = tmp_path / ".last.ckpt.abc123.tmp.ckpt"  # what a kill during a write leaves
     orphan.write_bytes(b"half a checkpoint")

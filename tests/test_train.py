@@ -11,9 +11,10 @@ import pytest
 import torch
 from _train_script import Blobs, make_model, noisy_flip
 
+from vicreg_lab.checkpoints import load_checkpoint
 from vicreg_lab.lab.callbacks import InterruptAfter, SimulatedInterruption
 from vicreg_lab.optim import LARS, exclude_bias_and_norm, lr_at_step
-from vicreg_lab.train import VICReg, load_checkpoint
+from vicreg_lab.train import VICReg
 from vicreg_lab.vicregl import VICRegL
 
 SCRIPT = Path(__file__).parent / "_train_script.py"

@@ -176,7 +176,7 @@ def export_pretrained(
     """
     import torch
 
-    from vicreg_lab.train import load_checkpoint
+    from vicreg_lab.checkpoints import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     state.pop("optimizer", None)

@@ -25,7 +25,6 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vicreg_lab._io import atomic_path
+from vicreg_lab import checkpoints
+from vicreg_lab.checkpoints import CHECKPOINT_NAME, checkpoint_lock, load_checkpoint
 from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.distributed import is_main, rank, world_size
@@ -46,16 +46,6 @@ from vicreg_lab.optim import build_optimizer, lr_at_step
 __all__ = ["VICReg", "channels_last", "load_checkpoint"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
-CHECKPOINT_NAME = "last.ckpt"
-#: Parameters that say where and how a run executes, not what it trains: not saved.
-RUNTIME_PARAMS = (
-    "device",
-    "num_workers",
-    "checkpoint_dir",
-    "progress",
-    "callbacks",
-    "sync_batchnorm",
-)
 
 
 # ------------------------------------------------------------------ data handling
@@ -373,7 +363,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             )
         self._build(image_shape, device)
         self.n_items_ = _len(data)
-        self.data_fingerprint_ = _fingerprint(data, first)
+        self.data_fingerprint_ = checkpoints.fingerprint(data, first)
         with checkpoint_lock(self.checkpoint_dir if is_main() else None):
             start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
             self._train(data, device, start_epoch)
@@ -544,10 +534,9 @@ class VICReg(TransformerMixin, BaseEstimator):
             name.rstrip("_"): getattr(self, name).state_dict() for name in self.network_names
         }
         return {
-            "format": "vicreg-lab-checkpoint-v1",
             "estimator": type(self).__name__,
             "epochs_done": epochs_done,
-            "params": _plain_params(self),
+            "params": checkpoints.plain_params(self),
             "input_size": list(self.input_size_),
             "n_items": getattr(self, "n_items_", None),
             "data": getattr(self, "data_fingerprint_", None),
@@ -557,9 +546,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         }
 
     def _save_checkpoint(self, path: Path, epochs_done: int) -> Path:
-        with atomic_path(path) as tmp:
-            torch.save(self._state(epochs_done), tmp)
-        return path
+        return checkpoints.save_state(self._state(epochs_done), path)
 
     def _restore_checkpoint(self, force: bool = False) -> int:
         if self.checkpoint_dir is None:
@@ -568,7 +555,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         if not path.exists():
             return 0
         state = load_checkpoint(path)
-        differences = self._differences(state)
+        differences = checkpoints.differences(state, self)
         if differences and not force:
             raise ValueError(
                 f"cannot resume from {path}: this run differs from the checkpoint's in "
@@ -579,25 +566,6 @@ class VICReg(TransformerMixin, BaseEstimator):
         self.optimizer_.load_state_dict(state["optimizer"])
         self.history_ = state["history"]
         return int(state["epochs_done"])
-
-    def _differences(self, state: dict) -> list[str]:
-        """``name: checkpoint -> this run`` for every setting a resumed run must share."""
-        saved, now = dict(state["params"]), _plain_params(self)
-        found = [
-            f"{key}: {saved.get(key)!r} -> {now.get(key)!r}"
-            for key in sorted(set(saved) | set(now))
-            if key != "max_epochs" and saved.get(key) != now.get(key)
-        ]
-        if list(state["input_size"]) != list(self.input_size_):
-            found.append(f"input size: {state['input_size']} -> {list(self.input_size_)}")
-        items = state.get("n_items")
-        if items is not None and items != getattr(self, "n_items_", None):
-            found.append(f"number of items: {items} -> {self.n_items_}")
-        elif state.get("data") not in (None, getattr(self, "data_fingerprint_", None)):
-            found.append(
-                f"data: {str(state['data'])[:12]} -> {self.data_fingerprint_} (other subjects)"
-            )
-        return found
 
     def _load_weights(self, state: dict) -> None:
         for name in self.network_names:
@@ -619,7 +587,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         gives a :class:`vicreg_lab.vicregl.VICRegL`.
         """
         state = load_checkpoint(path)
-        klass, params = _estimator_of(state)
+        klass, params = checkpoints.estimator_of(state)
         model = klass(**params)
         model.device = device
         model._build((1, *state["input_size"]), torch.device(device))
@@ -678,94 +646,6 @@ def _is_real(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-#: Bounds a checkpoint's parameters must respect before anything is built from them.
-MAX_WIDTH, MAX_INPUT_SIDE = 65536, 1024
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a vicreg-lab checkpoint safely (``weights_only=True``) and check its format.
-
-    Nothing in the file can run code; a file that is not a readable checkpoint is
-    "corrupt or truncated" (never retried with unsafe loading), and its parameters are
-    checked and bounded (:func:`check_checkpoint_params`) before a network is built.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        reason = "not a file torch can read" if not path.is_file() else type(err).__name__
-        raise ValueError(
-            f"checkpoint {path} is corrupt or truncated, or holds objects a checkpoint "
-            f"never holds ({reason}); it was not loaded"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != "vicreg-lab-checkpoint-v1":
-        raise ValueError(f"{path} is not a vicreg-lab checkpoint")
-    check_checkpoint_params(state, path)
-    return state
-
-
-def check_checkpoint_params(state: dict, where) -> None:
-    """Refuse parameters no vicreg-lab run writes (huge widths, odd sizes) before building."""
-    params, size = state.get("params"), state.get("input_size")
-    if not isinstance(params, dict):
-        raise ValueError(f"{where}: the checkpoint has no parameters")
-    if (
-        not isinstance(size, list)
-        or len(size) != 3
-        or not all(isinstance(n, int) and 1 <= n <= MAX_INPUT_SIDE for n in size)
-    ):
-        raise ValueError(f"{where}: input_size {size!r} is not [D, H, W] of 1-{MAX_INPUT_SIDE}")
-    for key in ("expander", "local_expander"):
-        spec = params.get(key)
-        if spec is None:
-            continue
-        if isinstance(spec, str) and spec.strip().lower() == "none":
-            continue  # no expander
-        widths = spec.split("-") if isinstance(spec, str) else spec
-        if not isinstance(widths, list) or not 1 <= len(widths) <= 8:
-            widths = [None]
-        if not all(str(w).isdigit() and 1 <= int(w) <= MAX_WIDTH for w in widths):
-            raise ValueError(
-                f"{where}: {key} {spec!r} is not 1-8 widths of 1-{MAX_WIDTH} "
-                "(e.g. '2048-2048-2048'); refused before building it"
-            )
-
-
-def _plain_params(model: VICReg) -> dict:
-    """Constructor parameters that a weights_only checkpoint can hold (no modules, no callables)."""
-    params = {}
-    for key, value in model.get_params(deep=False).items():
-        if key in RUNTIME_PARAMS or value is None:
-            continue
-        if isinstance(value, (str, int, float)):
-            params[key] = value
-        elif isinstance(value, (tuple, list)):
-            params[key] = list(value)
-        elif isinstance(value, dict):
-            params[key] = dict(value)
-    return params
-
-
-# VICRegL's parameters, stored by checkpoints written before VICRegL became a subclass
-_VICREGL_PARAMS = ("alpha", "num_matches", "l2_all_matches", "local_expander")
-
-
-def _estimator_of(state: dict) -> tuple[type, dict]:
-    """The estimator class a checkpoint was written by, and its constructor parameters."""
-    params = dict(state["params"])
-    name = state.get("estimator") or ("VICRegL" if params.get("loss") == "vicregl" else "VICReg")
-    params.pop("loss", None)
-    if name == "VICRegL":
-        from vicreg_lab.vicregl import VICRegL
-
-        return VICRegL, params
-    if name != "VICReg":
-        raise ValueError(f"the checkpoint was written by an unknown estimator {name!r}")
-    return VICReg, {k: v for k, v in params.items() if k not in _VICREGL_PARAMS}
-
-
 def _plain_report(report) -> dict:
     report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     plain = {}
@@ -799,49 +679,6 @@ def _views_and_geometry(output):
 def _pair_of_views(batch, device: torch.device, generator=None):
     """A ``(view1, view2, targets)`` batch's views, on ``device``; no geometry is known."""
     return (batch[0].to(device), batch[1].to(device)), (None, None)
-
-
-@contextmanager
-def checkpoint_lock(folder):
-    """Hold ``folder/.lock`` while training into it; clean temporary files left by a kill.
-
-    A second training into the same folder is refused at once (one line naming the
-    folder) instead of both writing ``last.ckpt``. ``folder=None``: nothing to lock.
-    """
-    if folder is None:
-        yield
-        return
-    import fcntl
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"{folder} is in use by another training; wait for it or choose another folder"
-            ) from None
-        for orphan in folder.glob(f".{CHECKPOINT_NAME}.*.tmp*"):  # a write cut by a kill
-            orphan.unlink(missing_ok=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _fingerprint(data, first) -> str:
-    """A short hash of which data a run trains on: the participant ids when the dataset
-    has a ``participants`` table, else the first item's volume (what a resume compares)."""
-    import hashlib
-
-    dataset = data.dataset if isinstance(data, DataLoader) else data
-    table = getattr(dataset, "participants", None)
-    if table is not None and "participant_id" in getattr(table, "columns", ()):
-        content = "\n".join(map(str, table["participant_id"])).encode()
-    else:
-        content = image_of(first).detach().cpu().contiguous().numpy().tobytes()
-    return hashlib.sha256(content).hexdigest()[:12]
 
 
 def _len(data) -> int:

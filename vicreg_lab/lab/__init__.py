@@ -90,7 +90,7 @@ _EXPORTS = {
     "occlusion_sensitivity": "vicreg_lab.saliency",
     "ridge_direction": "vicreg_lab.saliency",
     "to_nifti": "vicreg_lab.saliency",
-    "load_checkpoint": "vicreg_lab.train",
+    "load_checkpoint": "vicreg_lab.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)
