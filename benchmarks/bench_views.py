@@ -7,7 +7,7 @@ on the synthetic cohort (seed 0, 128 subjects, at 32^3 and 48^3), and, with
 (small_cnn, expander 512-512, 256 subjects at 32^3, batch 32, AdamW) on 256 HELD-OUT
 subjects of the same scanners (5-fold ridge), one row per training seed.
 
-Usage (the command behind the table in docs/augmentations.md)::
+Usage (the commands behind the tables in docs/cohort.md)::
 
     .venv/bin/python benchmarks/bench_views.py --steps 300 --seeds 0 1
     .venv/bin/python benchmarks/bench_views.py --steps 0          # ratios only, seconds
