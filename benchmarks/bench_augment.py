@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vicreg_lab.augment import BatchedAugment, SimCLRTransform
+from vicreg_lab import BatchedAugment, SimCLRTransform
 
 CASES = [(128, 64), (64, 48)]  # source side -> view side
 

@@ -1,7 +1,7 @@
 """How strong should the views be? The view/subject distance ratio and a probe, per crop scale.
 
 For each crop scale and intensity preset this prints a markdown row with the
-between-subject / within-subject distance ratio of :func:`vicreg_lab.augment.view_distance_ratio`
+between-subject / within-subject distance ratio of :func:`vicreg_lab.lab.view_distance_ratio`
 on the synthetic cohort (seed 0, 128 subjects, at 32^3 and 48^3), and, with
 ``--steps > 0``, the linear age R^2 of a VICReg encoder trained with those views
 (small_cnn, expander 512-512, 256 subjects at 32^3, batch 32, AdamW) on 256 HELD-OUT
@@ -26,8 +26,9 @@ import time
 import numpy as np
 import torch
 
-from vicreg_lab.augment import BatchedAugment, view_distance_ratio
+from vicreg_lab.augment import BatchedAugment
 from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.lab import view_distance_ratio
 
 INTENSITY = {
     "default": {},  # gamma (-0.15, 0.15), bias field 0.15

@@ -7,13 +7,9 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader
 
-from vicreg_lab.augment import (
-    AugmentParams,
-    BatchedAugment,
-    RandomResizedCrop,
-    SimCLRTransform,
-    TwoViewsCollate,
-)
+from vicreg_lab.augment import AugmentParams, BatchedAugment
+from vicreg_lab.data.collate import TwoViewsCollate
+from vicreg_lab.data.torchio_views import RandomResizedCrop, SimCLRTransform
 
 OFF = dict(p_blur=0.0, p_noise=0.0, p_intensity=0.0)  # geometry only
 

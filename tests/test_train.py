@@ -11,7 +11,10 @@ import pytest
 import torch
 from _train_script import Blobs, make_model, noisy_flip
 
+from vicreg_lab import SimCLRTransform
 from vicreg_lab.checkpoints import load_checkpoint
+from vicreg_lab.data.collate import seeded_views
+from vicreg_lab.distributed import autocast_dtype, convert_sync_batchnorm, use_sync_batchnorm
 from vicreg_lab.lab.callbacks import InterruptAfter, SimulatedInterruption
 from vicreg_lab.optim import LARS, exclude_bias_and_norm, lr_at_step
 from vicreg_lab.train import VICReg
@@ -207,14 +210,14 @@ def test_batchnorm_becomes_syncbatchnorm_under_ddp_on_gpus():
     # the official code converts the whole model (main_vicreg.py); SyncBatchNorm runs on
     # GPUs only, so the default converts on CUDA and leaves CPU (gloo) runs alone
     model, opt = _optimizer_of(estimator=VICRegL, local_expander="16-16", augmentation="batched")
-    assert model._use_sync_batchnorm(torch.device("cuda", 0))
-    assert not model._use_sync_batchnorm(torch.device("cpu"))
-    assert not make_model(sync_batchnorm=False)._use_sync_batchnorm(torch.device("cuda", 0))
+    assert use_sync_batchnorm(model.sync_batchnorm, torch.device("cuda", 0))
+    assert not use_sync_batchnorm(None, torch.device("cpu"))
+    assert not use_sync_batchnorm(False, torch.device("cuda", 0))
     with pytest.raises(ValueError, match="SyncBatchNorm does not run on CPU"):
-        make_model(sync_batchnorm=True)._use_sync_batchnorm(torch.device("cpu"))
+        use_sync_batchnorm(True, torch.device("cpu"))
 
     before = {id(p) for g in opt.param_groups for p in g["params"]}
-    model._convert_to_sync_batchnorm()
+    convert_sync_batchnorm(model, model.network_names)
     norms = [
         m
         for net in (model.encoder_, model.expander_, model.local_expander_)
@@ -228,10 +231,9 @@ def test_batchnorm_becomes_syncbatchnorm_under_ddp_on_gpus():
 
 
 def test_seeded_torchio_views_ignore_the_global_rng_batches_and_workers():
-    model = make_model(augmentation="torchio", batch_size=2)
-    model._build((1, 16, 16, 16), torch.device("cpu"))
     data = Blobs(n=4)
-    dataset, collate = model._torchio_views(data, epoch=1)
+    transform = SimCLRTransform((1, 16, 16, 16))
+    dataset, collate = seeded_views(data, transform, seed=0, epoch=1)
     items = [dataset[i] for i in range(4)]
     torch.manual_seed(7)
     first, second, targets = collate(items)
@@ -241,7 +243,7 @@ def test_seeded_torchio_views_ignore_the_global_rng_batches_and_workers():
     again, _, _ = collate(items[::-1])  # other RNG state, other batch order
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
     assert torch.equal(again, first.flip(0))
-    other_epoch, _, _ = model._torchio_views(data, epoch=2)[1](items)
+    other_epoch, _, _ = seeded_views(data, transform, seed=0, epoch=2)[1](items)
     assert not torch.equal(other_epoch, first)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate, num_workers=1)
     in_worker = torch.cat([views for views, _, _ in loader])
@@ -383,16 +385,15 @@ def test_repr_shows_only_changed_parameters():
 
 def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch):
     """precision="auto": bf16 on Ampere+, fp32 on a T4 (emulated bf16 is slower) and CPUs."""
-    model = VICReg(precision="auto")
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert model._autocast_dtype(cuda) is torch.bfloat16
+    assert autocast_dtype("auto", cuda) is torch.bfloat16
     monkeypatch.setattr(
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
     )
-    assert model._autocast_dtype(cuda) is None  # a T4: only emulated bf16
-    assert model._autocast_dtype(torch.device("cpu")) is None
-    assert VICReg(precision="bf16")._autocast_dtype(torch.device("cpu")) is torch.bfloat16
+    assert autocast_dtype("auto", cuda) is None  # a T4: only emulated bf16
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
 
 
 def test_transform_sees_volumes_rescaled_like_the_training_views():
@@ -415,7 +416,7 @@ def _refuse(x, generator):
 
 
 def test_fit_takes_a_loader_of_two_view_batches_without_augmenting_them_again():
-    from vicreg_lab.augment import BatchedAugment, TwoViewsCollate
+    from vicreg_lab import BatchedAugment, TwoViewsCollate
 
     data = Blobs(n=16)
     collate = TwoViewsCollate(BatchedAugment(16, seed=0))

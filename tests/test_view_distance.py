@@ -2,8 +2,9 @@
 
 import pytest
 
-from vicreg_lab.augment import BatchedAugment, view_distance_ratio
+from vicreg_lab.augment import BatchedAugment
 from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.lab import view_distance_ratio
 
 OFF = dict(p_intensity=0.0, p_blur=0.0, p_noise=0.0, flip_prob=0.0)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import mni_brain
 
-from vicreg_lab.augment import SimCLRTransform
+from vicreg_lab import SimCLRTransform
 from vicreg_lab.lab.plots import _NO_AUGMENTATION, GALLERY, plot_augmentation_gallery
 
 

@@ -18,7 +18,15 @@ from torch.utils.data import DataLoader
 from vicreg_lab._io import atomic_path
 from vicreg_lab.data import image_of
 
-__all__ = ["CHECKPOINT_NAME", "check_checkpoint_params", "checkpoint_lock", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "check_checkpoint_params",
+    "checkpoint_lock",
+    "load_checkpoint",
+    "load_weights",
+    "restore",
+    "state_of",
+]
 
 FORMAT = "vicreg-lab-checkpoint-v1"
 CHECKPOINT_NAME = "last.ckpt"
@@ -185,3 +193,50 @@ def fingerprint(data, first) -> str:
     else:
         content = image_of(first).detach().cpu().contiguous().numpy().tobytes()
     return hashlib.sha256(content).hexdigest()[:12]
+
+
+def state_of(model, epochs_done: int) -> dict:
+    """What a checkpoint of a fitted estimator holds (see the module's docstring)."""
+    networks = {name.rstrip("_"): getattr(model, name).state_dict() for name in model.network_names}
+    return {
+        "estimator": type(model).__name__,
+        "epochs_done": epochs_done,
+        "params": plain_params(model),
+        "input_size": list(model.input_size_),
+        "n_items": getattr(model, "n_items_", None),
+        "data": getattr(model, "data_fingerprint_", None),
+        **networks,
+        "optimizer": model.optimizer_.state_dict(),
+        "history": model.history_,
+    }
+
+
+def load_weights(model, state: dict) -> None:
+    """Load a checkpoint's networks into a built estimator."""
+    for name in model.network_names:
+        key = name.rstrip("_")
+        if key not in state:
+            raise ValueError(f"the checkpoint has no {key} weights for {type(model).__name__}")
+        getattr(model, name).load_state_dict(state[key])
+
+
+def restore(model, force: bool = False) -> int:
+    """Continue a built estimator from ``checkpoint_dir/last.ckpt``; returns the epochs done
+    (0 without a checkpoint). A checkpoint of another run is refused, naming the fields."""
+    if model.checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    path = Path(model.checkpoint_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    state = load_checkpoint(path)
+    found = differences(state, model)
+    if found and not force:
+        raise ValueError(
+            f"cannot resume from {path}: this run differs from the checkpoint's in "
+            f"{'; '.join(found)} (start a new --out, or resume='force' / "
+            "--force-resume to continue anyway)"
+        )
+    load_weights(model, state)
+    model.optimizer_.load_state_dict(state["optimizer"])
+    model.history_ = state["history"]
+    return int(state["epochs_done"])

@@ -1,4 +1,4 @@
-"""The few pieces of ``torch.distributed`` that VICReg needs.
+"""Where a run executes: the device, the precision, and the pieces of ``torch.distributed``.
 
 VICReg's variance and covariance are batch statistics, but under ``torchrun`` each
 process holds a slice of the batch: :func:`gather_with_grad` joins the slices, with
@@ -11,8 +11,68 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["gather_with_grad", "init_distributed", "is_main", "rank", "world_size"]
+__all__ = [
+    "autocast_dtype",
+    "convert_sync_batchnorm",
+    "gather_with_grad",
+    "init_distributed",
+    "is_main",
+    "rank",
+    "resolve_device",
+    "use_sync_batchnorm",
+    "world_size",
+    "wrap_ddp",
+]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: this rank's CUDA device when there is one (set by torchrun), else the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast, or None for float32. ``"auto"``: bf16 on GPUs with native bfloat16
+    only (Ampere and later; on a T4 emulated bf16 is slower than float32)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else None
+    return None
+
+
+def use_sync_batchnorm(sync_batchnorm: bool | None, device: torch.device) -> bool:
+    """Whether BatchNorm becomes SyncBatchNorm under torch.distributed (None: on GPUs only,
+    as the official code; SyncBatchNorm does not run on CPU)."""
+    if sync_batchnorm is None:
+        return device.type == "cuda"
+    if sync_batchnorm and device.type == "cpu":
+        raise ValueError(
+            "sync_batchnorm=True needs GPUs: PyTorch's SyncBatchNorm does not run on "
+            "CPU; leave sync_batchnorm=None (per-process BatchNorm on CPU) or False"
+        )
+    return bool(sync_batchnorm)
+
+
+def convert_sync_batchnorm(model, names) -> None:
+    """BatchNorm -> SyncBatchNorm in ``model``'s networks ``names``; the converted layers take
+    over the same parameter tensors, so the optimizer built on them keeps training them."""
+    for name in names:
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+
+
+def wrap_ddp(modules: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    """Each module in DistributedDataParallel (gradients averaged across processes)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return {name: DDP(module, device_ids=ids) for name, module in modules.items()}
 
 
 def world_size() -> int:

@@ -1,20 +1,8 @@
-r"""The VICReg loss (Bardes, Ponce & LeCun, ICLR 2022).
+r"""The VICReg loss (Bardes, Ponce & LeCun, ICLR 2022), as the official ``main_vicreg.py``.
 
-For the embeddings ``z1, z2`` of shape ``(N, D)`` of two views of one batch::
+For embeddings ``z1, z2`` (N, D) of two views of a batch, with the terms defined below::
 
     loss = lambda * s(Z, Z') + mu * [v(Z) + v(Z')] / 2 + nu * [c(Z) + c(Z')]
-
-    invariance  s(Z, Z') = 1/(N D) sum_{n,d} (z_nd - z'_nd)^2          # F.mse_loss
-    variance    v(Z)     = 1/D sum_d relu(gamma - sqrt(Var(z_d) + eps))
-    covariance  c(Z)     = 1/D sum_{i != j} C(Z)_ij^2,    C(Z) = Z^T Z / (N - 1)
-
-with ``z`` centred over the batch and ``Var`` unbiased. Defaults and semantics
-(variances averaged over the views, covariances summed) follow the official
-``main_vicreg.py``.
-
-Fast path: when ``N < D`` (batch 256, expander 8192) the ``D x D`` matrix ``C`` is
-never built; the sum of its squared entries comes from the ``N x N`` Gram matrix,
-accumulated in float64, see :func:`_offdiag_sq_sum_gram`.
 """
 
 from __future__ import annotations
@@ -22,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
+from vicreg_lab.covariance_kernels import offdiag_sq_sum, offdiag_sq_sum_dxd, offdiag_sq_sum_gram
 from vicreg_lab.distributed import gather_with_grad
 
 __all__ = [
@@ -49,11 +37,7 @@ def vicreg_loss(
     gather_distributed: bool = False,
     check_finite: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """VICReg loss of two batches of embeddings (functional form of :class:`VICRegLoss`).
-
-    Computed in float32 (float64 if an input is) even under ``torch.autocast``: the
-    square root of small variances and the sum of ``D^2`` squares lose too much in
-    half precision.
+    """VICReg loss of two batches of embeddings, in float32 (float64 if an input is).
 
     Parameters
     ----------
@@ -61,32 +45,23 @@ def vicreg_loss(
         Embeddings of the two views, row ``n`` of each from the same image; ``N >= 2``.
     inv_coeff, var_coeff, cov_coeff : float
         Weights ``lambda``, ``mu``, ``nu`` of the three terms.
-    gamma : float
-        Target standard deviation of every embedding dimension.
-    eps : float
-        Added to the variance before the square root (finite gradient at collapse).
+    gamma, eps : float
+        Target standard deviation of each dimension; added to the variance under the root.
     gather_distributed : bool
-        With an initialised multi-process group, take the variance and covariance over
-        the embeddings of all processes (same ``N`` on each); invariance stays local.
+        Variance and covariance over the embeddings of all processes (invariance stays local).
     check_finite : bool
         Raise on NaN or infinite inputs (costs a GPU-host sync).
 
     Returns
     -------
     dict of str to torch.Tensor
-        ``"loss"`` (weighted total) and the **unweighted** terms ``"invariance"``,
-        ``"variance"``, ``"covariance"``.
+        ``"loss"`` (weighted) and the unweighted ``"invariance"``, ``"variance"``, ``"covariance"``.
 
-    Examples
-    --------
-    >>> z1, z2 = torch.randn(32, 64), torch.randn(32, 64)
-    >>> sorted(vicreg_loss(z1, z2))
-    ['covariance', 'invariance', 'loss', 'variance']
-    >>> float(vicreg_loss(z1, z1)["invariance"])
+    >>> float(vicreg_loss(torch.ones(4, 8), torch.ones(4, 8))["invariance"])
     0.0
     """
     check_embeddings(z1, z2, check_finite=check_finite)
-    # Autocast off, or the matmuls below would run in half precision again.
+    # Autocast off: a half-precision square root of small variances loses too much.
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1, z2 = _to_loss_dtype(z1, z2)
         invariance, variance, covariance = _loss_terms(
@@ -119,32 +94,22 @@ class VICRegLoss(nn.Module):
         return vicreg_loss(z1, z2, *hparams, self.gather_distributed, self.check_finite)
 
     def extra_repr(self) -> str:
-        return (
-            f"inv_coeff={self.inv_coeff}, var_coeff={self.var_coeff}, "
-            f"cov_coeff={self.cov_coeff}, gamma={self.gamma}, eps={self.eps}, "
-            f"gather_distributed={self.gather_distributed}"
-        )
-
-
-# ----------------------------------------------------------------------------- the three terms
+        names = ("inv_coeff", "var_coeff", "cov_coeff", "gamma", "eps", "gather_distributed")
+        return ", ".join(f"{name}={getattr(self, name)}" for name in names)
 
 
 def invariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """``s(Z, Z')``: mean squared distance between the two views' embeddings (N, D)."""
+    """``s(Z, Z') = 1/(N D) sum_{n,d} (z_nd - z'_nd)^2``, the mean squared distance."""
     return F.mse_loss(z1, z2)
 
 
 def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """``v(Z)``: hinge ``relu(gamma - std)`` on every dimension of ``z`` (N, D), averaged.
-
-    >>> float(variance(torch.zeros(8, 4)))  # collapsed: every std is 0, the hinge is ~gamma
-    0.9900000095367432
-    """
+    """``v(Z) = 1/D sum_d relu(gamma - sqrt(Var(z_d) + eps))``, ``Var`` unbiased."""
     return _variance(center(z), gamma, eps)
 
 
 def covariance(z: torch.Tensor) -> torch.Tensor:
-    """``c(Z)``: sum of the squared off-diagonal covariances of ``z`` (N, D), divided by D."""
+    """``c(Z) = 1/D sum_{i != j} C_ij^2``, ``C = Z^T Z / (N - 1)`` for centred ``Z``."""
     return offdiag_sq_sum(center(z)) / z.shape[1]
 
 
@@ -158,121 +123,27 @@ def _loss_terms(
     cov_form: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unweighted (invariance, variance, covariance); ``cov_form`` "gram"/"dxd" forces a form."""
-    offdiag = {"auto": offdiag_sq_sum, "gram": _offdiag_sq_sum_gram, "dxd": _offdiag_sq_sum_dxd}
+    offdiag = {"auto": offdiag_sq_sum, "gram": offdiag_sq_sum_gram, "dxd": offdiag_sq_sum_dxd}
     if cov_form not in offdiag:
         raise ValueError(f"cov_form must be 'auto', 'gram' or 'dxd', got {cov_form!r}")
     inv = invariance(z1, z2)  # on the local batch only, as the official code
     if gather_distributed:
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    z1, z2 = center(z1), center(z2)  # once, for both terms
+    z1, z2 = center(z1), center(z2)
     var = (_variance(z1, gamma, eps) + _variance(z2, gamma, eps)) / 2
-    sq_sum = offdiag[cov_form]
-    cov = (sq_sum(z1) + sq_sum(z2)) / z1.shape[1]
+    cov = (offdiag[cov_form](z1) + offdiag[cov_form](z2)) / z1.shape[1]
     return inv, var, cov
 
 
 def _variance(z: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
-    """Hinge on the standard deviation of each dimension of centred ``z``, averaged."""
-    var = z.pow(2).sum(dim=0) / (z.shape[0] - 1)  # unbiased, (D,) = diag(C)
+    var = z.pow(2).sum(dim=0) / (z.shape[0] - 1)  # z centred: unbiased variance, diag(C)
     return F.relu(gamma - torch.sqrt(var + eps)).mean()
 
 
 def center(z: torch.Tensor) -> torch.Tensor:
-    """Subtract the batch mean, in two passes.
-
-    The second pass removes the rounding error of the first mean (``eps * |mean|``),
-    which is not small next to the spread of a collapsed batch.
-    """
+    """Subtract the batch mean twice: the second pass removes the first one's rounding error."""
     z = z - z.mean(dim=0)
     return z - z.mean(dim=0)
-
-
-def offdiag_sq_sum(z: torch.Tensor) -> torch.Tensor:
-    """Sum of the squared off-diagonal entries of ``C = z^T z / (N - 1)`` for centred ``z``.
-
-    The Gram form costs ``O(N^2 D)`` time and ``N^2`` memory, the ``D x D`` form
-    ``O(N D^2)`` and ``D^2``: the Gram form is cheaper exactly when ``N < D``.
-    """
-    n, d = z.shape
-    return _offdiag_sq_sum_gram(z) if n < d else _offdiag_sq_sum_dxd(z)
-
-
-def _offdiag_sq_sum_gram(z: torch.Tensor) -> torch.Tensor:
-    """Off-diagonal sum of squares of ``C`` from the ``N x N`` Gram matrix ``z z^T``.
-
-    As ``||z^T z||_F^2 = tr(z^T z z^T z) = ||z z^T||_F^2``::
-
-        sum_{i != j} C_ij^2 = (||z z^T||_F^2 - sum_d (sum_n z_nd^2)^2) / (N - 1)^2
-
-    That difference cancels when the off-diagonal part is small next to the
-    variances (decorrelated dimensions, or one dominant dimension), so it is
-    accumulated in float64, where products of float32 numbers are exact. A tiny
-    negative left by float64 rounding is clamped to 0, the true minimum.
-    """
-    return _GramOffdiagSqSum.apply(z)[0]
-
-
-class _GramOffdiagSqSum(torch.autograd.Function):
-    """The Gram form in float64 by column blocks (no float64 copy of ``z``), gradient by hand.
-
-    Only ``z`` and the ``N x N`` Gram matrix are kept for the backward pass::
-
-        d/dz [||z z^T||_F^2 - sum_d s_d^2] = 4 (z z^T z - z * s),   s_d = sum_n z_nd^2
-    """
-
-    generate_vmap_rule = True  # vicreg_lab.vicregl maps the loss over match indices
-
-    @staticmethod
-    def forward(z):
-        gram = diagonal_sq = 0.0
-        for block in _float64_blocks(z):
-            gram = gram + block @ block.T
-            diagonal_sq = diagonal_sq + block.pow(2).sum(dim=0).pow(2).sum()
-        offdiag = (gram.pow(2).sum() - diagonal_sq) / (z.shape[0] - 1) ** 2
-        return offdiag.clamp(min=0).to(z.dtype), gram
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        value, gram = output
-        ctx.mark_non_differentiable(gram)
-        ctx.save_for_backward(inputs[0], gram, value)
-
-    @staticmethod
-    @once_differentiable  # gram is saved as a constant: a second derivative would be wrong
-    def backward(ctx, grad_value, _grad_gram):
-        z, gram, value = ctx.saved_tensors
-        scale = 4 * grad_value.to(gram.dtype) / (z.shape[0] - 1) ** 2
-        scale = torch.where(value > 0, scale, 0.0)  # clamped to 0: the minimum, flat
-        grads = [
-            (scale * (gram @ block - block * block.pow(2).sum(dim=0))).to(z.dtype)
-            for block in _float64_blocks(z)
-        ]
-        return torch.cat(grads, dim=1)
-
-
-#: Columns of ``z`` taken to float64 at a time (Gram form), rows of ``C`` squared at a time (D x D).
-_BLOCK = 1024
-
-
-def _float64_blocks(z: torch.Tensor):
-    """The columns of ``z`` in float64 (float32 on MPS, which has no float64), by blocks."""
-    dtype = torch.float32 if z.device.type == "mps" else torch.float64
-    for start in range(0, z.shape[1], _BLOCK):
-        yield z[:, start : start + _BLOCK].to(dtype)
-
-
-def _offdiag_sq_sum_dxd(z: torch.Tensor) -> torch.Tensor:
-    """Off-diagonal sum of squares of ``C``, building the ``D x D`` matrix (the textbook form).
-
-    The diagonal is zeroed (in place: one ``D x D`` tensor) before squaring, so no
-    difference cancels; ``torch.sum`` by row blocks adds the ``D^2`` squares accurately.
-    """
-    cov = (z.T @ z) / (z.shape[0] - 1)
-    cov.diagonal().zero_()
-    return sum(rows.pow(2).sum() for rows in cov.split(_BLOCK))
-
-
-# ----------------------------------------------------------------------------- input checks
 
 
 def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) -> None:
@@ -309,6 +180,5 @@ def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) 
 
 
 def _to_loss_dtype(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both inputs in float64 if either is, otherwise in float32."""
     dtype = torch.float64 if torch.float64 in (z1.dtype, z2.dtype) else torch.float32
     return z1.to(dtype), z2.to(dtype)

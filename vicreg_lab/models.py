@@ -1,20 +1,9 @@
-"""3D encoders and the VICReg expander.
+"""3D encoders, ``(B, 1, D, H, W)`` -> ``(B, F)`` by global average pooling, and the expander.
 
-An encoder maps a volume batch ``(B, 1, D, H, W)`` to representations ``(B, F)`` by
-global average pooling. Every built-in encoder (see :func:`list_encoders`) has
-
-- ``representation_size``: the int ``F``, known without a forward pass;
-- ``forward_features(x)``: the last feature map ``(B, C, d, h, w)`` before pooling
-  (local features, e.g. for VICRegL);
-- ``feature_grid``: ``(stride, offset)``: feature-map cell ``j`` (along any axis) is
-  centred on input voxel ``offset + stride * j`` (VICRegL places cells with it).
-
-Examples
---------
->>> encoder = build_encoder("small_cnn")
->>> expander = build_expander(encoder.representation_size, "256-256")
->>> expander(encoder(torch.randn(4, 1, 32, 32, 32))).shape
-torch.Size([4, 256])
+Every built-in encoder (:func:`list_encoders`) has ``representation_size`` (``F``, an int),
+``forward_features(x)`` (the last feature map ``(B, C, d, h, w)``, before pooling) and
+``feature_grid = (stride, offset)``: feature-map cell ``j`` along any axis is centred on
+input voxel ``offset + stride * j`` (VICRegL places its local features with it).
 """
 
 from __future__ import annotations
@@ -24,6 +13,8 @@ from functools import partial
 
 import torch
 from torch import nn
+
+from vicreg_lab.model_checks import check_user_encoder, parse_expander_spec
 
 __all__ = [
     "build_encoder",
@@ -36,28 +27,12 @@ __all__ = [
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list:
     """Conv3d (no bias: the BatchNorm has one), BatchNorm3d, ReLU."""
-    return [
-        nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False),
-        nn.BatchNorm3d(c_out),
-        nn.ReLU(inplace=True),
-    ]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Kaiming-normal convolutions (fan_out, as torchvision), unit BatchNorm."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    conv = nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False)
+    return [conv, nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
 
 
 class _Encoder3d(nn.Module):
-    """Base class: ``forward`` pools ``forward_features`` and flattens to ``(B, F)``."""
-
-    representation_size: int
-    feature_grid: tuple[int, float]  # (stride, offset) of the feature map's cell centres
+    """Base: ``forward`` pools ``forward_features`` to ``(B, F)``; see the module docstring."""
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
@@ -70,11 +45,15 @@ class _Encoder3d(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool3d(self.forward_features(x), 1), 1)
 
     def reset_parameters(self) -> None:
-        """Fresh initial weights, drawn as the constructor does; BatchNorm statistics reset."""
+        """Fresh weights as the constructor draws them: Kaiming (fan_out) convs, unit BatchNorm."""
         for m in self.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
-        _init_weights(self)
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
 
 class _BasicBlock3d(nn.Module):
@@ -100,18 +79,10 @@ class _BasicBlock3d(nn.Module):
 
 
 class ResNet3d(_Encoder3d):
-    """3D ResNet with BasicBlocks: stem (conv 7 stride 2, max pool), four stages.
+    """3D ResNet: stem (conv 7 stride 2, max pool), then four stages of ``blocks`` BasicBlocks.
 
-    Parameters
-    ----------
-    blocks : sequence of 4 int
-        Blocks per stage: ``(1, 1, 1, 1)`` ResNet-10, ``(2, 2, 2, 2)`` ResNet-18,
-        ``(3, 4, 6, 3)`` ResNet-34.
-    width : float
-        Multiplier of the stage widths 64-128-256-512.
-    zero_init_residual : bool
-        Zero the last BatchNorm of every block, so each starts as the identity (as the
-        official VICReg ResNet-50).
+    ``width`` scales the stage widths 64-128-256-512; ``zero_init_residual`` zeroes each
+    block's last BatchNorm, so that each block starts as the identity (official VICReg).
     """
 
     def __init__(
@@ -127,22 +98,18 @@ class ResNet3d(_Encoder3d):
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
-        self.in_channels = in_channels
-        self.representation_size = widths[-1]
+        self.in_channels, self.representation_size = in_channels, widths[-1]
         self.stem = nn.Sequential(
             *_conv_bn_relu(in_channels, widths[0], 7, 2, 3), nn.MaxPool3d(3, 2, 1)
         )
         stages, c_in = [], widths[0]
         for i, (n, c_out) in enumerate(zip(blocks, widths, strict=True)):
             first = _BasicBlock3d(c_in, c_out, stride=1 if i == 0 else 2)
-            stages.append(
-                nn.Sequential(first, *[_BasicBlock3d(c_out, c_out, 1) for _ in range(n - 1)])
-            )
+            rest = [_BasicBlock3d(c_out, c_out, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(first, *rest))
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        # Every strided layer (conv 7 pad 3, max pool 3 pad 1, conv 3 pad 1, conv 1 pad 0)
-        # centres output i on input 2 i: cell j sees a window centred on voxel 32 j.
-        self.feature_grid = (32, 0.0)
+        self.feature_grid = (32, 0.0)  # each strided layer centres output i on input 2 i
         self.zero_init_residual = zero_init_residual
         self.reset_parameters()
 
@@ -156,24 +123,14 @@ class ResNet3d(_Encoder3d):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature map ``(B, representation_size, D/32, H/32, W/32)`` (rounded up)."""
         self._check_input(x)
-        x = self.stem(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
 class SmallCNN(_Encoder3d):
-    """A small, fast 3D CNN for CPUs and classrooms.
+    """A small, fast 3D CNN: a "patchify" stem (kernel 4, stride 4), three 3^3 conv-BN-ReLU.
 
-    A "patchify" stem (kernel 4, stride 4) shrinks the volume 64-fold before anything
-    else (that is what makes it fast), then three 3^3 conv-BN-ReLU layers.
-
-    Parameters
-    ----------
-    widths : sequence of 4 int
-        Channels of the four convolutions; the last is ``representation_size``.
-    output_stride : {16, 8, 4}
-        Input voxels per feature-map cell along each axis; 8 and 4 drop the stride of
-        the last one or two convolutions: a finer map for local features (VICRegL),
-        same weight shapes.
+    ``widths``: channels of the four convolutions. ``output_stride`` (16, 8 or 4): input voxels
+    per feature-map cell; 8 and 4 give finer maps for VICRegL, with the same weights.
     """
 
     def __init__(
@@ -190,17 +147,14 @@ class SmallCNN(_Encoder3d):
             raise ValueError(f"output_stride must be 16, 8 or 4, got {output_stride!r}")
         c1, c2, c3, c4 = widths
         s3, s4 = strides[output_stride]
-        self.in_channels = in_channels
-        self.representation_size = int(c4)
+        self.in_channels, self.representation_size = in_channels, int(c4)
         self.features = nn.Sequential(
             *_conv_bn_relu(in_channels, c1, 4, 4, 0),
             *_conv_bn_relu(c1, c2, 3, 1, 1),
             *_conv_bn_relu(c2, c3, 3, s3, 1),
             *_conv_bn_relu(c3, c4, 3, s4, 1),
         )
-        # The stem's cell i covers voxels 4 i .. 4 i + 3 (centre 4 i + 1.5); the padded
-        # 3^3 convolutions centre output i on input (stride * i): cell j -> 1.5 + stride * j.
-        self.feature_grid = (int(output_stride), 1.5)
+        self.feature_grid = (int(output_stride), 1.5)  # stem cell i: voxels 4 i .. 4 i + 3
         self.reset_parameters()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,32 +182,16 @@ def build_encoder(
     input_shape: Sequence[int] = (32, 32, 32),
     **kwargs,
 ) -> nn.Module:
-    """Build an encoder by name, or check and return a user module.
+    """Build an encoder by name (:func:`list_encoders`), or check and return a user module.
 
-    Parameters
-    ----------
-    name_or_module : str or nn.Module
-        A name from :func:`list_encoders`, or a module mapping ``(B, C, D, H, W)`` to
-        ``(B, F)``, returned as is. If it has no int ``representation_size``, ``F`` is
-        found by a dry run on zeros ``(2, in_channels, *input_shape)`` (eval mode, no
-        grad, training flags restored) and stored as ``representation_size``.
-    in_channels : int
-        Input channels (1 for a T1w volume).
-    input_shape : sequence of 3 int
-        Spatial shape of the dry run (user modules only).
-    **kwargs
-        For the named constructor: ``width``, ``zero_init_residual`` (ResNets);
-        ``widths``, ``output_stride`` (``small_cnn``).
-
-    Examples
-    --------
-    >>> build_encoder("resnet18_3d", width=0.5).representation_size
-    256
+    A user module maps ``(B, C, D, H, W)`` to ``(B, F)``; without an int ``representation_size``,
+    a dry run on zeros ``(2, in_channels, *input_shape)`` sets it. ``kwargs`` go to the named
+    constructor: ``width``, ``zero_init_residual`` (ResNets); ``widths``, ``output_stride``.
     """
     if isinstance(name_or_module, nn.Module):
         if kwargs:
             raise TypeError(f"keyword arguments {sorted(kwargs)} only apply to named encoders")
-        return _check_user_module(name_or_module, in_channels, input_shape)
+        return check_user_encoder(name_or_module, in_channels, input_shape)
     if not isinstance(name_or_module, str) or name_or_module not in _REGISTRY:
         raise ValueError(
             f"unknown encoder {name_or_module!r}; expected one of {list_encoders()} or an nn.Module"
@@ -261,59 +199,9 @@ def build_encoder(
     return _REGISTRY[name_or_module](in_channels=in_channels, **kwargs)
 
 
-def _check_user_module(
-    module: nn.Module, in_channels: int, input_shape: Sequence[int]
-) -> nn.Module:
-    """Return ``module`` with a checked (or dry-run inferred) ``representation_size``."""
-    size = getattr(module, "representation_size", None)
-    if isinstance(size, int) and size > 0:
-        return module
-    if size is not None:
-        raise ValueError(f"representation_size must be a positive int, got {size!r}")
-    param = next(module.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    flags = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad():
-            out = module(torch.zeros(2, in_channels, *input_shape, device=device))
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"an encoder must map (B, {in_channels}, D, H, W) to (B, F); a dry run on "
-            f"(2, {in_channels}, {', '.join(map(str, input_shape))}) returned {got} "
-            "(add global pooling and flatten, or pass another input_shape)"
-        )
-    module.representation_size = int(out.shape[1])
-    return module
-
-
-def _parse_spec(spec: str | Sequence[int]) -> list[int]:
-    """``"a-b-c"`` or ``[a, b, c]`` -> ``[a, b, c]``, checked; ``"none"`` -> ``[]``."""
-    if isinstance(spec, str) and spec.strip().lower() == "none":
-        return []
-    if isinstance(spec, str):
-        parts = spec.split("-")
-        if not all(p.strip().isdigit() for p in parts):
-            raise ValueError(
-                f"expander spec {spec!r} is not dash-separated positive ints, e.g. '8192-8192-8192'"
-            )
-        sizes = [int(p) for p in parts]
-    else:
-        sizes = list(spec)
-        if not all(isinstance(s, int) for s in sizes):
-            raise ValueError(f"expander spec must contain ints, got {spec!r}")
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"expander sizes must be positive ints, got {spec!r}")
-    return sizes
-
-
 def _mlp(in_size: int, spec: str | Sequence[int], linear: Callable, norm: Callable):
     """``linear, norm, ReLU`` per hidden size, then a last ``linear`` without bias."""
-    sizes = [in_size, *_parse_spec(spec)]
+    sizes = [in_size, *parse_expander_spec(spec)]
     if len(sizes) == 1:  # "none": the loss sees the representation itself
         return nn.Sequential()
     layers: list[nn.Module] = []
@@ -324,19 +212,10 @@ def _mlp(in_size: int, spec: str | Sequence[int], linear: Callable, norm: Callab
 
 
 def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential:
-    """The VICReg expander (projector), laid out as in the official implementation.
+    """The VICReg expander (official layout) on representations of size ``in_features``.
 
-    ``spec="a-b-c"`` gives ``Linear(F, a), BatchNorm1d(a), ReLU, Linear(a, b),
-    BatchNorm1d(b), ReLU, Linear(b, c, bias=False)`` for ``F = in_features``.
-
-    Parameters
-    ----------
-    in_features : int
-        Representation size ``F`` (``encoder.representation_size``).
-    spec : str or sequence of int
-        Output sizes of the linear layers, e.g. ``"8192-8192-8192"`` or ``[512, 512]``;
-        ``"none"`` gives no expander (an empty ``nn.Sequential``, the identity): the loss
-        is then computed on the representation, as in the paper's ablation.
+    ``spec="a-b-c"`` (or ``[a, b, c]``) gives ``Linear(F, a), BatchNorm1d, ReLU, Linear(a, b),
+    BatchNorm1d, ReLU, Linear(b, c, bias=False)``; ``"none"``: the identity (paper's ablation).
     """
     if not isinstance(in_features, int) or in_features < 1:
         raise ValueError(f"in_features must be a positive int, got {in_features!r}")
@@ -344,12 +223,7 @@ def build_expander(in_features: int, spec: str | Sequence[int]) -> nn.Sequential
 
 
 def build_local_expander(in_channels: int, spec: str | Sequence[int]) -> nn.Sequential:
-    """The dense expander of VICRegL: :func:`build_expander` as 1x1x1 convolutions.
-
-    Maps a feature map ``(B, C, d, h, w)`` to ``(B, spec[-1], d, h, w)``: every cell goes
-    through the same MLP (the official VICRegL's ``maps_projector``), with BatchNorm
-    statistics over the batch and all the cells. Official VICRegL: ``"512-512-512"``.
-    """
+    """VICRegL's dense expander: :func:`build_expander` as 1x1x1 convolutions, on every cell."""
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
     return _mlp(in_channels, spec, partial(nn.Conv3d, kernel_size=1), nn.BatchNorm3d)

@@ -1,22 +1,18 @@
 """The VICReg estimator: ``VICReg(...).fit(dataset)``, then ``transform`` to embed volumes.
 
-scikit-learn style: the constructor only stores its parameters; :meth:`VICReg.fit`
-learns and sets the trailing-underscore attributes (``encoder_``, ``expander_``,
-``history_``); :meth:`VICReg.transform` returns numpy embeddings.
-
-One training step, as in the official implementation (facebookresearch/vicreg)::
+scikit-learn style: the constructor only stores its parameters; :meth:`VICReg.fit` sets the
+trailing-underscore attributes (``encoder_``, ``expander_``, ``history_``). One training
+step, as in the official implementation (facebookresearch/vicreg)::
 
     view1, view2 = augment(x), augment(x)              # two random views of each volume
     z1 = expander(encoder(view1)); z2 = expander(encoder(view2))
     loss = VICRegLoss(inv, var, cov)(z1, z2)["loss"]   # bf16 autocast on CUDA
     loss.backward(); optimizer.step()                  # LARS or AdamW, warm-up + cosine
 
-VICRegL (:class:`vicreg_lab.vicregl.VICRegL`) is a subclass that changes the step.
-
-Reproducibility: the shuffling and the augmentation of epoch ``e`` are drawn from
-generators seeded with ``(seed, e)`` (TorchIO views: from seeds of ``(seed, e, item,
-view)``), so a run resumed from the checkpoint written at the end of an epoch continues
-exactly as the uninterrupted run would have (on CPU).
+Subclasses change the step: :class:`vicreg_lab.VICRegL` (local features), and VICReg's
+peers in :mod:`vicreg_lab.peers`. The shuffling and the augmentations of epoch ``e`` are
+drawn from generators seeded with ``(seed, e)``, so a run resumed from the checkpoint of
+an epoch continues exactly as the uninterrupted run would have (on CPU).
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vicreg_lab import checkpoints
+from vicreg_lab import checkpoints, distributed
 from vicreg_lab.checkpoints import CHECKPOINT_NAME, checkpoint_lock, load_checkpoint
 from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import collapse_report
@@ -48,9 +44,6 @@ __all__ = ["VICReg", "channels_last", "load_checkpoint"]
 TERMS = ("loss", "invariance", "variance", "covariance")
 
 
-# ------------------------------------------------------------------ data handling
-
-
 def _seeded_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
     return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
 
@@ -60,75 +53,44 @@ def augment_generator(seed: int, epoch: int, rank: int, device) -> torch.Generat
     return _seeded_generator(seed + 1 + 1000 * rank, epoch, device)
 
 
-# ------------------------------------------------------------------ the estimator
-
-
 class VICReg(TransformerMixin, BaseEstimator):
     """VICReg self-supervised training of a 3D encoder.
 
     Parameters
     ----------
-    encoder : str or nn.Module, default="small_cnn"
-        A name from :func:`vicreg_lab.models.list_encoders`, or a module.
-    expander : str, default="512-512"
-        Expander widths (official VICReg: ``"8192-8192-8192"``).
-    inv_coeff, var_coeff, cov_coeff : float, default=25, 25, 1
-        Loss weights (see :class:`vicreg_lab.VICRegLoss`).
-    optimizer : {"adamw", "lars"}, default="adamw"
-        LARS as in the official code (see :class:`vicreg_lab.optim.LARS`).
-    lr, weight_decay : float, optional
-        Defaults: AdamW 1e-3 and 1e-4; LARS ``0.2 * batch_size / 256`` and 1e-6.
-    warmup_epochs : float, default=1
-        Linear warm-up, then cosine decay, per step.
-    batch_size, max_epochs : int, default=32, 10
-    input_size : tuple of int, optional
-        Shape (D, H, W) of the views; default: the volumes' shape.
-    augmentation : "batched", "torchio" or callable, default="batched"
-        "batched": :class:`vicreg_lab.BatchedAugment` on the training device; "torchio":
-        :class:`vicreg_lab.SimCLRTransform` in the DataLoader workers; a callable
-        ``f(x, generator) -> views`` on a batch (B, 1, D, H, W).
-    augment_params : dict, optional
-        Strength knobs of the augmentation (see :class:`vicreg_lab.AugmentParams`).
-    device : str, default="auto"
-        "auto" picks CUDA when available.
-    precision : {"auto", "bf16", "fp32"}, default="auto"
-        "auto": bf16 autocast on GPUs with native bfloat16, fp32 elsewhere.
-    num_workers : int, default=0
-        DataLoader workers.
-    checkpoint_dir : str or Path, optional
-        Where ``last.ckpt`` is written (atomically) at the end of every epoch.
-    seed : int, default=0
-    progress : bool, default=True
-        A ``tqdm.auto`` progress bar with the loss terms.
-    callbacks : sequence of callables, optional
-        Called as ``callback(estimator, event, record)``, event ``"step"`` or ``"epoch"``.
-    sync_batchnorm : bool, optional
-        SyncBatchNorm under torch.distributed; default: on CUDA only (it does not run on CPU).
-    encoder_kwargs : dict, optional
-        Passed to :func:`vicreg_lab.models.build_encoder`, e.g. ``{"width": 0.5}``.
+    encoder : a name from :func:`vicreg_lab.models.list_encoders`, or a module ("small_cnn").
+    expander : expander widths, "512-512" (official VICReg: "8192-8192-8192").
+    inv_coeff, var_coeff, cov_coeff : the loss weights, 25, 25, 1 (:class:`vicreg_lab.VICRegLoss`).
+    optimizer : "adamw" or "lars" (:class:`vicreg_lab.optim.LARS`, as in the official code).
+    lr, weight_decay : AdamW 1e-3 and 1e-4, LARS ``0.2 * batch_size / 256`` and 1e-6 if None.
+    warmup_epochs : linear warm-up (1 epoch), then cosine decay, per step.
+    batch_size, max_epochs : 32, 10.
+    input_size : (D, H, W) of the views; default: the volumes' shape.
+    augmentation : "batched" (:class:`vicreg_lab.BatchedAugment` on the training device),
+        "torchio" (:class:`vicreg_lab.SimCLRTransform` in the DataLoader workers), or a
+        callable ``f(x, generator) -> views`` on a batch (B, 1, D, H, W).
+    augment_params : dict of :class:`vicreg_lab.lab.AugmentParams` strengths.
+    device : "auto" picks CUDA when available.
+    precision : "auto" (bf16 autocast on GPUs with native bfloat16), "bf16" or "fp32".
+    num_workers : DataLoader workers (0).
+    checkpoint_dir : where ``last.ckpt`` is written (atomically) after every epoch.
+    seed : 0.
+    progress : a ``tqdm.auto`` progress bar with the loss terms (True).
+    callbacks : callables ``callback(estimator, event, record)``, event "step" or "epoch".
+    sync_batchnorm : SyncBatchNorm under torch.distributed; None: on CUDA only.
+    encoder_kwargs : passed to :func:`vicreg_lab.build_encoder`, e.g. ``{"width": 0.5}``.
 
     Attributes
     ----------
-    encoder_, expander_ : nn.Module
-        The trained networks.
-    history_ : dict
-        ``"step"``: a record per step (the loss terms, lr, volumes/s); ``"epoch"``: a record
-        per epoch with the mean terms and ``collapse`` / ``collapse_expander``, collapse
-        reports of a held batch (the representation's scale-free, the expander's against
-        the variance target std 1).
-    representation_size_ : int
-
-    Examples
-    --------
-    >>> cohort = SyntheticCohort(n_subjects=64, shape=(32, 32, 32))  # doctest: +SKIP
-    >>> model = VICReg(max_epochs=2).fit(cohort)                     # doctest: +SKIP
-    >>> embeddings = model.transform(cohort)                          # doctest: +SKIP
+    encoder_, expander_ : the trained networks; ``representation_size_``: the encoder's.
+    history_ : ``"step"``: a record per step (the loss terms, lr, volumes/s); ``"epoch"``: a
+        record per epoch with the mean terms and ``collapse`` / ``collapse_expander``,
+        collapse reports of a held batch (the representation's scale-free, the expander's
+        against the variance term's target std 1).
     """
 
-    #: Keys of the loss dict (and of every step record).
-    TERMS = TERMS
-    #: The trained networks: saved, loaded and switched to eval mode together.
-    network_names = ("encoder_", "expander_")
+    TERMS = TERMS  # keys of the loss dict and of every step record
+    network_names = ("encoder_", "expander_")  # saved, loaded and put in eval mode together
 
     def __init__(
         self,
@@ -197,30 +159,14 @@ class VICReg(TransformerMixin, BaseEstimator):
             value = getattr(self, name, None)
             if value is None and name in ("lr", "weight_decay"):
                 continue  # chosen by the optimizer
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
+            real = isinstance(value, int | float) and not isinstance(value, bool)
+            if not real or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if isinstance(self.augmentation, str) and self.augmentation not in ("batched", "torchio"):
             raise ValueError(
                 "augmentation must be 'batched', 'torchio' or a callable, "
                 f"got {self.augmentation!r}"
             )
-
-    def _resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            if not torch.cuda.is_available():
-                return torch.device("cpu")
-            return torch.device("cuda", torch.cuda.current_device())  # set per rank by torchrun
-        return torch.device(self.device)
-
-    def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        if self.precision == "bf16":
-            return torch.bfloat16
-        if self.precision == "auto" and device.type == "cuda":
-            # Native bfloat16 only (Ampere and later): on a T4 it would be emulated, slower
-            # than float32, so "auto" keeps float32 there.
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-            return torch.bfloat16 if native else None
-        return None
 
     def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
         torch.manual_seed(self.seed)
@@ -246,14 +192,13 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     def _make_augment(self):
         """``f(x, generator) -> (views, geometry or None)``, or None for TorchIO."""
-        params = dict(self.augment_params or {})
         if callable(self.augmentation):
             augmentation = self.augmentation
             return lambda x, generator: _views_and_geometry(augmentation(x, generator))
         if self.augmentation == "batched":
             from vicreg_lab.augment import BatchedAugment
 
-            augment = BatchedAugment(input_size=self.input_size_, **params)
+            augment = BatchedAugment(self.input_size_, **dict(self.augment_params or {}))
             return lambda x, generator: augment(x, generator=generator)
         return None  # torchio: the views come from the DataLoader's collate function
 
@@ -270,7 +215,11 @@ class VICReg(TransformerMixin, BaseEstimator):
             sampler.set_epoch(epoch)
         collate = stack_images
         if self.augmentation == "torchio" and shuffle:
-            data, collate = self._torchio_views(data, epoch)
+            from vicreg_lab.data.collate import seeded_views
+            from vicreg_lab.data.torchio_views import SimCLRTransform
+
+            size, params = (1, *self.input_size_), dict(self.augment_params or {})
+            data, collate = seeded_views(data, SimCLRTransform(size, **params), self.seed, epoch)
         return DataLoader(
             data,
             batch_size=self.batch_size,
@@ -282,31 +231,12 @@ class VICReg(TransformerMixin, BaseEstimator):
             generator=_seeded_generator(self.seed, epoch) if shuffle else None,
         )
 
-    def _torchio_views(self, data, epoch: int):
-        """``(dataset, collate)`` giving TorchIO views that a resumed run draws again.
-
-        TorchIO draws from torch's global RNG, which differs between a resumed and an
-        uninterrupted run (and between DataLoader workers): each view is drawn from a
-        seed of ``(seed, epoch, item index, view)`` instead, which none of these change.
-        """
-        from vicreg_lab.augment import SimCLRTransform
-        from vicreg_lab.augment.collate import IndexedDataset, SeededTwoViewsCollate
-
-        transform = SimCLRTransform(
-            input_size=(1, *self.input_size_), **dict(self.augment_params or {})
-        )
-        return IndexedDataset(data), SeededTwoViewsCollate(transform, self.seed, epoch)
-
     # ---------------------------------------------------------------- training
 
     def _views_function(self, data) -> Callable:
-        """How a batch becomes two views, chosen once per :meth:`fit`.
-
-        A DataLoader whose ``collate_fn`` is a :class:`~vicreg_lab.augment.TwoViewsCollate`
-        (or ``augmentation="torchio"``, for which :meth:`_loader` builds one) already yields
-        ``(view1, view2, targets)``; anything else yields volumes, augmented on the device.
-        """
-        from vicreg_lab.augment import TwoViewsCollate
+        """How a batch becomes two views: a DataLoader with a TwoViewsCollate (or TorchIO's,
+        built by :meth:`_loader`) yields ``(view1, view2, targets)``; else augment on device."""
+        from vicreg_lab.data.collate import TwoViewsCollate
 
         if isinstance(data, DataLoader) and isinstance(data.collate_fn, TwoViewsCollate):
             return _pair_of_views
@@ -337,24 +267,22 @@ class VICReg(TransformerMixin, BaseEstimator):
         return criterion(z1, z2)
 
     def _criterion(self, distributed: bool) -> nn.Module:
-        # finiteness is checked on the terms, after the step
-        coeffs = (self.inv_coeff, self.var_coeff, self.cov_coeff)
+        coeffs = (self.inv_coeff, self.var_coeff, self.cov_coeff)  # finiteness: after the step
         return VICRegLoss(*coeffs, gather_distributed=distributed, check_finite=False)
 
     def fit(self, data, resume: bool | str = False) -> VICReg:
         """Train on a Dataset of volumes (1, D, H, W), or a DataLoader.
 
         Items may be a tensor, ``(image, target)`` or a dict with key ``"image"``; a
-        DataLoader with a :class:`~vicreg_lab.augment.TwoViewsCollate` yields views already.
+        DataLoader with a :class:`~vicreg_lab.TwoViewsCollate` yields views already.
         ``resume=True`` continues from ``checkpoint_dir/last.ckpt`` if it exists, and
-        refuses a checkpoint whose parameters (``max_epochs`` aside), input size or number
-        of items differ from this run's, naming the fields; ``resume="force"`` continues
-        anyway.
+        refuses a checkpoint whose parameters (``max_epochs`` aside), input size or data
+        differ from this run's, naming the fields; ``resume="force"`` continues anyway.
         """
         if resume not in (False, True, "force"):
             raise ValueError(f"resume must be True, False or 'force', got {resume!r}")
         self._check_params()
-        device = self._resolve_device()
+        device = distributed.resolve_device(self.device)
         first = data.dataset[0] if isinstance(data, DataLoader) else data[0]
         image_shape = tuple(image_of(first).shape)
         if len(image_shape) != 4 or image_shape[0] != 1:
@@ -365,7 +293,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         self.n_items_ = _len(data)
         self.data_fingerprint_ = checkpoints.fingerprint(data, first)
         with checkpoint_lock(self.checkpoint_dir if is_main() else None):
-            start_epoch = self._restore_checkpoint(force=resume == "force") if resume else 0
+            start_epoch = checkpoints.restore(self, force=resume == "force") if resume else 0
             self._train(data, device, start_epoch)
         for network in self._networks():
             network.eval()
@@ -373,13 +301,13 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     def _train(self, data, device: torch.device, start_epoch: int) -> None:
         """The epochs from ``start_epoch`` on (``fit`` has built and restored everything)."""
-        distributed = world_size() > 1
-        if distributed and self._use_sync_batchnorm(device):
-            self._convert_to_sync_batchnorm()
+        several = world_size() > 1
+        if several and distributed.use_sync_batchnorm(self.sync_batchnorm, device):
+            distributed.convert_sync_batchnorm(self, self.network_names)
         self._modules = self._training_modules()
-        if distributed:
-            self._modules = _wrap_ddp(self._modules, device)
-        criterion = self._criterion(distributed)
+        if several:
+            self._modules = distributed.wrap_ddp(self._modules, device)
+        criterion = self._criterion(several)
         held = self._held_batch(data, device)
         steps_per_epoch = len(self._loader(data, 0))
         if steps_per_epoch == 0:
@@ -403,7 +331,7 @@ class VICReg(TransformerMixin, BaseEstimator):
     def _train_epoch(self, data, epoch, device, criterion, schedule, views_of, bar) -> None:
         steps_per_epoch, warmup = schedule
         total = steps_per_epoch * self.max_epochs
-        autocast_dtype = self._autocast_dtype(device)
+        dtype = distributed.autocast_dtype(self.precision, device)
         for network in self._networks():
             network.train()
         generator = augment_generator(self.seed, epoch, rank(), device)
@@ -414,11 +342,7 @@ class VICReg(TransformerMixin, BaseEstimator):
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
             views, geometries = views_of(batch, device, generator)
-            with torch.autocast(
-                device.type,
-                dtype=autocast_dtype or torch.float32,
-                enabled=autocast_dtype is not None,
-            ):
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
                 terms = self._loss_terms(criterion, views, geometries)
             values = {k: float(terms[k].detach()) for k in self.TERMS}
             self._check_finite(values, step, epoch)
@@ -459,12 +383,8 @@ class VICReg(TransformerMixin, BaseEstimator):
         return self.prepare(stack_images(dataset[i] for i in range(n))).to(device)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Un-augmented volumes as the encoder sees its training views.
-
-        Both augmentations start by min-max rescaling each volume to [0, 1]: un-augmented
-        volumes get the same, then are resized to ``input_size_``, so that the encoder is
-        not evaluated on raw scanner intensities it never saw in training.
-        """
+        """Un-augmented volumes as the encoder sees its training views: min-max rescaled to
+        [0, 1] per volume (as both augmentations start) and resized to ``input_size_``."""
         x = x.float()
         flat = x.flatten(1)
         lo, hi = flat.amin(1), flat.amax(1)
@@ -472,9 +392,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         x = (x - lo.view(shape)) / (hi - lo).clamp_min(1e-12).view(shape)
         if tuple(x.shape[-3:]) == self.input_size_:
             return x
-        return torch.nn.functional.interpolate(
-            x, size=self.input_size_, mode="trilinear", align_corners=False
-        )
+        return nn.functional.interpolate(x, self.input_size_, mode="trilinear", align_corners=False)
 
     def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
         steps = [r for r in self.history_["step"] if r["epoch"] == epoch]
@@ -500,98 +418,32 @@ class VICReg(TransformerMixin, BaseEstimator):
         record["collapse_expander"] = _plain_report(collapse_report(emb.cpu(), target_std=1.0))
         self.history_["epoch"].append(record)
         if self.checkpoint_dir is not None and is_main():
-            self._save_checkpoint(Path(self.checkpoint_dir) / CHECKPOINT_NAME, epoch + 1)
+            path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
+            checkpoints.save_state(checkpoints.state_of(self, epoch + 1), path)
         self._notify("epoch", record)
 
     def _notify(self, event: str, record: dict) -> None:
         for callback in self.callbacks:
             callback(self, event, record)
 
-    def _use_sync_batchnorm(self, device: torch.device) -> bool:
-        """Whether :meth:`fit` converts BatchNorm to SyncBatchNorm (several processes)."""
-        if self.sync_batchnorm is None:  # the official code always converts (on GPUs)
-            return device.type == "cuda"
-        if self.sync_batchnorm and device.type == "cpu":
-            raise ValueError(
-                "sync_batchnorm=True needs GPUs: PyTorch's SyncBatchNorm does not run on "
-                "CPU; leave sync_batchnorm=None (per-process BatchNorm on CPU) or False"
-            )
-        return bool(self.sync_batchnorm)
-
-    def _convert_to_sync_batchnorm(self) -> None:
-        """BatchNorm -> SyncBatchNorm in every network.
-
-        The converted layers take over the same parameter and buffer tensors, so the
-        optimizer (built on those parameters) keeps training them.
-        """
-        for name in self.network_names:
-            setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def _state(self, epochs_done: int) -> dict:
-        networks = {
-            name.rstrip("_"): getattr(self, name).state_dict() for name in self.network_names
-        }
-        return {
-            "estimator": type(self).__name__,
-            "epochs_done": epochs_done,
-            "params": checkpoints.plain_params(self),
-            "input_size": list(self.input_size_),
-            "n_items": getattr(self, "n_items_", None),
-            "data": getattr(self, "data_fingerprint_", None),
-            **networks,
-            "optimizer": self.optimizer_.state_dict(),
-            "history": self.history_,
-        }
-
-    def _save_checkpoint(self, path: Path, epochs_done: int) -> Path:
-        return checkpoints.save_state(self._state(epochs_done), path)
-
-    def _restore_checkpoint(self, force: bool = False) -> int:
-        if self.checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir")
-        path = Path(self.checkpoint_dir) / CHECKPOINT_NAME
-        if not path.exists():
-            return 0
-        state = load_checkpoint(path)
-        differences = checkpoints.differences(state, self)
-        if differences and not force:
-            raise ValueError(
-                f"cannot resume from {path}: this run differs from the checkpoint's in "
-                f"{'; '.join(differences)} (start a new --out, or resume='force' / "
-                "--force-resume to continue anyway)"
-            )
-        self._load_weights(state)
-        self.optimizer_.load_state_dict(state["optimizer"])
-        self.history_ = state["history"]
-        return int(state["epochs_done"])
-
-    def _load_weights(self, state: dict) -> None:
-        for name in self.network_names:
-            key = name.rstrip("_")
-            if key not in state:
-                raise ValueError(f"the checkpoint has no {key} weights for {type(self).__name__}")
-            getattr(self, name).load_state_dict(state[key])
+    # ---------------------------------------------------------------- files
 
     def save(self, path: str | Path) -> Path:
         """Save the trained estimator (weights, parameters, history) atomically."""
         self._check_fitted()
-        return self._save_checkpoint(Path(path), len(self.history_["epoch"]))
+        state = checkpoints.state_of(self, len(self.history_["epoch"]))
+        return checkpoints.save_state(state, Path(path))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> VICReg:
-        """Load an estimator written by :meth:`save` or a training checkpoint.
-
-        Read with ``weights_only=True``: the file cannot run code. A VICRegL checkpoint
-        gives a :class:`vicreg_lab.vicregl.VICRegL`.
-        """
+        """Load an estimator written by :meth:`save` or a training checkpoint, safely
+        (``weights_only=True``); a VICRegL checkpoint gives a :class:`vicreg_lab.VICRegL`."""
         state = load_checkpoint(path)
         klass, params = checkpoints.estimator_of(state)
         model = klass(**params)
         model.device = device
         model._build((1, *state["input_size"]), torch.device(device))
-        model._load_weights(state)
+        checkpoints.load_weights(model, state)
         model.history_ = state["history"]
         for network in model._networks():
             network.eval()
@@ -614,11 +466,9 @@ class VICReg(TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def feature_maps(self, data, batch_size: int | None = None) -> np.ndarray:
-        """Feature maps (N, representation_size_, d, h, w), before pooling.
-
-        Cell ``j`` along an axis is centred on voxel ``offset + stride * j`` of the resized
-        volume, with ``(stride, offset) = encoder_.feature_grid``.
-        """
+        """Feature maps (N, representation_size_, d, h, w), before pooling; cell ``j`` along
+        an axis is centred on voxel ``offset + stride * j``, ``(stride, offset) =
+        encoder_.feature_grid``."""
         self._check_fitted()
         if not callable(getattr(self.encoder_, "forward_features", None)):
             raise ValueError(f"{type(self.encoder_).__name__} has no forward_features(x)")
@@ -627,34 +477,15 @@ class VICReg(TransformerMixin, BaseEstimator):
     def _encode(self, data, batch_size: int | None, network) -> np.ndarray:
         device = next(self.encoder_.parameters()).device
         self.encoder_.eval()
+        size = batch_size or self.batch_size
         if torch.is_tensor(data):
-            batches = data.split(batch_size or self.batch_size)
+            batches = data.split(size)
         elif isinstance(data, DataLoader):
             batches = (image_of(b) for b in data)
         else:
-            batches = DataLoader(
-                data, batch_size=batch_size or self.batch_size, collate_fn=stack_images
-            )
+            batches = DataLoader(data, batch_size=size, collate_fn=stack_images)
         out = [network(channels_last(self.prepare(x).to(device))).float().cpu() for x in batches]
         return torch.cat(out).numpy()
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _plain_report(report) -> dict:
-    report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    plain = {}
-    for key, value in report.items():
-        if isinstance(value, str):
-            plain[key] = value
-        elif np.ndim(value) == 0:
-            plain[key] = float(value)
-    return plain
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -662,11 +493,10 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d) if x.device.type == "cuda" else x
 
 
-def _wrap_ddp(modules: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    ids = [device.index] if device.type == "cuda" else None
-    return {name: DDP(module, device_ids=ids) for name, module in modules.items()}
+def _plain_report(report) -> dict:
+    """A collapse report's numbers and verdict, as a checkpoint can hold them."""
+    items = report.to_dict().items()
+    return {k: v if isinstance(v, str) else float(v) for k, v in items if np.ndim(v) == 0}
 
 
 def _views_and_geometry(output):

@@ -1,15 +1,7 @@
-"""Batched augmentations: a whole (B, 1, D, H, W) batch at once, on its own device.
+"""The augmentations of ``SimCLRTransform`` on a whole (B, 1, D, H, W) batch, on its device.
 
-The knobs and distributions of :class:`~vicreg_lab.augment.SimCLRTransform`, in plain
-torch so that a GPU (or the CPU's BLAS) works on the whole batch:
-
-1. crop, flips and rotation composed into one affine map, applied by ONE
-   ``F.grid_sample`` straight to the output size;
-2. min-max rescaling to [0, 1] (it commutes with trilinear interpolation);
-3. gamma and a multiplicative bias field (``p_intensity``);
-4. a separable Gaussian blur as banded matrix products (``p_blur``);
-5. additive Gaussian noise (``p_noise``).
-"""
+Crop, flips and rotation make one affine map per view, resampled by ONE ``F.grid_sample``
+straight to the output size; then min-max rescaling, gamma and bias field, blur and noise."""
 
 from __future__ import annotations
 
@@ -24,57 +16,28 @@ _D = AugmentParams  # class attributes hold the defaults: one source of truth
 class BatchedAugment:
     """Random crop/flip/rotation + blur/noise/gamma/bias field on a batch of volumes.
 
+    The strengths are the fields of :class:`AugmentParams`. Each call draws one ``torch.rand`` of
+    shape (B, 38), then the noise, whatever the strengths: a knob changes how strong an operation
+    is, not which random numbers it uses. A location maps from view 1 to view 2 by ``inv(A2) @ A1``.
+
     Parameters
     ----------
     input_size : int or tuple of int, default=(1, 64, 64, 64)
-        Output size: an int (cube), (D, H, W) or (1, D, H, W).
-    crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma, \
-bias_field, p_blur, p_noise, p_intensity
-        Strengths; see :class:`~vicreg_lab.augment.AugmentParams`.
+        An int (cube), (D, H, W) or (1, D, H, W).
     seed : int or None, default=None
-        Seed of the instance's own generator (mixed with the DataLoader worker id);
-        None uses torch's global RNG.
-
-    Notes
-    -----
-    Each call draws one ``torch.rand`` of shape (B, 38), then the noise, whatever
-    the strengths: a knob changes how strong an operation is, not which random
-    numbers it uses. CPU and CUDA generators give different streams.
-
-    Voxel ``i`` spans ``[i - 0.5, i + 0.5]`` (``align_corners=False``). A location
-    seen in both views maps from view 1 to view 2 by ``inv(A2) @ A1`` (4 x 4
-    homogeneous). Rotations turn about the view's centre; samples outside the
-    source repeat its border.
-
-    Examples
-    --------
-    >>> augment = BatchedAugment(input_size=16, seed=0)
-    >>> views, geometry = augment(torch.rand(2, 1, 24, 24, 24))
-    >>> tuple(views.shape), tuple(geometry.shape)
-    ((2, 1, 16, 16, 16), (2, 3, 4))
+        Seeds the instance's generator (mixed with the DataLoader worker id); None: global RNG.
     """
 
     def __init__(
-        self,
-        input_size=(1, 64, 64, 64),
-        crop_scale=_D.crop_scale,
-        flip_prob=_D.flip_prob,
-        flip_axes=_D.flip_axes,
-        rotation_degrees=_D.rotation_degrees,
-        blur_sigma=_D.blur_sigma,
-        noise_std=_D.noise_std,
-        gamma=_D.gamma,
-        bias_field=_D.bias_field,
-        p_blur=_D.p_blur,
-        p_noise=_D.p_noise,
-        p_intensity=_D.p_intensity,
-        seed: int | None = None,
-    ):
+        self, input_size=(1, 64, 64, 64), crop_scale=_D.crop_scale, flip_prob=_D.flip_prob,
+        flip_axes=_D.flip_axes, rotation_degrees=_D.rotation_degrees, blur_sigma=_D.blur_sigma,
+        noise_std=_D.noise_std, gamma=_D.gamma, bias_field=_D.bias_field, p_blur=_D.p_blur,
+        p_noise=_D.p_noise, p_intensity=_D.p_intensity, seed: int | None = None,
+    ):  # fmt: skip
         self.input_size = parse_input_size(input_size)
         self.params = AugmentParams(
-            crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std,
-            gamma, bias_field, p_blur, p_noise, p_intensity,
-        )  # fmt: skip
+            crop_scale, flip_prob, flip_axes, rotation_degrees, blur_sigma, noise_std, gamma,
+            bias_field, p_blur, p_noise, p_intensity)  # fmt: skip
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
 
@@ -83,47 +46,33 @@ bias_field, p_blur, p_noise, p_intensity
         return f"BatchedAugment(input_size={self.input_size}, {knobs}, seed={self.seed})"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """Augment a float batch (B, 1, D, H, W) on any device.
+        """Augment a float batch (B, 1, D, H, W) on any device; ``generator`` may be on the CPU.
 
-        Parameters
-        ----------
-        generator : torch.Generator, optional
-            On ``x``'s device or the CPU. Default: the seeded generator, if any.
-
-        Returns
-        -------
-        views : torch.Tensor
-            float32 (B, *input_size), on ``x``'s device.
-        geometry : torch.Tensor
-            float32 (B, 3, 4) maps ``A`` from view to source voxel indices (d, h, w):
-            ``src = A[:, :, :3] @ idx + A[:, :, 3]``. Before the intensity steps a
-            view voxel is the rescaled source interpolated there.
-        """
+        Returns float32 ``views`` (B, *input_size) and ``geometry`` (B, 3, 4), the maps ``A`` from
+        view to source voxel indices (d, h, w): ``src = A[:, :, :3] @ idx + A[:, :, 3]``."""
         check_volume(x, 5, "BatchedAugment")
         size = self.input_size[1:]
         check_upsampling(x.shape[2:], size, "BatchedAugment")
         gen = self._generator(x.device) if generator is None else generator
+        on = x.device if gen is None else gen.device  # a CPU generator draws on the CPU
         # uniforms: 0-9 geometry, 10-31 gamma and bias field, 32-35 blur, 36-37 noise
-        u = torch.rand((x.shape[0], 38), generator=gen, device=_device(gen, x.device)).to(x.device)
+        u = torch.rand((x.shape[0], 38), generator=gen, device=on).to(x.device)
         geometry = _geometry(u[:, :10], self.params, x.shape[2:], size)
-        flat = x.flatten(1)
-        lo, hi = flat.amin(1).float(), flat.amax(1).float()  # rescaling commutes with resampling
+        lo, hi = x.float().flatten(1).aminmax(dim=1)  # rescaling commutes with resampling
         views = _resample(x.float(), geometry, size)
         views = (views - _col(lo)) / _col(hi - lo).clamp_min(1e-12)
         return _intensity(views, u, self.params, size, gen), geometry
 
     def two_views(self, x: torch.Tensor, generator: torch.Generator | None = None):
         """Two independent views of each volume: ``(view1, view2, geometry1, geometry2)``."""
-        v1, g1 = self(x, generator)
-        v2, g2 = self(x, generator)
+        (v1, g1), (v2, g2) = self(x, generator), self(x, generator)
         return v1, v2, g1, g2
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
             return None
         seed = worker_seed(self.seed)
-        key = f"{device}/{seed}"
-        if key not in self._generators:
+        if (key := f"{device}/{seed}") not in self._generators:
             self._generators[key] = torch.Generator(device=device).manual_seed(seed)
         return self._generators[key]
 
@@ -139,28 +88,20 @@ def _intensity(views, u, p: AugmentParams, size, gen) -> torch.Tensor:
         return v.exp_()
 
     def blur(v, i):
-        sigma = p.blur_sigma[0] + (p.blur_sigma[1] - p.blur_sigma[0]) * u[i, 33:36]
-        return gaussian_blur(v, sigma)
+        return gaussian_blur(v, p.blur_sigma[0] + (p.blur_sigma[1] - p.blur_sigma[0]) * u[i, 33:36])
 
     def noise(v, i):
         std = p.noise_std[0] + (p.noise_std[1] - p.noise_std[0]) * u[i, 37]
-        z = torch.randn(v.shape, generator=gen, device=_device(gen, v.device))
+        z = torch.randn(v.shape, generator=gen, device=v.device if gen is None else gen.device)
         return v + _col(std) * z.to(v.device)
 
     views = _apply_where(u[:, 10] < p.p_intensity, views, gamma_bias)
-    if p.blur_sigma[1] > 0:
-        views = _apply_where(u[:, 32] < p.p_blur, views, blur)
-    if p.noise_std[1] > 0:
-        views = _apply_where(u[:, 36] < p.p_noise, views, noise)
-    return views
-
-
-def _device(gen: torch.Generator | None, default: torch.device) -> torch.device:
-    return default if gen is None else gen.device
+    views = _apply_where((u[:, 32] < p.p_blur) & (p.blur_sigma[1] > 0), views, blur)
+    return _apply_where((u[:, 36] < p.p_noise) & (p.noise_std[1] > 0), views, noise)
 
 
 def _apply_where(mask: torch.Tensor, views: torch.Tensor, fn) -> torch.Tensor:
-    """``fn(views[i], i)`` on the samples ``i`` where ``mask`` holds; the others are kept."""
+    """``fn(views[i], i)`` where ``mask[i]`` holds; the other samples are kept."""
     idx = mask.nonzero()[:, 0]
     if len(idx) == len(mask):
         return fn(views, idx)
@@ -176,22 +117,18 @@ def _col(v: torch.Tensor) -> torch.Tensor:
 
 def _geometry(u: torch.Tensor, p: AugmentParams, src_shape, size) -> torch.Tensor:
     """(B, 3, 4) view -> source index maps; ``u``: crop fraction, position, flips, angles."""
-    dev = u.device
-    n = torch.tensor(src_shape, dtype=torch.float32, device=dev)
-    m = torch.tensor(size, dtype=torch.float32, device=dev)
+    n, m = (torch.tensor(s, dtype=torch.float32, device=u.device) for s in (src_shape, size))
     fraction = p.crop_scale[0] + (p.crop_scale[1] - p.crop_scale[0]) * u[:, :1]
     extent = fraction ** (1 / 3) * n  # (B, 3) crop sides, in source voxels
     start = u[:, 1:4] * (n - extent)  # first crop edge (voxel edges at 0 .. n)
     scale = extent / m
     # crop: view voxel centre k -> source index, with voxel i spanning [i - 0.5, i + 0.5]
     crop = _affine(torch.diag_embed(scale), start + 0.5 * scale - 0.5)
-    may_flip = torch.tensor([a in p.flip_axes for a in range(3)], device=dev)
+    may_flip = torch.tensor([a in p.flip_axes for a in range(3)], device=u.device)
     flipped = ((u[:, 4:7] < p.flip_prob) & may_flip).float()
-    flip = _affine(torch.diag_embed(1 - 2 * flipped), flipped * (m - 1))
-    total = crop @ flip
+    total = crop @ _affine(torch.diag_embed(1 - 2 * flipped), flipped * (m - 1))  # then flips
     if p.rotation_degrees > 0:
-        angles = torch.deg2rad((2 * u[:, 7:10] - 1) * p.rotation_degrees)
-        rot = _rotation(angles)
+        rot = _rotation(torch.deg2rad((2 * u[:, 7:10] - 1) * p.rotation_degrees))
         centre = (m - 1) / 2  # rotate about the view's centre
         total = total @ _affine(rot, centre - rot @ centre)
     return total[:, :3]
@@ -200,19 +137,16 @@ def _geometry(u: torch.Tensor, p: AugmentParams, src_shape, size) -> torch.Tenso
 def _affine(linear: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) and (B, 3) -> homogeneous (B, 4, 4)."""
     out = torch.zeros(linear.shape[0], 4, 4, device=linear.device)
-    out[:, :3, :3] = linear
-    out[:, :3, 3] = shift
-    out[:, 3, 3] = 1
+    out[:, :3, :3], out[:, :3, 3], out[:, 3, 3] = linear, shift, 1
     return out
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
     """(B, 3) angles (radians) about the d, h, w axes -> (B, 3, 3) rotations."""
     c, s = torch.cos(angles), torch.sin(angles)
-    one = torch.ones_like(c[:, 0])
 
     def plane(i, a, b):  # rotation by angle i in the (a, b) plane
-        r = torch.diag_embed(torch.stack([one, one, one], 1))
+        r = torch.diag_embed(torch.ones_like(c))
         r[:, a, a], r[:, a, b], r[:, b, a], r[:, b, b] = c[:, i], -s[:, i], s[:, i], c[:, i]
         return r
 
@@ -221,35 +155,28 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
 
 def _resample(x: torch.Tensor, geometry: torch.Tensor, size) -> torch.Tensor:
     """Sample ``x`` at ``geometry``; normalised coordinate (2 i + 1) / n - 1 is index i."""
-    n = torch.tensor(x.shape[2:], dtype=torch.float32, device=x.device)
-    m = torch.tensor(size, dtype=torch.float32, device=x.device)
+    n, m = (torch.tensor(s, dtype=torch.float32, device=x.device) for s in (x.shape[2:], size))
     ones = torch.ones_like(n)[None].expand(x.shape[0], 3)
     to_index = _affine(torch.diag_embed(ones * m / 2), ones * (m - 1) / 2)  # view norm -> idx
     to_norm = _affine(torch.diag_embed(ones * 2 / n), ones * (1 / n - 1))  # src idx -> norm
     full = _affine(geometry[:, :, :3], geometry[:, :, 3])
     theta = (to_norm @ full @ to_index)[:, :3]
     theta = torch.cat([theta[:, :, :3].flip(1, 2), theta[:, :, 3:].flip(1)], 2)  # (d,h,w)->(x,y,z)
-    grid = _affine_grid(theta, size)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, _affine_grid(theta, size), "bilinear", "border", align_corners=False)
 
 
 def _affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, 1, *size), align_corners=False)``, faster on a CPU.
-
-    Each coordinate is a sum of three broadcast 1-D terms.
-    """
+    """``F.affine_grid(theta, (B, 1, *size))``, faster on a CPU: a sum of three 1-D terms."""
 
     def axis(n, col):  # (B, 3, n): normalised voxel centres times one column of theta
         t = (torch.arange(n, device=theta.device, dtype=theta.dtype) * 2 + 1) / n - 1
         return theta[:, :, col, None] * t
 
     d, h, w = size
-    along_d, along_h, along_w = axis(d, 2) + theta[:, :, 3, None], axis(h, 1), axis(w, 0)
+    ad, ah, aw = axis(d, 2) + theta[:, :, 3, None], axis(h, 1), axis(w, 0)  # along d, h, w
     grid = torch.empty(theta.shape[0], d, h, w, 3, device=theta.device, dtype=theta.dtype)
     for c in range(3):  # x, y, z = w, h, d
-        grid[..., c] = (
-            along_d[:, c, :, None, None] + along_h[:, c, None, :, None] + along_w[:, c, None, None]
-        )
+        grid[..., c] = ad[:, c, :, None, None] + ah[:, c, None, :, None] + aw[:, c, None, None]
     return grid
 
 
@@ -262,27 +189,15 @@ def _log_bias_field(coefs: torch.Tensor, size) -> torch.Tensor:
     i, j, k = torch.tensor(exps, device=dev).T
     c = torch.zeros(b, 4, 4, 4, device=dev)  # c[b, i, j, k]: coefficient of d^i h^j w^k
     c[:, i, j, k] = coefs
-    field = c @ pw  # (B, 4, 4, W)
-    field = ph.T @ field  # (H, 4) @ (B, 4, 4, W) -> (B, 4, H, W)
-    field = pd.T @ field.reshape(b, 4, -1)  # (D, 4) @ (B, 4, H * W) -> (B, D, H * W)
-    return field.reshape(b, 1, *size)
+    field = ph.T @ (c @ pw)  # (H, 4) @ (B, 4, 4, W) -> (B, 4, H, W)
+    return (pd.T @ field.reshape(b, 4, -1)).reshape(b, 1, *size)  # (D, 4) @ (B, 4, H * W)
 
 
 def gaussian_matrices(sigma: torch.Tensor, n: int, truncate: float = 4.0) -> torch.Tensor:
-    """(B, n, n) banded matrices of 1-D Gaussian blurs with reflecting borders.
+    """(B, n, n) matrices of 1-D Gaussian blurs by ``sigma`` (B,) voxels, cut at ``truncate`` sigma.
 
-    Row i holds the weights that make output i, as in
-    ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4.0)``.
-
-    Parameters
-    ----------
-    sigma : torch.Tensor
-        (B,) standard deviations in voxels, >= 0 (0 gives the identity).
-    n : int
-        Length of the axis.
-    truncate : float, default=4.0
-        The kernel stops at ``int(truncate * sigma + 0.5)`` voxels.
-    """
+    Row i holds the weights of output i, as ``scipy.ndimage.gaussian_filter(mode="reflect")``;
+    a sigma of 0 gives the identity."""
     i = torch.arange(n, device=sigma.device, dtype=sigma.dtype)
     radius = torch.floor(truncate * sigma + 0.5)[:, None, None]
     s = sigma.clamp_min(1e-3)[:, None, None]
@@ -296,11 +211,7 @@ def gaussian_matrices(sigma: torch.Tensor, n: int, truncate: float = 4.0) -> tor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of ``x`` (B, 1, D, H, W); ``sigma`` (B, 3) along D, H, W.
-
-    One batched matrix product per axis (:func:`gaussian_matrices`): several times
-    faster than ``conv3d`` on a CPU for small sigmas.
-    """
+    """Gaussian blur of ``x`` (B, 1, D, H, W) by ``sigma`` (B, 3): one batched matmul per axis."""
     b, _, d, h, w = x.shape
     sigma = sigma.to(device=x.device, dtype=x.dtype)
     v = x.reshape(b, d * h, w) @ gaussian_matrices(sigma[:, 2], w).transpose(1, 2)

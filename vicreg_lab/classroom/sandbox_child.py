@@ -295,26 +295,9 @@ def _scrub_unaudited_spawn() -> None:
                     pass
 
 
-def install_guard(work: str, forbidden: list[str], readable=()) -> None:
-    """Install the audit hook (see the module docstring). It cannot be removed.
-
-    Reads are allowed in ``work``, ``readable`` (Python's installation) and a few system
-    folders, never in ``forbidden`` (which wins); writes only in ``work``. Relative
-    paths are refused where the event cannot tell what they are relative to (``os.open``
-    and friends take a ``dir_fd`` the event does not show). Everything the hook uses is
-    bound here, at installation, so that student code cannot rebind it.
-    """
-    _scrub_unaudited_spawn()
-    realpath, tuple_, str_, bytes_, int_, type_ = os.path.realpath, tuple, str, bytes, int, type
-    set_, len_, denied, refused_import = set, len, PermissionError, ImportError
-    function = type_(_scrub_unaudited_spawn)
-    work = realpath(work)
-    forbidden = tuple_(realpath(p) for p in forbidden)
-    allowed = tuple_([work] + [realpath(p) for p in readable] + list(_SYSTEM_READS))
-    refused, writes, reads = _REFUSED_PREFIXES, frozenset(_WRITE_EVENTS), frozenset(_READ_EVENTS)
-    parts = frozenset(_FUNCTION_PARTS)
-    spawner = "_posixsubprocess"  # under any package name: its init symbol is the last part
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+def _path_checks(work: str, forbidden: tuple, allowed: tuple):
+    """``(normal, check_read, check_write)`` closures over values bound now, at installation."""
+    str_, bytes_, int_, type_, denied = str, bytes, int, type, PermissionError
 
     def normal(path):
         """An absolute, ``..``-free path; None for a relative one (or an fd: None too)."""
@@ -350,6 +333,31 @@ def install_guard(work: str, forbidden: list[str], readable=()) -> None:
         path = normal(raw)
         if path is None or not (path == "/dev/null" or under(path, (work,))):
             raise denied(f"grading: student code may not write {raw!r}")
+
+    return normal, check_read, check_write
+
+
+def install_guard(work: str, forbidden: list[str], readable=()) -> None:
+    """Install the audit hook (see the module docstring). It cannot be removed.
+
+    Reads are allowed in ``work``, ``readable`` (Python's installation) and a few system
+    folders, never in ``forbidden`` (which wins); writes only in ``work``. Relative
+    paths are refused where the event cannot tell what they are relative to (``os.open``
+    and friends take a ``dir_fd`` the event does not show). Everything the hook uses is
+    bound here, at installation, so that student code cannot rebind it.
+    """
+    _scrub_unaudited_spawn()
+    realpath, tuple_, str_, bytes_, int_, type_ = os.path.realpath, tuple, str, bytes, int, type
+    set_, len_, denied, refused_import = set, len, PermissionError, ImportError
+    function = type_(_scrub_unaudited_spawn)
+    work = realpath(work)
+    forbidden = tuple_(realpath(p) for p in forbidden)
+    allowed = tuple_([work] + [realpath(p) for p in readable] + list(_SYSTEM_READS))
+    refused, writes, reads = _REFUSED_PREFIXES, frozenset(_WRITE_EVENTS), frozenset(_READ_EVENTS)
+    parts = frozenset(_FUNCTION_PARTS)
+    spawner = "_posixsubprocess"  # under any package name: its init symbol is the last part
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    normal, check_read, check_write = _path_checks(work, forbidden, allowed)
 
     def hook(event, args):
         if event == "import":

@@ -146,30 +146,7 @@ class OpenBHB(SubjectDataset):
             if table.empty:
                 raise ValueError(f"{source} has no participant with split in {sorted(labels)}")
         self.target = resolve_target(target, table, source)
-
-        if not self._dir.is_dir():
-            raise FileNotFoundError(f"OpenBHB images not found: expected {self._dir}; {HOW_TO_GET}")
-        table["_file"] = [self._path(i) for i in table.participant_id]
-        exists = table["_file"].map(Path.is_file)
-        if not exists.all():
-            lacking = table.loc[~exists, "_file"].tolist()
-            report(
-                on_missing,
-                f"{len(lacking)} participant(s) of {source} have no {modality} array, "
-                f"e.g. {lacking[:3]}",
-            )
-        orphans = sorted(
-            p.name for p in self._dir.glob("sub-*") if p.name.removeprefix("sub-") not in all_ids
-        )
-        if orphans:
-            report(
-                on_missing,
-                f"{len(orphans)} subject folder(s) in {self._dir} have no row in {source}: "
-                f"{orphans[:5]}",
-            )
-        table = drop_missing_labels(
-            table[exists].reset_index(drop=True), self.target, on_missing, source
-        )
+        table = self._with_files(table, source, all_ids)
         if table.empty:
             raise ValueError(f"no usable subject for split {split!r} under {self.root}")
         self.files = table.pop("_file").tolist()
@@ -177,6 +154,31 @@ class OpenBHB(SubjectDataset):
         self.participants = table
         self._affine = None
         check_files(self, check, _header_shape)
+
+    def _with_files(self, table, source: str, all_ids: set):
+        """The rows whose array exists (missing arrays and orphan folders reported)."""
+        if not self._dir.is_dir():
+            raise FileNotFoundError(f"OpenBHB images not found: expected {self._dir}; {HOW_TO_GET}")
+        table["_file"] = [self._path(i) for i in table.participant_id]
+        exists = table["_file"].map(Path.is_file)
+        if not exists.all():
+            lacking = table.loc[~exists, "_file"].tolist()
+            report(
+                self.on_missing,
+                f"{len(lacking)} participant(s) of {source} have no {self.modality} array, "
+                f"e.g. {lacking[:3]}",
+            )
+        orphans = sorted(
+            p.name for p in self._dir.glob("sub-*") if p.name.removeprefix("sub-") not in all_ids
+        )
+        if orphans:
+            report(
+                self.on_missing,
+                f"{len(orphans)} subject folder(s) in {self._dir} have no row in {source}: "
+                f"{orphans[:5]}",
+            )
+        kept = table[exists].reset_index(drop=True)
+        return drop_missing_labels(kept, self.target, self.on_missing, source)
 
     @property
     def affine(self) -> np.ndarray:

@@ -76,7 +76,7 @@ _EXPORTS = {
     "compare_seeds": "vicreg_lab.lab.report",
     # beyond the core: augmentation knobs, baselines, local features, saliency, files
     "AugmentParams": "vicreg_lab.augment",
-    "view_distance_ratio": "vicreg_lab.augment",
+    "view_distance_ratio": "vicreg_lab.lab.view_distance",
     "Effects": "vicreg_lab.data",
     "raw_voxel_features": "vicreg_lab.probes",
     "intensity_histogram_features": "vicreg_lab.probes",

@@ -533,7 +533,8 @@ def plot_augmentation_gallery(volume, augmentations=None, input_size=None, seed=
 
 def _gallery_transform(name, knobs, size, seed):
     """A SimCLRTransform with every knob off but ``knobs`` (errors name the column)."""
-    from vicreg_lab.augment import AugmentParams, SimCLRTransform
+    from vicreg_lab.augment import AugmentParams
+    from vicreg_lab.data.torchio_views import SimCLRTransform
 
     if not isinstance(knobs, dict):
         raise ValueError(

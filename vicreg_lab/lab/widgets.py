@@ -8,8 +8,9 @@ import io
 import ipywidgets as widgets
 import torch
 
-from vicreg_lab.augment import AugmentParams, BatchedAugment, SimCLRTransform
+from vicreg_lab.augment import AugmentParams, BatchedAugment
 from vicreg_lab.augment.params import LIMITS, check_volume
+from vicreg_lab.data.torchio_views import SimCLRTransform
 
 # slider name -> (label, min, max, step); each min/max lies within AugmentParams' limits
 SLIDERS = {

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 
-from .params import AugmentParams, check_upsampling, check_volume, parse_input_size, worker_seed
+from vicreg_lab.augment.params import (
+    AugmentParams,
+    check_upsampling,
+    check_volume,
+    parse_input_size,
+    worker_seed,
+)
 
 _D = AugmentParams  # class attributes hold the defaults: one source of truth
 

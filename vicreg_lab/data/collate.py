@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .batched import BatchedAugment
+from vicreg_lab.augment import BatchedAugment
 
 
 class TwoViewsCollate:
@@ -32,7 +32,7 @@ class TwoViewsCollate:
 
     Examples
     --------
-    >>> from vicreg_lab.augment import SimCLRTransform
+    >>> from vicreg_lab import SimCLRTransform
     >>> collate = TwoViewsCollate(SimCLRTransform(input_size=16, seed=0))
     >>> items = [{"image": torch.rand(1, 20, 20, 20), "age": 30.0, "id": "s1"}] * 2
     >>> v1, v2, targets = collate(items)
@@ -97,7 +97,7 @@ class SeededTwoViewsCollate(TwoViewsCollate):
 
     Examples
     --------
-    >>> from vicreg_lab.augment import SimCLRTransform
+    >>> from vicreg_lab import SimCLRTransform
     >>> collate = SeededTwoViewsCollate(SimCLRTransform(input_size=16), seed=0, epoch=3)
     >>> items = IndexedDataset([torch.rand(1, 20, 20, 20)] * 2)
     >>> v1, _, _ = collate([items[0], items[1]])
@@ -134,6 +134,16 @@ class SeededTwoViewsCollate(TwoViewsCollate):
         with torch.random.fork_rng(devices=[]):  # CPU only: workers have no GPU state
             torch.manual_seed(view_seed(self.seed, self.epoch, index, view))
             return self.transform(image)
+
+
+def seeded_views(data, transform, seed: int, epoch: int):
+    """``(dataset, collate)`` whose batches are ``(view1, view2, targets)``, each view drawn
+    from a seed of ``(seed, epoch, item index, view)``: a resumed run draws them again.
+
+    TorchIO draws from torch's global RNG, which differs between a resumed and an
+    uninterrupted run (and between DataLoader workers); these seeds do not.
+    """
+    return IndexedDataset(data), SeededTwoViewsCollate(transform, seed, epoch)
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .batched import BatchedAugment
-from .params import check_volume
+from vicreg_lab.augment import BatchedAugment
+from vicreg_lab.augment.params import check_volume
 
 
 @dataclass(frozen=True)
