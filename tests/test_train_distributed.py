@@ -10,8 +10,8 @@ import torch
 from _train_script import Blobs, make_model, noisy_flip
 
 from vicreg_lab.data import stack_images
+from vicreg_lab.data.loaders import augment_generator
 from vicreg_lab.losses import vicreg_loss
-from vicreg_lab.train import augment_generator
 
 HERE = Path(__file__).parent
 

@@ -25,14 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from vicreg_lab import checkpoints, distributed
 from vicreg_lab.checkpoints import CHECKPOINT_NAME, checkpoint_lock, load_checkpoint
 from vicreg_lab.data import image_of, stack_images
+from vicreg_lab.data.loaders import (
+    augment_generator,
+    augmented_views,
+    n_items,
+    pair_of_views,
+    rescale_and_resize,
+    training_loader,
+    yields_views,
+)
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.distributed import is_main, rank, world_size
 from vicreg_lab.losses import VICRegLoss
@@ -42,15 +50,6 @@ from vicreg_lab.optim import build_optimizer, lr_at_step
 __all__ = ["VICReg", "channels_last", "load_checkpoint"]
 
 TERMS = ("loss", "invariance", "variance", "covariance")
-
-
-def _seeded_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
-
-
-def augment_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator:
-    """The generator that draws the augmentations of one epoch on one rank."""
-    return _seeded_generator(seed + 1 + 1000 * rank, epoch, device)
 
 
 class VICReg(TransformerMixin, BaseEstimator):
@@ -179,7 +178,6 @@ class VICReg(TransformerMixin, BaseEstimator):
         self.optimizer_, self.base_lr_ = build_optimizer(
             self.optimizer, self._networks(), self.batch_size, self.lr, self.weight_decay
         )
-        self._augment = self._make_augment()
         self.history_ = {"step": [], "epoch": []}
 
     def _build_networks(self) -> None:
@@ -190,71 +188,35 @@ class VICReg(TransformerMixin, BaseEstimator):
     def _networks(self) -> list[nn.Module]:
         return [getattr(self, name) for name in self.network_names]
 
-    def _make_augment(self):
-        """``f(x, generator) -> (views, geometry or None)``, or None for TorchIO."""
+    def _views_function(self, data) -> Callable:
+        """``f(batch, device, generator) -> (views, geometries)``: read from a DataLoader that
+        yields ``(view1, view2, targets)`` (TorchIO's is built by :meth:`_loader`), or drawn
+        on the training device by ``augmentation``."""
+        if yields_views(data):
+            return pair_of_views
+        if self.augmentation == "torchio":
+            if isinstance(data, DataLoader):
+                raise ValueError(
+                    "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
+                    "or a DataLoader with TwoViewsCollate yielding (view1, view2, targets)"
+                )
+            return pair_of_views
         if callable(self.augmentation):
-            augmentation = self.augmentation
-            return lambda x, generator: _views_and_geometry(augmentation(x, generator))
-        if self.augmentation == "batched":
-            from vicreg_lab.augment import BatchedAugment
+            return augmented_views(self.augmentation)
+        from vicreg_lab.augment import BatchedAugment
 
-            augment = BatchedAugment(self.input_size_, **dict(self.augment_params or {}))
-            return lambda x, generator: augment(x, generator=generator)
-        return None  # torchio: the views come from the DataLoader's collate function
+        return augmented_views(BatchedAugment(self.input_size_, **dict(self.augment_params or {})))
 
-    def _loader(self, data, epoch: int, shuffle: bool = True) -> DataLoader:
-        if isinstance(data, DataLoader):
-            return data
-        if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
-            raise TypeError(
-                f"fit/transform expect a torch Dataset or DataLoader, got {type(data).__name__}"
-            )
-        sampler = None
-        if dist.is_available() and dist.is_initialized():
-            sampler = torch.utils.data.DistributedSampler(data, shuffle=shuffle, seed=self.seed)
-            sampler.set_epoch(epoch)
-        collate = stack_images
-        if self.augmentation == "torchio" and shuffle:
-            from vicreg_lab.data.collate import seeded_views
+    def _loader(self, data, epoch: int) -> DataLoader:
+        transform = None
+        if self.augmentation == "torchio":
             from vicreg_lab.data.torchio_views import SimCLRTransform
 
             size, params = (1, *self.input_size_), dict(self.augment_params or {})
-            data, collate = seeded_views(data, SimCLRTransform(size, **params), self.seed, epoch)
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            drop_last=shuffle,  # the variance term needs full batches
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            generator=_seeded_generator(self.seed, epoch) if shuffle else None,
-        )
+            transform = SimCLRTransform(size, **params)
+        return training_loader(data, self.batch_size, self.seed, epoch, self.num_workers, transform)
 
     # ---------------------------------------------------------------- training
-
-    def _views_function(self, data) -> Callable:
-        """How a batch becomes two views: a DataLoader with a TwoViewsCollate (or TorchIO's,
-        built by :meth:`_loader`) yields ``(view1, view2, targets)``; else augment on device."""
-        from vicreg_lab.data.collate import TwoViewsCollate
-
-        if isinstance(data, DataLoader) and isinstance(data.collate_fn, TwoViewsCollate):
-            return _pair_of_views
-        if self._augment is not None:
-            return self._augmented_views
-        if isinstance(data, DataLoader):
-            raise ValueError(
-                "augmentation='torchio' needs a Dataset (the estimator builds the DataLoader) "
-                "or a DataLoader with TwoViewsCollate yielding (view1, view2, targets)"
-            )
-        return _pair_of_views
-
-    def _augmented_views(self, batch, device: torch.device, generator: torch.Generator):
-        """Two views of each volume, drawn on ``device``, and their geometries."""
-        x = image_of(batch).to(device, non_blocking=True)
-        view1, geometry1 = self._augment(x, generator)
-        view2, geometry2 = self._augment(x, generator)
-        return (view1, view2), (geometry1, geometry2)
 
     def _training_modules(self) -> dict[str, nn.Module]:
         """The modules a training step calls; under torch.distributed each is wrapped in DDP."""
@@ -290,7 +252,7 @@ class VICReg(TransformerMixin, BaseEstimator):
                 f"volumes must have shape (1, D, H, W); the first item has shape {image_shape}"
             )
         self._build(image_shape, device)
-        self.n_items_ = _len(data)
+        self.n_items_ = n_items(data)
         self.data_fingerprint_ = checkpoints.fingerprint(data, first)
         with checkpoint_lock(self.checkpoint_dir if is_main() else None):
             start_epoch = checkpoints.restore(self, force=resume == "force") if resume else 0
@@ -304,6 +266,7 @@ class VICReg(TransformerMixin, BaseEstimator):
         several = world_size() > 1
         if several and distributed.use_sync_batchnorm(self.sync_batchnorm, device):
             distributed.convert_sync_batchnorm(self, self.network_names)
+        views_of = self._views_function(data)  # an augmentation's errors come first
         self._modules = self._training_modules()
         if several:
             self._modules = distributed.wrap_ddp(self._modules, device)
@@ -312,11 +275,10 @@ class VICReg(TransformerMixin, BaseEstimator):
         steps_per_epoch = len(self._loader(data, 0))
         if steps_per_epoch == 0:
             raise ValueError(
-                f"no full batch: the dataset has {_len(data)} items, "
+                f"no full batch: the dataset has {n_items(data)} items, "
                 f"fewer than batch_size={self.batch_size}"
             )
         schedule = (steps_per_epoch, int(self.warmup_epochs * steps_per_epoch))
-        views_of = self._views_function(data)
         total = steps_per_epoch * self.max_epochs
         bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and is_main())
         try:
@@ -385,14 +347,7 @@ class VICReg(TransformerMixin, BaseEstimator):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Un-augmented volumes as the encoder sees its training views: min-max rescaled to
         [0, 1] per volume (as both augmentations start) and resized to ``input_size_``."""
-        x = x.float()
-        flat = x.flatten(1)
-        lo, hi = flat.amin(1), flat.amax(1)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        x = (x - lo.view(shape)) / (hi - lo).clamp_min(1e-12).view(shape)
-        if tuple(x.shape[-3:]) == self.input_size_:
-            return x
-        return nn.functional.interpolate(x, self.input_size_, mode="trilinear", align_corners=False)
+        return rescale_and_resize(x, self.input_size_)
 
     def _end_epoch(self, epoch: int, held: torch.Tensor) -> None:
         steps = [r for r in self.history_["step"] if r["epoch"] == epoch]
@@ -497,22 +452,6 @@ def _plain_report(report) -> dict:
     """A collapse report's numbers and verdict, as a checkpoint can hold them."""
     items = report.to_dict().items()
     return {k: v if isinstance(v, str) else float(v) for k, v in items if np.ndim(v) == 0}
-
-
-def _views_and_geometry(output):
-    """An augmentation callable's output: views, or ``(views, geometry)``."""
-    if isinstance(output, (tuple, list)) and len(output) == 2 and torch.is_tensor(output[1]):
-        return output[0], output[1]
-    return output, None
-
-
-def _pair_of_views(batch, device: torch.device, generator=None):
-    """A ``(view1, view2, targets)`` batch's views, on ``device``; no geometry is known."""
-    return (batch[0].to(device), batch[1].to(device)), (None, None)
-
-
-def _len(data) -> int:
-    return len(data.dataset) if isinstance(data, DataLoader) else len(data)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

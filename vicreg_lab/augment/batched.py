@@ -8,7 +8,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .params import AugmentParams, check_upsampling, check_volume, parse_input_size, worker_seed
+from vicreg_lab.data.checks import (
+    check_tensor_volume,
+    check_upsampling,
+    parse_input_size,
+    worker_seed,
+)
+
+from .params import AugmentParams
 
 _D = AugmentParams  # class attributes hold the defaults: one source of truth
 
@@ -50,7 +57,7 @@ class BatchedAugment:
 
         Returns float32 ``views`` (B, *input_size) and ``geometry`` (B, 3, 4), the maps ``A`` from
         view to source voxel indices (d, h, w): ``src = A[:, :, :3] @ idx + A[:, :, 3]``."""
-        check_volume(x, 5, "BatchedAugment")
+        check_tensor_volume(x, 5, "BatchedAugment")
         size = self.input_size[1:]
         check_upsampling(x.shape[2:], size, "BatchedAugment")
         gen = self._generator(x.device) if generator is None else generator

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 
-from vicreg_lab.augment.params import (
-    AugmentParams,
+from vicreg_lab.augment.params import AugmentParams
+from vicreg_lab.data.checks import (
+    check_tensor_volume,
     check_upsampling,
-    check_volume,
     parse_input_size,
     worker_seed,
 )
@@ -140,7 +140,7 @@ bias_field, p_blur, p_noise, p_intensity
             named ``"image"`` or exactly one intensity image.
         """
         x = _as_tensor(x)
-        check_volume(x, 4, "SimCLRTransform")
+        check_tensor_volume(x, 4, "SimCLRTransform")
         check_upsampling(x.shape[1:], self.input_size[1:], "SimCLRTransform")
         image = tio.ScalarImage(tensor=x.detach().cpu().float().clone())  # never touch x
         if self.seed is None:

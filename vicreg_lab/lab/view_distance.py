@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vicreg_lab.augment import BatchedAugment
-from vicreg_lab.augment.params import check_volume
+from vicreg_lab.data.checks import check_tensor_volume
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def view_distance_ratio(volumes, augment=None, seed: int = 0) -> ViewDistances:
     >>> result.ratio > 1
     True
     """
-    check_volume(volumes, 5, "view_distance_ratio")
+    check_tensor_volume(volumes, 5, "view_distance_ratio")
     n = volumes.shape[0]
     if n < 2:
         raise ValueError(f"view_distance_ratio needs at least 2 subjects, got {n}")

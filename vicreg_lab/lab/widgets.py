@@ -9,7 +9,8 @@ import ipywidgets as widgets
 import torch
 
 from vicreg_lab.augment import AugmentParams, BatchedAugment
-from vicreg_lab.augment.params import LIMITS, check_volume
+from vicreg_lab.augment.params import LIMITS
+from vicreg_lab.data.checks import check_tensor_volume
 from vicreg_lab.data.torchio_views import SimCLRTransform
 
 # slider name -> (label, min, max, step); each min/max lies within AugmentParams' limits
@@ -91,7 +92,7 @@ class AugmentationPanel(_Panel):
             volume = torch.as_tensor(volume)
         if isinstance(volume, torch.Tensor) and volume.ndim == 3:
             volume = volume[None]
-        check_volume(volume, 4, "AugmentationPanel")
+        check_tensor_volume(volume, 4, "AugmentationPanel")
         self.volume = volume.detach().float().cpu()
         self.transform_cls = _transform_class(transform_cls)
         if input_size is None:
