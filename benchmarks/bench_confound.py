@@ -34,10 +34,10 @@ import time
 import numpy as np
 import pandas as pd
 
+from vicreg_lab.baselines import RANDOM_EVAL, embeddings_with_baselines
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.lab.confounds import PROTOCOLS, confound_table
 from vicreg_lab.pretrained import load_pretrained
-from vicreg_lab.probes import RANDOM_EVAL, embeddings_with_baselines
 
 NOISE = "random numbers (128)"
 

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from vicreg_lab import VICReg
-from vicreg_lab.data import SyntheticCohort
-from vicreg_lab.probes import (
+from vicreg_lab.baselines import (
     HISTOGRAM,
     RANDOM_EVAL,
     RANDOM_RECAL,
@@ -34,8 +33,9 @@ from vicreg_lab.probes import (
     TRAINED,
     embeddings_with_baselines,
     latent_table,
-    probe,
 )
+from vicreg_lab.data import SyntheticCohort
+from vicreg_lab.probes import probe
 
 BASE = {
     "shape": 32,

@@ -44,17 +44,13 @@ import pandas as pd
 import torch
 
 from vicreg_lab import VICReg
+from vicreg_lab.baselines import TRAINED, embeddings_with_baselines
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.dense import cell_average, dense_probe, feature_maps
 from vicreg_lab.lab.report import seed_summary
 from vicreg_lab.models import build_encoder
 from vicreg_lab.pretrained import cached_results
-from vicreg_lab.probes import (
-    TRAINED,
-    embeddings_with_baselines,
-    probe,
-    recalibrate_batchnorm,
-)
+from vicreg_lab.probes import probe, recalibrate_batchnorm
 from vicreg_lab.profiles import get_profile
 from vicreg_lab.vicregl import VICRegL
 

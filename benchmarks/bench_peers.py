@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from vicreg_lab import VICReg
+from vicreg_lab.baselines import RANDOM_RECAL, RAW, TRAINED, embeddings_with_baselines
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.peers import BarlowTwins, SimCLR
-from vicreg_lab.probes import RANDOM_RECAL, RAW, TRAINED, embeddings_with_baselines, probe
+from vicreg_lab.probes import probe
 from vicreg_lab.profiles import get_profile
 
 CPU = get_profile("cpu")

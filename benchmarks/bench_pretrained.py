@@ -25,15 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from vicreg_lab.baselines import RANDOM_RECAL, TRAINED, embeddings_with_baselines, latent_table
 from vicreg_lab.data import SyntheticCohort
 from vicreg_lab.pretrained import load_pretrained
-from vicreg_lab.probes import (
-    RANDOM_RECAL,
-    TRAINED,
-    embeddings_with_baselines,
-    latent_table,
-    probe_table,
-)
+from vicreg_lab.probes import probe_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (("age", "r2"), ("age", "mae"), ("sex", "balanced_accuracy"))

@@ -330,7 +330,7 @@ def test_volumes_of_different_shapes_are_named_not_a_stack_error(tmp_path):
 
 
 def test_volumes_smaller_than_the_raw_baseline_still_get_a_report(tmp_path):
-    from vicreg_lab.probes import RAW, embeddings_with_baselines
+    from vicreg_lab.baselines import RAW, embeddings_with_baselines
 
     model = _tiny().fit(torch.rand(8, 1, 8, 8, 8))
     features = embeddings_with_baselines(model, torch.rand(6, 1, 8, 8, 8))

@@ -6,15 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from vicreg_lab.baselines import raw_voxel_features
 from vicreg_lab.models import build_encoder
-from vicreg_lab.probes import (
-    TABLE_COLUMNS,
-    encode,
-    probe,
-    probe_table,
-    raw_voxel_features,
-    recalibrate_batchnorm,
-)
+from vicreg_lab.probes import TABLE_COLUMNS, encode, probe, probe_table, recalibrate_batchnorm
 
 
 def _rows(rows):
@@ -274,7 +268,7 @@ def test_bad_encode_inputs_are_rejected(untrained):
 
 
 def test_random_init_like_keeps_the_architecture_and_draws_new_weights():
-    from vicreg_lab.probes import random_init_like
+    from vicreg_lab.baselines import random_init_like
 
     trained = build_encoder("small_cnn", widths=(4, 8, 8, 24))
     with torch.no_grad():
@@ -300,7 +294,7 @@ def test_random_init_like_keeps_the_architecture_and_draws_new_weights():
 
 
 def test_random_init_like_reinitialises_a_user_module():
-    from vicreg_lab.probes import random_init_like
+    from vicreg_lab.baselines import random_init_like
 
     net = nn.Sequential(
         nn.Conv3d(1, 4, 3), nn.BatchNorm3d(4), nn.AdaptiveAvgPool3d(1), nn.Flatten()
@@ -314,7 +308,7 @@ def test_random_init_like_reinitialises_a_user_module():
 
 
 def test_histogram_features_see_the_scanner_not_the_anatomy():
-    from vicreg_lab.probes import intensity_histogram_features
+    from vicreg_lab.baselines import intensity_histogram_features
 
     x = torch.rand(6, 1, 8, 8, 8)
     h = intensity_histogram_features(x, bins=16)
@@ -329,8 +323,8 @@ def test_embeddings_with_baselines_use_the_trained_architecture():
     # 20 volumes: the dataset path fills its prepared copy in chunks of 16, the tensor
     # path slices; a seam between chunks must not show.
     from vicreg_lab import VICReg, embeddings_with_baselines
+    from vicreg_lab.baselines import HISTOGRAM, RANDOM_EVAL, RAW, TRAINED
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.probes import HISTOGRAM, RANDOM_EVAL, RAW, TRAINED
 
     cohort = SyntheticCohort(20, shape=(16, 16, 16), seed=0)
     model = VICReg(
@@ -355,7 +349,7 @@ def test_embeddings_with_baselines_use_the_trained_architecture():
 
 def test_histogram_features_count_every_voxel_in_chunks():
     # 40 volumes span three chunks; the counts must be numpy's over the global range.
-    from vicreg_lab.probes import intensity_histogram_features
+    from vicreg_lab.baselines import intensity_histogram_features
 
     x = torch.rand(40, 1, 5, 6, 7, generator=torch.Generator().manual_seed(0)) ** 2
     x[7] *= 3.0  # one bright volume sets the global maximum
@@ -367,7 +361,7 @@ def test_histogram_features_count_every_voxel_in_chunks():
 
 
 def test_latent_table_reads_each_latent():
-    from vicreg_lab.probes import latent_table
+    from vicreg_lab.baselines import latent_table
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 4))

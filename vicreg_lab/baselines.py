@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from vicreg_lab.data import stack_images
+from vicreg_lab.data import as_volumes, stack_images
+from vicreg_lab.probes import encode, probe_table
 
 __all__ = [
     "embeddings_with_baselines",
@@ -98,7 +99,6 @@ def embeddings_with_baselines(model, data, seed: int = 0) -> dict[str, np.ndarra
     BatchNorm statistics; ``RAW`` (16^3 voxels, or the whole volume if it is
     smaller) and ``HISTOGRAM`` (16 bins).
     """
-    from vicreg_lab.probes import encode  # not at the top: probes re-exports this module
 
     volumes = _prepared_volumes(model, data)
     random_encoder = random_init_like(model.encoder_, seed=seed + 12345)
@@ -146,7 +146,6 @@ def latent_table(
     over seeds x folds, one row per factor plus a last row ``"mean"``, one column per
     embedding.
     """
-    from vicreg_lab.probes import probe_table  # not at the top: probes re-exports this module
 
     columns = list(latents.columns if columns is None else columns)
     missing = [c for c in columns if c not in latents.columns]
@@ -160,11 +159,3 @@ def latent_table(
     pivot.loc["mean"] = pivot.mean()
     pivot.index.name, pivot.columns.name = "latent", None
     return pivot
-
-
-def as_volumes(volumes) -> torch.Tensor:
-    """``volumes`` as a float tensor ``(N, C, D, H, W)``, or a clear error."""
-    x = torch.as_tensor(np.asarray(volumes) if not torch.is_tensor(volumes) else volumes)
-    if x.ndim != 5:
-        raise ValueError(f"volumes must have shape (N, C, D, H, W), got {tuple(x.shape)}")
-    return x.float()

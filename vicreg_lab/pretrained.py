@@ -142,8 +142,9 @@ def evaluate_pretrained(
     pandas.DataFrame
         The tidy table of :func:`vicreg_lab.probes.probe_table`.
     """
+    from vicreg_lab.baselines import embeddings_with_baselines
     from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.probes import embeddings_with_baselines, probe_table
+    from vicreg_lab.probes import probe_table
 
     model = load_pretrained(name, weights_dir=weights_dir)
     info = model.pretrained_info_

@@ -2,7 +2,7 @@
 
 A probe asks whether a target (age, site, sex) is linearly (or locally) readable from a
 representation; scalers and models see the training folds only. The baselines to compare
-with live in :mod:`vicreg_lab.baselines` (re-exported here).
+with live in :mod:`vicreg_lab.baselines`.
 """
 
 from __future__ import annotations
@@ -22,30 +22,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from vicreg_lab.baselines import (  # noqa: F401 (re-exported: they used to live here)
-    HISTOGRAM,
-    RANDOM_EVAL,
-    RANDOM_RECAL,
-    RAW,
-    TRAINED,
-    as_volumes,
-    embeddings_with_baselines,
-    intensity_histogram_features,
-    latent_table,
-    random_init_like,
-    raw_voxel_features,
-)
-from vicreg_lab.data import image_of
+from vicreg_lab.data import as_volumes, image_of
 
 __all__ = [
-    "embeddings_with_baselines",
     "encode",
-    "intensity_histogram_features",
-    "latent_table",
     "probe",
     "probe_table",
-    "random_init_like",
-    "raw_voxel_features",
     "recalibrate_batchnorm",
 ]
 

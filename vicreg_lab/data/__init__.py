@@ -6,10 +6,18 @@ is a dict ``{"image", "participant_id", "age", "sex", "site", "index"}`` when
 of shape (1, D, H, W).
 """
 
-from ._base import image_of, stack_images
+from ._base import as_volumes, image_of, stack_images
 from .effects import Effects
 from .nifti import NiftiFolder
 from .openbhb import OpenBHB
 from .synthetic import SyntheticCohort
 
-__all__ = ["Effects", "NiftiFolder", "OpenBHB", "SyntheticCohort", "image_of", "stack_images"]
+__all__ = [
+    "Effects",
+    "NiftiFolder",
+    "OpenBHB",
+    "SyntheticCohort",
+    "as_volumes",
+    "image_of",
+    "stack_images",
+]

@@ -53,6 +53,14 @@ def stack_images(items) -> torch.Tensor:
     return torch.stack(images)
 
 
+def as_volumes(volumes) -> torch.Tensor:
+    """``volumes`` as a float tensor ``(N, C, D, H, W)``, or a clear error."""
+    x = torch.as_tensor(np.asarray(volumes) if not torch.is_tensor(volumes) else volumes)
+    if x.ndim != 5:
+        raise ValueError(f"volumes must have shape (N, C, D, H, W), got {tuple(x.shape)}")
+    return x.float()
+
+
 class SubjectDataset(Dataset):
     """Base class: subclasses set ``participants``, ``target``, ``transform``; define ``_load``."""
 

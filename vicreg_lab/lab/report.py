@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from vicreg_lab._io import save_figure, write_text
-from vicreg_lab.probes import (  # noqa: F401 (names the report's readers use)
+from vicreg_lab.baselines import (  # noqa: F401 (names the report's readers use)
     HISTOGRAM,
     RANDOM_EVAL,
     RANDOM_RECAL,
@@ -132,7 +132,8 @@ def training_report(
         ``cohort.held_out(n)``); default ``dataset`` (the page says so). With ``latents``
         and ``anatomical_latents`` (a SyntheticCohort) it also gets ``latents.csv``.
     """
-    from vicreg_lab.probes import latent_table, probe_table
+    from vicreg_lab.baselines import latent_table
+    from vicreg_lab.probes import probe_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
