@@ -2,7 +2,7 @@
 
 Cohorts of new subjects (``SyntheticCohort(site_age_confound=c)``; at c > 0 each site scans
 its own part of the age range) are embedded by the shipped encoder and by every baseline of
-:func:`vicreg_lab.probes.embeddings_with_baselines`; a linear age probe is scored twice:
+:func:`vicreg_lab.baselines.embeddings_with_baselines`; a linear age probe is scored twice:
 
 - **shuffled folds** (5-fold ``KFold``), the usual protocol: test subjects come from scanners
   the probe has seen, so reading the *site* predicts age wherever site and age go together;

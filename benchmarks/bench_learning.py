@@ -4,7 +4,7 @@ Every configuration trains :class:`vicreg_lab.VICReg` on 256 subjects of
 ``SyntheticCohort(seed=0)`` and is probed on 256 HELD-OUT subjects of the same scanners
 (``cohort.held_out(256)``): linear age R^2 (ridge, 5 folds x 1 split seed; the split is
 the same for every row) and the mean R^2 over the anatomical latents, beside the
-baselines of :func:`vicreg_lab.probes.embeddings_with_baselines` (random init of the
+baselines of :func:`vicreg_lab.baselines.embeddings_with_baselines` (random init of the
 same architecture, both BatchNorm modes; raw voxels 16^3; intensity histogram). One row
 per configuration: mean and range over the training seeds, the final variance term, and
 the training time on this machine.

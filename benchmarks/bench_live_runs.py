@@ -13,7 +13,7 @@ epochs = 384 steps; ``make demo``). Training subjects come from ``SyntheticCohor
 at 48^3; every run is probed on the same 256 HELD-OUT subjects of the same scanners
 (subjects 1024-1279, those of notebook 05): linear age R^2 and site balanced accuracy,
 5 folds, fold seed 0, as the notebook does. The baselines of
-:func:`vicreg_lab.probes.embeddings_with_baselines` are rows too (recipe ``baseline``).
+:func:`vicreg_lab.baselines.embeddings_with_baselines` are rows too (recipe ``baseline``).
 
 ``vicregl`` (notebook 06): VICReg and VICRegL (``alpha=0.75``) with the notebook's
 ``cpu``-profile budget (256 subjects at 48^3, small_cnn with output_stride 8, expander

@@ -3,7 +3,7 @@
 The held-out subjects are new people on the training cohort's scanners
 (``SyntheticCohort(...).held_out(n)``); probes are cross-validated (5 folds x 3 split
 seeds) on frozen embeddings, beside every baseline of
-:func:`vicreg_lab.probes.embeddings_with_baselines`. With ``--write`` the whole page
+:func:`vicreg_lab.baselines.embeddings_with_baselines`. With ``--write`` the whole page
 (card, training curves, tables, readings, figures) is generated from the encoder's card,
 its training history and these measurements: nothing on it is typed by hand.
 

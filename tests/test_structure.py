@@ -70,3 +70,30 @@ def test_notebooks_import_only_from_the_core_and_the_lab():
                 for alias in node.names:
                     assert seen.setdefault(alias.name, node.module) == node.module, alias.name
     assert len(seen) > 40  # the notebooks do use the package
+
+
+def _package_size():
+    """benchmarks/package_size.py, which measures what the tests below bound."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "package_size", ROOT / "benchmarks/package_size.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_function_is_longer_than_60_lines():
+    size = _package_size()
+    longest = size.functions()
+    assert longest and longest[0][0] >= longest[-1][0]  # it found functions, longest first
+    too_long = [(n, where) for n, where in longest if n > size.TARGETS["function"]]
+    assert too_long == []
+
+
+def test_the_size_measure_counts_the_core_inside_the_package():
+    measures = _package_size().measure()
+    assert set(measures["core_modules"]) >= {"losses.py", "train.py", "augment"}
+    assert 0 < measures["core"] < measures["package"]
+    assert measures["vicreg_lab.__all__"] == len(vicreg_lab.__all__)

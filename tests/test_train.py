@@ -437,3 +437,39 @@ def test_torchio_augmentation_with_a_loader_of_volumes_is_refused_before_trainin
     with pytest.raises(ValueError, match="TwoViewsCollate"):
         model.fit(plain)
     assert steps == [] and model.history_["step"] == []
+
+
+# every constructor parameter, none at its default (objects checked by identity)
+_NON_DEFAULT = {
+    "encoder": torch.nn.Linear(2, 2), "expander": "64-64", "inv_coeff": 10.0, "var_coeff": 5.0,
+    "cov_coeff": 2.0, "optimizer": "lars", "lr": 0.01, "weight_decay": 0.1,
+    "warmup_epochs": 0.5, "batch_size": 8, "max_epochs": 3, "input_size": (8, 8, 8),
+    "augmentation": "torchio", "augment_params": {"flip_prob": 0.3}, "device": "cpu",
+    "precision": "fp32", "num_workers": 2, "checkpoint_dir": "runs/x", "seed": 7,
+    "progress": False, "callbacks": [print], "sync_batchnorm": True,
+    "encoder_kwargs": {"width": 0.5}, "alpha": 0.5, "num_matches": (4, 2),
+    "l2_all_matches": True, "local_expander": "32-32", "lambd": 0.01, "temperature": 0.5,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["VICReg", "VICRegL", "BarlowTwins", "SimCLR"])
+def test_get_params_returns_every_constructor_parameter_and_clone_copies_them(name):
+    import inspect
+
+    from sklearn.base import clone
+
+    from vicreg_lab.peers import BarlowTwins, SimCLR
+
+    klass = {"VICReg": VICReg, "VICRegL": VICRegL, "BarlowTwins": BarlowTwins, "SimCLR": SimCLR}
+    klass = klass[name]
+    names = [p for p in inspect.signature(klass.__init__).parameters if p != "self"]
+    given = {p: _NON_DEFAULT[p] for p in names}
+    model = klass(**given)
+    params = model.get_params()
+    assert set(params) == set(names)
+    assert all(params[p] is given[p] for p in names)  # stored unchanged, not validated copies
+    copy = clone(model)
+    assert type(copy) is klass and copy is not model
+    assert copy.get_params()["encoder"] is not given["encoder"]  # a deep copy of the module
+    assert copy.get_params()["augment_params"] == given["augment_params"]
+    assert not hasattr(copy, "encoder_")  # unfitted

@@ -126,7 +126,7 @@ def evaluate_pretrained(
     By default the held-out subjects are new people on the SAME scanners (the subjects
     after the training cohort's in its seed, :meth:`SyntheticCohort.held_out`); another
     ``cohort_seed`` draws other scanners too. Baselines as in
-    :func:`vicreg_lab.probes.embeddings_with_baselines`.
+    :func:`vicreg_lab.baselines.embeddings_with_baselines`.
 
     Parameters
     ----------
