@@ -369,3 +369,24 @@ def test_plot_collapse_reports():
     assert line.get_ydata()[0] == pytest.approx(0.2)  # 0.1 x the target
     with pytest.raises(ValueError, match="lacks"):
         viz.plot_collapse_reports({"partial": {"rankme": 3.0}})
+
+
+def test_training_collapse_uses_batch_statistics_and_leaves_the_networks_untouched():
+    from torch import nn
+
+    from vicreg_lab.diagnostics import training_collapse
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16))
+    expander = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32))
+    encoder.eval(), expander.train()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    x = 1e3 * torch.randn(256, 8)  # large inputs: stored statistics (mean 0, var 1) would
+    # leave a std in the hundreds; the batch's own statistics rescale it to 1
+    out = training_collapse(encoder, expander, x)
+    assert set(out) == {"collapse", "collapse_expander"}
+    assert out["collapse"]["scale"] == "free"
+    assert out["collapse_expander"]["scale"] == "target_std=1"
+    assert out["collapse"]["mean_std"] == pytest.approx(1.0, rel=0.05)  # BatchNorm: unit std
+    assert not encoder.training and expander.training  # modes restored (copies were used)
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())

@@ -6,12 +6,14 @@ fights it) or dimensionally (onto a subspace: the covariance term fights it).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
     "CollapseReport",
@@ -23,6 +25,7 @@ __all__ = [
     "rankme",
     "singular_values",
     "target_std_of",
+    "training_collapse",
 ]
 
 #: Std below which a dimension is dead (absolute, or relative to the scale in a report).
@@ -172,6 +175,36 @@ def collapse_report(
         verdict = "healthy"
     fields = (n, d, mean_std, norm_std, rank, rank_fraction, dead, mean_abs_correlation(z), scale)
     return CollapseReport(*fields, verdict=verdict)
+
+
+@torch.no_grad()
+def training_collapse(encoder: nn.Module, expander: nn.Module, x: torch.Tensor) -> dict:
+    """The collapse reports of a batch ``x`` during training, as plain numbers: ``"collapse"``
+    of the representation (scale-free: it has no target scale) and ``"collapse_expander"`` of
+    the embeddings (against the variance term's target std of 1).
+
+    Batch statistics, on throw-away copies: early in a run BatchNorm's running statistics lag
+    far behind the weights, and eval mode would show a fake collapse. (SyncBatchNorm would
+    synchronise across processes: eval mode there.)
+    """
+    synced = any(isinstance(m, nn.SyncBatchNorm) for m in encoder.modules())
+    if not synced:
+        encoder, expander = copy.deepcopy(encoder), copy.deepcopy(expander)
+    encoder.train(not synced)
+    expander.train(not synced)
+    representation = encoder(x).float()
+    embedding = expander(representation).float()
+    reports = {
+        "collapse": collapse_report(representation),
+        "collapse_expander": collapse_report(embedding, target_std=1.0),
+    }
+    return {key: _plain(report) for key, report in reports.items()}
+
+
+def _plain(report: CollapseReport) -> dict:
+    """A report's numbers and verdict, as a checkpoint can hold them."""
+    items = report.to_dict().items()
+    return {k: v if isinstance(v, str) else float(v) for k, v in items if np.ndim(v) == 0}
 
 
 def _as_embeddings(z) -> torch.Tensor:
