@@ -17,6 +17,7 @@ from torch import nn
 
 __all__ = [
     "CollapseReport",
+    "batch_statistics_pass",
     "collapse_report",
     "dead_dimension_fraction",
     "embedding_std",
@@ -178,22 +179,26 @@ def collapse_report(
 
 
 @torch.no_grad()
-def training_collapse(encoder: nn.Module, expander: nn.Module, x: torch.Tensor) -> dict:
-    """The collapse reports of a batch ``x`` during training, as plain numbers: ``"collapse"``
-    of the representation (scale-free: it has no target scale) and ``"collapse_expander"`` of
-    the embeddings (against the variance term's target std of 1).
-
-    Batch statistics, on throw-away copies: early in a run BatchNorm's running statistics lag
-    far behind the weights, and eval mode would show a fake collapse. (SyncBatchNorm would
-    synchronise across processes: eval mode there.)
-    """
+def batch_statistics_pass(encoder: nn.Module, expander: nn.Module, x: torch.Tensor):
+    """The representation and the embeddings of a batch ``x`` in the middle of training:
+    BatchNorm on the batch's statistics, on throw-away copies. Early in a run BatchNorm's
+    running statistics lag far behind the weights, and eval mode would show a fake collapse.
+    (SyncBatchNorm would synchronise across processes: eval mode there.)"""
     synced = any(isinstance(m, nn.SyncBatchNorm) for m in encoder.modules())
     if not synced:
         encoder, expander = copy.deepcopy(encoder), copy.deepcopy(expander)
     encoder.train(not synced)
     expander.train(not synced)
     representation = encoder(x).float()
-    embedding = expander(representation).float()
+    return representation, expander(representation).float()
+
+
+def training_collapse(encoder: nn.Module, expander: nn.Module, x: torch.Tensor) -> dict:
+    """The collapse reports of a batch ``x`` during training (:func:`batch_statistics_pass`),
+    as plain numbers: ``"collapse"`` of the representation (scale-free: it has no target
+    scale) and ``"collapse_expander"`` of the embeddings (against the variance term's target
+    std of 1)."""
+    representation, embedding = batch_statistics_pass(encoder, expander, x)
     reports = {
         "collapse": collapse_report(representation),
         "collapse_expander": collapse_report(embedding, target_std=1.0),

@@ -434,14 +434,11 @@ class _DynamicsRecorder:
     def __call__(self, model, event: str, record: dict) -> None:
         if event != "epoch":
             return
-        from vicreg_lab.diagnostics import embedding_std, rankme
+        from vicreg_lab.diagnostics import batch_statistics_pass, embedding_std, rankme
 
-        encoder = copy.deepcopy(model.encoder_).train()
-        expander = copy.deepcopy(model.expander_).train()
-        device = next(encoder.parameters()).device
-        with torch.no_grad():
-            rep = encoder(model.prepare(self.volumes).to(device)).float().cpu()
-            z = expander(rep.to(device)).float().cpu()
+        device = next(model.encoder_.parameters()).device
+        x = model.prepare(self.volumes).to(device)
+        rep, z = (t.cpu() for t in batch_statistics_pass(model.encoder_, model.expander_, x))
         step, exp_std = len(model.history_["step"]), float(embedding_std(z).mean())
         self.records.append({"step": step, "exp_std": exp_std, "rep_rankme": rankme(rep)})
 
