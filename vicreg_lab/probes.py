@@ -246,12 +246,12 @@ def encode(
         raise ValueError(f"bn_mode must be 'eval' or 'recalibrate', got {bn_mode!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    target = _device_of(encoder, device)
+    target = device_of(encoder, device)
     if bn_mode == "recalibrate" and isinstance(volumes_or_loader, Iterator):
         raise ValueError("bn_mode='recalibrate' reads the data twice; pass a re-iterable loader")
     if bn_mode == "recalibrate":
         model = recalibrate_batchnorm(encoder, volumes_or_loader, batch_size, target)
-    elif _device_of(encoder, None) != target:
+    elif device_of(encoder, None) != target:
         model = copy.deepcopy(encoder).to(target)
     else:
         model = encoder
@@ -278,7 +278,7 @@ def recalibrate_batchnorm(
     Only BatchNorm runs in train mode, once over the data, with ``momentum=None``: a
     cumulative average over all batches. Arguments as in :func:`encode`.
     """
-    device = _device_of(encoder, device)
+    device = device_of(encoder, device)
     model = copy.deepcopy(encoder).to(device).eval()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
@@ -306,7 +306,7 @@ def _batches(volumes_or_loader, batch_size: int, device) -> Iterable[torch.Tenso
         yield as_volumes(image_of(batch)).to(device)
 
 
-def _device_of(module: nn.Module, device) -> torch.device:
+def device_of(module: nn.Module, device=None) -> torch.device:
     """``device``, or by default that of ``module``'s parameters (CPU if it has none)."""
     if device is not None:
         return torch.device(device)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vicreg_lab.probes import device_of
+
 __all__ = ["occlusion_sensitivity", "plot_occlusion", "ridge_direction", "to_nifti"]
 
 REDUCTIONS = ("mean", "mean_abs", None)
@@ -105,7 +107,7 @@ def occlusion_sensitivity(
 
 def _occlusion_maps(encoder, x, base, starts, patch, score, batch_size, progress):
     """One float32 voxel map per volume (N, D, H, W); the encoder's flags are restored."""
-    device = _device_of(encoder)
+    device = device_of(encoder)
     flags = {m: m.training for m in encoder.modules()}
     maps = []
     try:
@@ -231,11 +233,6 @@ def _check_settings(shape, expected, batch_size, reduce) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def _as_batch(volumes, name: str) -> torch.Tensor:

@@ -1162,9 +1162,7 @@ def _check_panel_weights(values: dict) -> None:
 
 def _readout_html(run: RunResult, seconds: float) -> str:
     row = run.row()
-    colour = {"healthy": "#2e7d32", "dimensional collapse": "#ef6c00"}.get(
-        row["verdict"], "#c62828"
-    )
+    colour = VERDICT_COLORS.get(row["verdict"], VERDICT_COLORS["complete collapse"])
     source = "loaded from the cache" if run.cached else f"trained in {row['train_seconds']:.0f} s"
     return (
         f"<b>{html.escape(run.name)}</b> ({config_name(run.inv, run.var, run.cov)}), "

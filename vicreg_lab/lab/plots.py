@@ -9,16 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from vicreg_lab.data import image_of
+from vicreg_lab.train import TERMS
 
 # ---------------------------------------------------------------- loss & diagnostics
 
-_LOSS_TERMS = ("loss", "invariance", "variance", "covariance")
 _LOSS_TITLES = {"loss": "loss (weighted total)"}
 #: Bar colour of each collapse verdict (grey for any other).
 VERDICT_COLORS = {
-    "healthy": "tab:green",
-    "dimensional collapse": "tab:orange",
-    "complete collapse": "tab:red",
+    "healthy": "#2e7d32",
+    "dimensional collapse": "#ef6c00",
+    "complete collapse": "#c62828",
 }
 
 
@@ -44,12 +44,10 @@ def plot_loss_terms(history, ax=None):
     2
     """
     runs = _loss_histories(history)
-    terms = [t for t in _LOSS_TERMS if any(t in columns for columns in runs.values())]
+    terms = [t for t in TERMS if any(t in columns for columns in runs.values())]
     if not terms:
         found = sorted({key for columns in runs.values() for key in columns})
-        raise ValueError(
-            f"history has none of the loss terms {list(_LOSS_TERMS)}; found keys {found}"
-        )
+        raise ValueError(f"history has none of the loss terms {list(TERMS)}; found keys {found}")
     fig, axes = _loss_axes(ax, terms)
     shared = len(set(map(id, axes))) == 1
     for name, columns in runs.items():

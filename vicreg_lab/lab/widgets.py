@@ -12,6 +12,7 @@ from vicreg_lab.augment import AugmentParams, BatchedAugment
 from vicreg_lab.augment.params import LIMITS
 from vicreg_lab.data.checks import check_tensor_volume
 from vicreg_lab.data.torchio_views import SimCLRTransform
+from vicreg_lab.lab.plots import VERDICT_COLORS
 
 # slider name -> (label, min, max, step); each min/max lies within AugmentParams' limits
 SLIDERS = {
@@ -212,11 +213,6 @@ LOSS_WEIGHTS = {
     "cov": ("covariance", "cov_coeff", 1.0),
 }
 WEIGHT_EXPONENTS = (-3.0, 2.0)  # the sliders span 10^-3 .. 10^2
-_VERDICT_COLOURS = {
-    "healthy": "#2e7d32",
-    "dimensional collapse": "#ef6c00",
-    "complete collapse": "#c62828",
-}
 
 
 class LossWeightsPanel(_Panel):
@@ -379,7 +375,7 @@ def _weights_text(weights: dict) -> str:
 def _readout_html(weights: dict, history: dict, report) -> str:
     """The readout: weights, final unweighted terms, and the collapse verdict."""
     terms = ", ".join(f"{term} {history[term][-1]:.4g}" for term, _, _ in LOSS_WEIGHTS.values())
-    colour = _VERDICT_COLOURS.get(report.verdict, "black")
+    colour = VERDICT_COLORS.get(report.verdict, "black")
     verdict = (
         f'<span class="vicreg-loss-verdict" data-verdict="{report.verdict.replace(" ", "-")}" '
         f'style="color:{colour}"><b>{report.verdict}</b></span>'
