@@ -113,58 +113,6 @@ def load_pretrained(
     return model
 
 
-def evaluate_pretrained(
-    name: str = "synthetic-small",
-    n_subjects: int = 512,
-    cohort_seed: int | None = None,
-    seeds=(0, 1, 2),
-    cv: int = 5,
-    weights_dir: str | Path = WEIGHTS_DIR,
-):
-    """Probe a shipped encoder on held-out synthetic subjects, beside both baselines.
-
-    By default the held-out subjects are new people on the SAME scanners (the subjects
-    after the training cohort's in its seed, :meth:`SyntheticCohort.held_out`); another
-    ``cohort_seed`` draws other scanners too. Baselines as in
-    :func:`vicreg_lab.baselines.embeddings_with_baselines`.
-
-    Parameters
-    ----------
-    n_subjects : int
-        Held-out subjects.
-    cohort_seed : int, optional
-        Seed of a cohort with other scanners; must differ from the training cohort's.
-    seeds, cv : sequence of int, int
-        Seeds of the cross-validation splits, and folds per seed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The tidy table of :func:`vicreg_lab.probes.probe_table`.
-    """
-    from vicreg_lab.baselines import embeddings_with_baselines
-    from vicreg_lab.data import SyntheticCohort
-    from vicreg_lab.probes import probe_table
-
-    model = load_pretrained(name, weights_dir=weights_dir)
-    info = model.pretrained_info_
-    trained = info.get("cohort", {})
-    shape = tuple(info["shape"])
-    if cohort_seed is None:
-        training = SyntheticCohort(int(trained["n_subjects"]), shape=shape, seed=trained["seed"])
-        cohort = training.held_out(n_subjects)
-    elif cohort_seed == trained.get("seed"):
-        raise ValueError(
-            f"cohort_seed={cohort_seed} is the seed of {name!r}'s training cohort: "
-            "leave cohort_seed=None for held-out subjects of the same scanners"
-        )
-    else:
-        cohort = SyntheticCohort(n_subjects=n_subjects, shape=shape, seed=cohort_seed)
-    embeddings = embeddings_with_baselines(model, cohort, seed=int(info.get("seed", 0)))
-    factors = cohort.participants.reset_index(drop=True)
-    return probe_table(embeddings, factors, cv=cv, seeds=seeds)
-
-
 def export_pretrained(
     checkpoint: str | Path, name: str, card: dict, weights_dir: str | Path = WEIGHTS_DIR
 ) -> Path:
