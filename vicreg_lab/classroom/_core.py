@@ -39,8 +39,10 @@ __all__ = [
     "finish",
     "hidden_cases",
     "judge_case",
+    "number_case",
     "quiet",
     "run_cases",
+    "run_graded",
 ]
 
 
@@ -317,6 +319,63 @@ def run_cases(
             if feedback:
                 result.failures.append(feedback)
     return finish(result, raise_on_fail=raise_on_fail)
+
+
+def run_graded(
+    fn: Callable,
+    graded: dict[str, Task],
+    grade_id: str,
+    hidden: bool,
+    points: float,
+    raise_on_fail: bool,
+) -> CheckResult:
+    """Run the student's ``fn`` on the cases of one grade cell: what each ``check_*`` does.
+
+    Parameters
+    ----------
+    fn : callable
+        The student's function.
+    graded : dict of str to Task
+        The assignment's ``GRADED``: ``graded[grade_id]`` gives the function's name, its
+        concept and its visible cases, the same the grader uses.
+    grade_id : str
+        The grade cell, e.g. ``"invariance-check"``.
+    hidden, points, raise_on_fail
+        As in :func:`run_cases` (``points`` is its ``max_points``); with ``hidden``, the
+        instructor's :func:`hidden_cases` of ``grade_id`` replace the visible ones.
+    """
+    task = graded[grade_id]
+    cases = hidden_cases(grade_id) if hidden else task.cases()
+    return run_cases(
+        fn,
+        cases,
+        name=task.answer,
+        max_points=points,
+        concept=task.concept,
+        raise_on_fail=raise_on_fail,
+        hidden=hidden,
+    )
+
+
+def number_case(
+    name: str, args: tuple, expected: float, hint: str, mistakes=(), *, tol: float, **fields
+) -> Case:
+    """A :class:`Case` whose answer is a real number, right within ``tol``.
+
+    ``tol`` is both the relative and the absolute tolerance; ``fields`` are other fields of
+    :class:`Case` (``kwargs``, ``shows``).
+    """
+    return Case(
+        name,
+        args,
+        expected,
+        kind="number",
+        hint=hint,
+        mistakes=mistakes,
+        rtol=tol,
+        atol=tol,
+        **fields,
+    )
 
 
 @contextmanager

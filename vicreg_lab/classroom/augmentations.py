@@ -307,9 +307,8 @@ def check_augmentations(
         :class:`~vicreg_lab.augment.AugmentParams` knobs.
     profile : Profile or str, optional
         Sizes of the experiment (see :func:`experiment_sizes`).
-    points : float, default=4
-    raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
+    points, raise_on_fail
+        See :func:`~vicreg_lab.classroom.check_invariance`.
 
     Returns
     -------

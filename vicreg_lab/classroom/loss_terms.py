@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import Case, CheckResult, Task, finish, hidden_cases, run_cases
+from ._core import Case, CheckResult, Task, finish, run_graded
 
 __all__ = [
     "check_covariance",
@@ -160,15 +160,7 @@ def check_invariance(
     -------
     CheckResult
     """
-    return run_cases(
-        invariance_term,
-        hidden_cases("invariance-check") if hidden else _invariance_cases(),
-        name="invariance_term",
-        max_points=points,
-        concept=_INV_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(invariance_term, GRADED, "invariance-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- variance
@@ -249,28 +241,11 @@ def _variance_cases() -> list[Case]:
 def check_variance(
     variance_term, hidden: bool = False, points: float = 3, raise_on_fail: bool = True
 ) -> CheckResult:
-    """Check ``variance_term(z, gamma=1.0, eps=1e-4)`` of one view.
+    """Check ``variance_term(z, gamma=1.0, eps=1e-4)`` of one view: (N, D) -> a 0-d tensor.
 
-    Parameters
-    ----------
-    variance_term : callable
-        The student's function: a tensor (N, D) -> a 0-d tensor.
-    hidden, points, raise_on_fail
-        See :func:`check_invariance`.
-
-    Returns
-    -------
-    CheckResult
+    ``hidden``, ``points``, ``raise_on_fail``: see :func:`check_invariance`.
     """
-    return run_cases(
-        variance_term,
-        hidden_cases("variance-check") if hidden else _variance_cases(),
-        name="variance_term",
-        max_points=points,
-        concept=_VAR_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(variance_term, GRADED, "variance-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- off-diagonal
@@ -326,28 +301,11 @@ def check_off_diagonal(
 ) -> CheckResult:
     """Check ``off_diagonal(m)``: the off-diagonal entries of a square matrix, flattened.
 
-    The order of the entries is free (the covariance term only sums their squares).
-
-    Parameters
-    ----------
-    off_diagonal : callable
-        The student's function: a tensor (D, D) -> a tensor (D * (D - 1),).
-    hidden, points, raise_on_fail
-        See :func:`check_invariance`.
-
-    Returns
-    -------
-    CheckResult
+    ``off_diagonal`` maps a tensor (D, D) to a tensor (D * (D - 1),); the order of the
+    entries is free (the covariance term only sums their squares). ``hidden``, ``points``,
+    ``raise_on_fail``: see :func:`check_invariance`.
     """
-    return run_cases(
-        off_diagonal,
-        hidden_cases("off-diagonal-check") if hidden else _off_diagonal_cases(),
-        name="off_diagonal",
-        max_points=points,
-        concept=_OFF_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(off_diagonal, GRADED, "off-diagonal-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- covariance
@@ -443,28 +401,11 @@ def _covariance_cases() -> list[Case]:
 def check_covariance(
     covariance_term, hidden: bool = False, points: float = 3, raise_on_fail: bool = True
 ) -> CheckResult:
-    """Check ``covariance_term(z)`` of one view.
+    """Check ``covariance_term(z)`` of one view: a tensor (N, D) -> a 0-d tensor.
 
-    Parameters
-    ----------
-    covariance_term : callable
-        The student's function: a tensor (N, D) -> a 0-d tensor.
-    hidden, points, raise_on_fail
-        See :func:`check_invariance`.
-
-    Returns
-    -------
-    CheckResult
+    ``hidden``, ``points``, ``raise_on_fail``: see :func:`check_invariance`.
     """
-    return run_cases(
-        covariance_term,
-        hidden_cases("covariance-check") if hidden else _covariance_cases(),
-        name="covariance_term",
-        max_points=points,
-        concept=_COV_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(covariance_term, GRADED, "covariance-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- total
@@ -545,26 +486,10 @@ def check_vicreg_total(
 ) -> CheckResult:
     """Check ``vicreg_total(z1, z2, inv_coeff=25, var_coeff=25, cov_coeff=1)``.
 
-    Parameters
-    ----------
-    vicreg_total : callable
-        The student's function: two tensors (N, D) and three weights -> a 0-d tensor.
-    hidden, points, raise_on_fail
-        See :func:`check_invariance`.
-
-    Returns
-    -------
-    CheckResult
+    Two tensors (N, D) and three weights -> a 0-d tensor. ``hidden``, ``points``,
+    ``raise_on_fail``: see :func:`check_invariance`.
     """
-    return run_cases(
-        vicreg_total,
-        hidden_cases("total-check") if hidden else _total_cases(),
-        name="vicreg_total",
-        max_points=points,
-        concept=_TOTAL_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(vicreg_total, GRADED, "total-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- shortcut

@@ -17,7 +17,7 @@ import torch
 
 from vicreg_lab.losses import vicreg_loss
 
-from ._core import Case, CheckResult, Task, finish, quiet, run_cases
+from ._core import Case, CheckResult, Task, finish, number_case, quiet, run_graded
 
 __all__ = ["check_collapsed_loss", "check_collapsing_weights", "toy_verdict"]
 
@@ -61,16 +61,9 @@ _COLLAPSED_CONCEPT = "the value of the VICReg loss when all embeddings are equal
 
 
 def _collapsed_case(name: str, *args, **kwargs) -> Case:
-    return Case(
-        name,
-        args,
-        _collapsed_reference(*args, **kwargs),
-        kwargs=kwargs,
-        kind="number",
-        hint=_COLLAPSED_HINT,
-        mistakes=_COLLAPSED_MISTAKES,
-        rtol=1e-6,
-        atol=1e-6,
+    expected = _collapsed_reference(*args, **kwargs)
+    return number_case(
+        name, args, expected, _COLLAPSED_HINT, _COLLAPSED_MISTAKES, tol=1e-6, kwargs=kwargs
     )
 
 
@@ -89,26 +82,11 @@ def check_collapsed_loss(
 ) -> CheckResult:
     """Check ``collapsed_loss(inv_coeff, var_coeff, cov_coeff, gamma=1.0, eps=1e-4)``.
 
-    Parameters
-    ----------
-    collapsed_loss : callable
-        The student's function: the weights (and gamma, eps) -> a float.
-    points : float, default=2
-    raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
-
-    Returns
-    -------
-    CheckResult
+    The weights (and gamma, eps) -> a float. ``points``, ``raise_on_fail``: see
+    :func:`~vicreg_lab.classroom.check_invariance`.
     """
-    return run_cases(
-        collapsed_loss,
-        _collapsed_cases(),
-        name="collapsed_loss",
-        max_points=points,
-        concept=_COLLAPSED_CONCEPT,
-        raise_on_fail=raise_on_fail,
-    )
+    hidden = False  # the notebook runs the visible cases; the grader adds the hidden ones
+    return run_graded(collapsed_loss, GRADED, "collapsed-loss-check", hidden, points, raise_on_fail)
 
 
 def toy_verdict(weights: dict, seed: int = 0) -> dict:
@@ -153,8 +131,8 @@ def check_collapsing_weights(
     ----------
     weights : dict
         ``{"inv_coeff": ..., "var_coeff": ..., "cov_coeff": ...}``, numbers >= 0.
-    points : float, default=2
-    raise_on_fail : bool, default=True
+    points, raise_on_fail
+        See :func:`~vicreg_lab.classroom.check_invariance`.
     seeds : sequence of int, default=(0,)
         Toy runs to train; every one must collapse.
 

@@ -26,7 +26,7 @@ import torch
 from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.diagnostics import rankme as _ref_rankme
 
-from ._core import Case, CheckResult, Task, hidden_cases, run_cases
+from ._core import Case, CheckResult, Task, hidden_cases, number_case, run_graded
 
 __all__ = ["LABELS", "check_diagnose", "check_rankme", "three_runs"]
 
@@ -120,17 +120,7 @@ _RANKME_MISTAKES = (
 
 
 def _rankme_case(name: str, z: torch.Tensor, **kw) -> Case:
-    return Case(
-        name,
-        (z,),
-        _ref_rankme(z),
-        kind="number",
-        hint=_RANKME_HINT,
-        mistakes=_RANKME_MISTAKES,
-        rtol=1e-3,
-        atol=1e-3,
-        **kw,
-    )
+    return number_case(name, (z,), _ref_rankme(z), _RANKME_HINT, _RANKME_MISTAKES, tol=1e-3, **kw)
 
 
 def _rankme_cases() -> list[Case]:
@@ -146,13 +136,11 @@ def _rankme_cases() -> list[Case]:
         case("rank 2 in 16 dimensions (close to 2)", randn(200, 2) @ randn(2, 16)),
         case("embeddings far from the origin (mean 100)", randn(100, 5) + 100.0),
         case("two embeddings (N = 2): one direction", randn(2, 6)),
-        Case(
+        number_case(
             "complete collapse: every embedding equal (RankMe 1)",
             (constant,),
             _ref_rankme(constant),
-            kind="number",
-            rtol=1e-3,
-            atol=1e-3,
+            tol=1e-3,
             hint="All singular values are 0 here, so s / s.sum() divides 0 by 0. Guard "
             "the division (e.g. divide by s.sum().clamp_min(1e-12)); a completely "
             "collapsed batch has RankMe 1.",
@@ -164,32 +152,12 @@ def _rankme_cases() -> list[Case]:
 def check_rankme(
     rankme, hidden: bool = False, points: float = 3, raise_on_fail: bool = True
 ) -> CheckResult:
-    """Check ``rankme(z)``: the effective rank of a batch of embeddings (a float).
+    """Check ``rankme(z)``: the effective rank of a batch of embeddings, (N, D) -> a float.
 
-    Parameters
-    ----------
-    rankme : callable
-        The student's function: a tensor (N, D) -> a float.
-    hidden : bool, default=False
-        Run the hidden cases instead of the visible ones.
-    points : float, default=3
-        Points of the check.
-    raise_on_fail : bool, default=True
-        Raise :class:`~vicreg_lab.classroom.CheckFailed` (an AssertionError) on failure.
-
-    Returns
-    -------
-    CheckResult
+    ``hidden``, ``points``, ``raise_on_fail``: see
+    :func:`~vicreg_lab.classroom.check_invariance`.
     """
-    return run_cases(
-        rankme,
-        hidden_cases("rankme-check") if hidden else _rankme_cases(),
-        name="rankme",
-        max_points=points,
-        concept=_RANKME_HINT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(rankme, GRADED, "rankme-check", hidden, points, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- diagnose
@@ -237,26 +205,10 @@ def check_diagnose(
     :func:`vicreg_lab.diagnostics.collapse_report` with ``target_std=1.0``: these are
     VICReg embeddings, whose std the variance term pushes to 1.
 
-    Parameters
-    ----------
-    diagnose : callable
-        The student's function: a tensor (N, D) -> one of :data:`LABELS`.
-    hidden, points, raise_on_fail
-        See :func:`check_rankme`.
-
-    Returns
-    -------
-    CheckResult
+    ``diagnose`` maps a tensor (N, D) to one of :data:`LABELS`. ``hidden``, ``points``,
+    ``raise_on_fail``: see :func:`~vicreg_lab.classroom.check_invariance`.
     """
-    return run_cases(
-        diagnose,
-        hidden_cases("diagnose-check") if hidden else _diagnose_cases(),
-        name="diagnose",
-        max_points=points,
-        concept=_DIAGNOSE_CONCEPT,
-        raise_on_fail=raise_on_fail,
-        hidden=hidden,
-    )
+    return run_graded(diagnose, GRADED, "diagnose-check", hidden, points, raise_on_fail)
 
 
 def _truth_agrees_with_report() -> bool:
