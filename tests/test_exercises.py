@@ -237,6 +237,16 @@ def test_library_shortcut_is_refused():
         check_no_library_shortcut(invariance_term)
 
 
+def test_the_covariance_kernels_are_a_library_shortcut_too():
+    from vicreg_lab.covariance_kernels import offdiag_sq_sum_gram
+
+    def covariance_term(z):
+        return offdiag_sq_sum_gram(z - z.mean(0)) / z.shape[1]
+
+    with pytest.raises(CheckFailed, match="calls offdiag_sq_sum_gram"):
+        check_no_library_shortcut(covariance_term)
+
+
 def test_student_warnings_stay_silent(recwarn):
     def invariance_term(z1, z2):
         warnings.warn("noisy student code", UserWarning, stacklevel=1)
