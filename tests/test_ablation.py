@@ -15,17 +15,17 @@ from vicreg_lab.diagnostics import collapse_report
 from vicreg_lab.lab.ablation import (
     DEFAULT_CONFIGS,
     PAPER_TABLE7,
-    AblationPanel,
     AblationResult,
     ablation_settings,
     config_name,
     evaluate_model,
     paper_findings,
-    plot_ablation,
     run_ablation,
     run_verdict,
     training_settings,
 )
+from vicreg_lab.lab.plots import plot_ablation
+from vicreg_lab.lab.widgets import AblationPanel
 from vicreg_lab.profiles import get_profile
 from vicreg_lab.train import VICReg
 

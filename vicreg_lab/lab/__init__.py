@@ -36,7 +36,7 @@ _EXPORTS = {
     # widgets and training callbacks
     "AugmentationPanel": "vicreg_lab.lab.widgets",
     "LossWeightsPanel": "vicreg_lab.lab.widgets",
-    "AblationPanel": "vicreg_lab.lab.ablation",
+    "AblationPanel": "vicreg_lab.lab.widgets",
     "LiveLossPlot": "vicreg_lab.lab.callbacks",
     "InterruptAfter": "vicreg_lab.lab.callbacks",
     "SimulatedInterruption": "vicreg_lab.lab.callbacks",
@@ -48,7 +48,7 @@ _EXPORTS = {
     "compare_with_paper": "vicreg_lab.lab.ablation",
     "evaluate_model": "vicreg_lab.lab.ablation",
     "paper_findings": "vicreg_lab.lab.ablation",
-    "plot_ablation": "vicreg_lab.lab.ablation",
+    "plot_ablation": "vicreg_lab.lab.plots",
     "run_ablation": "vicreg_lab.lab.ablation",
     "train_toy": "vicreg_lab.lab.toy",
     "plot_toy_run": "vicreg_lab.lab.toy",

@@ -6,7 +6,8 @@ reaches 68.6 % top-1. This module replays that ablation at classroom size:
 :func:`run_ablation` trains one model per ``(inv, var, cov)`` (sized by
 :func:`ablation_settings`), measures collapse and the age probe on held-out subjects, and
 caches every run on disk; :func:`evaluate_model` measures any fitted model the same way;
-:func:`plot_ablation` and :class:`AblationPanel` show the runs.
+:func:`vicreg_lab.lab.plots.plot_ablation` and :class:`vicreg_lab.lab.widgets.AblationPanel`
+show the runs.
 
 A run's verdict (:func:`run_verdict`) reads the expander output's std first (the scale
 the variance term acts on), then the representation's effective rank. The expander's
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import html
-import io
 import json
 import math
 import numbers
@@ -42,13 +41,11 @@ import torch
 from vicreg_lab._io import atomic_path, cache_dir
 from vicreg_lab.data import image_of, stack_images
 from vicreg_lab.diagnostics import CollapseReport, collapse_report
-from vicreg_lab.lab.plots import VERDICT_COLORS, bar_panel, plot_spectrum
 from vicreg_lab.pretrained import cached_results
 
 __all__ = [
     "DEFAULT_CONFIGS",
     "PAPER_TABLE7",
-    "AblationPanel",
     "AblationResult",
     "AblationSettings",
     "RunResult",
@@ -58,7 +55,6 @@ __all__ = [
     "paper_findings",
     "config_name",
     "evaluate_model",
-    "plot_ablation",
     "run_ablation",
     "run_verdict",
     "training_settings",
@@ -641,7 +637,7 @@ class AblationResult:
         return len(self.runs)
 
 
-def _check_configs(configs) -> dict[str, tuple[float, float, float]]:
+def check_configs(configs) -> dict[str, tuple[float, float, float]]:
     if configs is None:
         return dict(DEFAULT_CONFIGS)
     if not isinstance(configs, Mapping):
@@ -749,7 +745,7 @@ def run_ablation(
     progress : bool
         A progress bar per training run.
     """
-    configs = _check_configs(configs)
+    configs = check_configs(configs)
     if dataset is None:
         raise ValueError("run_ablation needs a training dataset (dataset=...)")
     if not isinstance(seed, (int, np.integer)):
@@ -919,255 +915,4 @@ def _covariance_finding(no_cov, standard):
         "1 / 1 / 0: 57.5 % against 68.6 %",
         f"age R^2 {no_cov.age_r2:.2f} against {standard.age_r2:.2f}",
         bool(no_cov.age_r2 < standard.age_r2),
-    )
-
-
-# ---------------------------------------------------------------- figure
-
-
-def plot_ablation(result: AblationResult, title: str | None = None):
-    """The runs of an ablation side by side: collapse diagnostics and the age probe.
-
-    Top row, one bar per run coloured by its verdict: the expander output's mean std (red
-    line: the complete-collapse threshold 0.1), the representation's RankMe (x: its
-    maximum), the linear age probe R^2 (mean +- sd over folds). Bottom row: the expander
-    std and representation RankMe after every epoch (:attr:`RunResult.dynamics`; dashed:
-    models not trained by :func:`run_ablation`), and the held-out representation spectra.
-    """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(result, AblationResult) or len(result) == 0:
-        raise ValueError("plot_ablation needs an AblationResult with at least one run")
-    table = result.table
-    names = [f"{n}\n({v})" for n, v in zip(table["name"], table["verdict"], strict=True)]
-    colors = [VERDICT_COLORS.get(v, "tab:gray") for v in table["verdict"]]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
-    plt.close(fig)
-    bar_panel(axes[0, 0], names, table["exp_std"], colors, "expander output: mean std")
-    axes[0, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
-    x = bar_panel(axes[0, 1], names, table["rep_rankme"], colors, "representation: RankMe")
-    axes[0, 1].plot(x, table["rep_rankme_max"], "kx", ls="none")
-    bar_panel(
-        axes[0, 2], names, table["age_r2"], colors, "age probe: linear R²", table["age_r2_sd"]
-    )
-    axes[0, 2].axhline(0.0, color="k", lw=0.8)
-    _plot_dynamics(axes[1, 0], result, "exp_std", "expander std during training")
-    _plot_dynamics(axes[1, 1], result, "rep_rankme", "representation RankMe during training")
-    axes[1, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
-    axes[1, 0].legend(fontsize="x-small")
-    plot_spectrum(result.embeddings("representation"), ax=axes[1, 2])
-    axes[1, 2].set_title("held-out representation spectra", fontsize="medium")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_dynamics(ax, result: AblationResult, key: str, title: str) -> None:
-    """One line per run of ``key`` over the training steps (log scale)."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    for i, (name, run) in enumerate(result.runs.items()):
-        steps = [r["step"] for r in run.dynamics]
-        values = [r[key] for r in run.dynamics]
-        style = "-" if run.kind == "short run" else "--"
-        ax.plot(steps, values, style, marker=".", lw=1.2, label=name, color=f"C{i % 10}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("training step (log)")
-    ax.set_title(title, fontsize="medium")
-
-
-# ---------------------------------------------------------------- widget
-
-_WEIGHT_EXPONENTS = (-2.0, 2.0)  # the sliders span 10^-2 .. 10^2; a checkbox switches off
-_TERMS = {"inv": "invariance", "var": "variance", "cov": "covariance"}
-
-
-class AblationPanel:
-    """Sliders for the three loss weights; "Train" runs (or loads) one short ablation run.
-
-    A run is sized (:func:`ablation_settings`) and cached like the sweep's, so a
-    configuration already trained shows at once, beside the sweep's runs
-    (:func:`plot_ablation`).
-
-    Parameters
-    ----------
-    dataset, eval_dataset : Dataset
-        As for :func:`run_ablation`.
-    sweep : AblationResult, optional
-        Precomputed runs: listed in a drop-down and drawn beside the new run.
-    settings : AblationSettings, optional
-        Default ``ablation_settings(profile)``.
-    cache, seed
-        As for :func:`run_ablation`.
-    weights : tuple of 3 float, default=(25, 25, 1)
-        Starting (inv, var, cov); 0 switches a term off.
-
-    Attributes
-    ----------
-    sliders, enabled : dict of str to widget
-        Per term (``"inv"``, ``"var"``, ``"cov"``): a log slider from 0.01 to 100, and a
-        checkbox (unticked: weight 0).
-    presets, button, readout, image, widget
-        The sweep's drop-down, "Train", the last run's numbers, its figure (PNG), the panel.
-    run, figure, n_runs, seconds
-        The last run and figure, how many runs were shown, the last click's wall time.
-
-    Examples
-    --------
-    >>> panel = AblationPanel(train, held_out, sweep=sweep)  # doctest: +SKIP
-    >>> panel.set_weights(var=0)      # untick the variance term  # doctest: +SKIP
-    >>> panel.button.click()          # what "Train" does          # doctest: +SKIP
-    >>> panel.run.verdict                                    # doctest: +SKIP
-    'complete collapse'
-    """
-
-    def __init__(
-        self,
-        dataset,
-        eval_dataset=None,
-        sweep: AblationResult | None = None,
-        settings: AblationSettings | None = None,
-        profile=None,
-        cache=True,
-        seed: int = 0,
-        weights: tuple[float, float, float] = (25.0, 25.0, 1.0),
-    ):
-        _check_configs({"weights": weights})
-        _check_panel_weights(dict(zip(_TERMS, weights, strict=True)))
-        self.dataset, self.eval_dataset = dataset, eval_dataset
-        self.sweep = sweep if sweep is not None else AblationResult({})
-        self.settings = settings or ablation_settings(profile)
-        self.cache, self.seed = cache, int(seed)
-        self.n_runs = 0
-        self.run = None
-        self._build_widgets(dict(zip(_TERMS, weights, strict=True)))
-        self.readout.value = (
-            f"<i>{self.settings.steps} steps per run at {self.settings.shape}; "
-            "press Train (a cached configuration shows at once)</i>"
-        )
-
-    def _build_widgets(self, start: dict) -> None:
-        import ipywidgets as widgets
-
-        from vicreg_lab.lab.widgets import weight_slider
-
-        self.sliders, self.enabled = {}, {}
-        for key, label in _TERMS.items():
-            value = start[key] if start[key] > 0 else 1.0
-            self.sliders[key] = weight_slider(label, value, _WEIGHT_EXPONENTS, step=0.05)
-            self.enabled[key] = widgets.Checkbox(
-                value=start[key] > 0, description="on", indent=False
-            )
-        options = [("(choose a precomputed run)", None)] + [
-            (f"{name}: {config_name(r.inv, r.var, r.cov)}", name)
-            for name, r in self.sweep.runs.items()
-        ]
-        self.presets = widgets.Dropdown(options=options, value=None, description="sweep")
-        self.presets.observe(self._on_preset, names="value")
-        self.button = widgets.Button(description="Train", icon="play", button_style="primary")
-        self.button.on_click(self._on_click)
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
-        rows = [widgets.HBox([self.sliders[k], self.enabled[k]]) for k in _TERMS]
-        self.widget = widgets.VBox([*rows, widgets.HBox([self.presets, self.button])])
-        self.widget.children += (self.readout, self.image)
-
-    @property
-    def weights(self) -> tuple[float, float, float]:
-        """(inv, var, cov) from the sliders, to 3 significant digits; 0 when unticked."""
-        return tuple(
-            float(f"{self.sliders[k].value:.3g}") if self.enabled[k].value else 0.0 for k in _TERMS
-        )
-
-    def set_weights(self, inv=None, var=None, cov=None) -> None:
-        """Move sliders without training (``0`` unticks a term, ``None`` leaves it)."""
-        values = {"inv": inv, "var": var, "cov": cov}
-        _check_panel_weights(values)
-        for key, value in values.items():
-            if value is None:
-                continue
-            self.enabled[key].value = value > 0
-            if value > 0:
-                self.sliders[key].value = value
-
-    def train(self) -> RunResult:
-        """Run (or load from the cache) the current configuration and show it."""
-        tick = time.perf_counter()
-        weights = self.weights
-        name = self._name_of(weights)
-        self.readout.value = f"<i>training {html.escape(name)} ...</i>"
-        result = run_ablation(
-            {name: weights},
-            self.dataset,
-            self.eval_dataset,
-            settings=self.settings,
-            cache=self.cache,
-            seed=self.seed,
-        )
-        self.run = result[name]
-        shown = self.sweep.with_run(self.run)
-        self.figure = plot_ablation(shown, title=f"{name}: {config_name(*weights)}")
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=72)
-        self.image.value = buffer.getvalue()
-        self.n_runs += 1
-        self.seconds = time.perf_counter() - tick
-        self.readout.value = _readout_html(self.run, self.seconds)
-        return self.run
-
-    def display(self) -> None:
-        """Show the panel in a notebook."""
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _ipython_display_(self):
-        self.display()
-
-    def _name_of(self, weights) -> str:
-        for name, run in self.sweep.runs.items():
-            if (run.inv, run.var, run.cov) == weights and run.kind == "short run":
-                return name
-        return config_name(*weights)
-
-    def _on_click(self, _button) -> None:
-        try:
-            self.train()
-        except (ValueError, FloatingPointError, RuntimeError) as error:
-            self.readout.value = f"<b>training failed:</b> {html.escape(str(error))}"
-
-    def _on_preset(self, change) -> None:
-        if change["new"] is None:
-            return
-        run = self.sweep[change["new"]]
-        self.set_weights(inv=run.inv, var=run.var, cov=run.cov)
-        self._on_click(None)
-
-
-def _check_panel_weights(values: dict) -> None:
-    """Each weight is None (unchanged), 0 (off) or within the sliders' range."""
-    lo, hi = (10**e for e in _WEIGHT_EXPONENTS)
-    for key, value in values.items():
-        ok = value is None or (
-            isinstance(value, numbers.Real) and (value == 0 or lo <= value <= hi)
-        )
-        if not ok:
-            raise ValueError(
-                f"{_TERMS[key]} weight must be 0 (off) or in [{lo:g}, {hi:g}], got {value!r}"
-            )
-
-
-def _readout_html(run: RunResult, seconds: float) -> str:
-    row = run.row()
-    colour = VERDICT_COLORS.get(row["verdict"], VERDICT_COLORS["complete collapse"])
-    source = "loaded from the cache" if run.cached else f"trained in {row['train_seconds']:.0f} s"
-    return (
-        f"<b>{html.escape(run.name)}</b> ({config_name(run.inv, run.var, run.cov)}), "
-        f"{row['steps']} steps, {source}; shown in {seconds:.1f} s<br>"
-        f"expander std {row['exp_std']:.3g} · representation RankMe {row['rep_rankme']:.3g} "
-        f"of {row['rep_rankme_max']} · age R² {row['age_r2']:.2f}<br>"
-        f'<b>verdict</b>: <span style="color:{colour}"><b>{row["verdict"]}</b></span>'
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vicreg_lab.data import image_of
+from vicreg_lab.lab.ablation import AblationResult
 from vicreg_lab.train import TERMS
 
 # ---------------------------------------------------------------- loss & diagnostics
@@ -705,3 +706,60 @@ def _figure(ax, size):
     fig, ax = plt.subplots(figsize=size)
     plt.close(fig)
     return fig, ax
+
+
+# ---------------------------------------------------------------- the ablation
+
+
+def plot_ablation(result, title: str | None = None):
+    """The runs of an ablation side by side: collapse diagnostics and the age probe.
+
+    Top row, one bar per run coloured by its verdict: the expander output's mean std (red
+    line: the complete-collapse threshold 0.1), the representation's RankMe (x: its
+    maximum), the linear age probe R^2 (mean +- sd over folds). Bottom row: the expander
+    std and representation RankMe after every epoch (``RunResult.dynamics``; dashed: models
+    not trained by ``run_ablation``), and the held-out representation spectra.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(result, AblationResult) or len(result) == 0:
+        raise ValueError("plot_ablation needs an AblationResult with at least one run")
+    table = result.table
+    names = [f"{n}\n({v})" for n, v in zip(table["name"], table["verdict"], strict=True)]
+    colors = [VERDICT_COLORS.get(v, "tab:gray") for v in table["verdict"]]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    plt.close(fig)
+    bar_panel(axes[0, 0], names, table["exp_std"], colors, "expander output: mean std")
+    axes[0, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
+    x = bar_panel(axes[0, 1], names, table["rep_rankme"], colors, "representation: RankMe")
+    axes[0, 1].plot(x, table["rep_rankme_max"], "kx", ls="none")
+    bar_panel(
+        axes[0, 2], names, table["age_r2"], colors, "age probe: linear R²", table["age_r2_sd"]
+    )
+    axes[0, 2].axhline(0.0, color="k", lw=0.8)
+    _plot_dynamics(axes[1, 0], result, "exp_std", "expander std during training")
+    _plot_dynamics(axes[1, 1], result, "rep_rankme", "representation RankMe during training")
+    axes[1, 0].axhline(0.1, color="tab:red", ls=":", lw=1)
+    axes[1, 0].legend(fontsize="x-small")
+    plot_spectrum(result.embeddings("representation"), ax=axes[1, 2])
+    axes[1, 2].set_title("held-out representation spectra", fontsize="medium")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_dynamics(ax, result, key: str, title: str) -> None:
+    """One line per run of ``key`` over the training steps (log scale)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for i, (name, run) in enumerate(result.runs.items()):
+        steps = [r["step"] for r in run.dynamics]
+        values = [r[key] for r in run.dynamics]
+        style = "-" if run.kind == "short run" else "--"
+        ax.plot(steps, values, style, marker=".", lw=1.2, label=name, color=f"C{i % 10}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training step (log)")
+    ax.set_title(title, fontsize="medium")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import io
+import numbers
+import time
 
 import ipywidgets as widgets
 import torch
@@ -12,7 +14,16 @@ from vicreg_lab.augment import AugmentParams, BatchedAugment
 from vicreg_lab.augment.params import LIMITS
 from vicreg_lab.data.checks import check_tensor_volume
 from vicreg_lab.data.torchio_views import SimCLRTransform
-from vicreg_lab.lab.plots import VERDICT_COLORS
+from vicreg_lab.lab.ablation import (
+    AblationResult,
+    AblationSettings,
+    RunResult,
+    ablation_settings,
+    check_configs,
+    config_name,
+    run_ablation,
+)
+from vicreg_lab.lab.plots import VERDICT_COLORS, plot_ablation
 
 # slider name -> (label, min, max, step); each min/max lies within AugmentParams' limits
 SLIDERS = {
@@ -385,4 +396,196 @@ def _readout_html(weights: dict, history: dict, report) -> str:
         f"<b>after {len(history['step'])} steps</b> (unweighted): {terms}<br>"
         f"<b>verdict</b>: {verdict} (mean std {report.mean_std:.3g}, "
         f"RankMe {report.rankme:.3g} of {min(report.n_samples - 1, report.n_dims)})"
+    )
+
+
+# ---------------------------------------------------------------- the ablation
+
+_ABLATION_EXPONENTS = (-2.0, 2.0)  # the sliders span 10^-2 .. 10^2; a checkbox switches off
+_ABLATION_TERMS = {"inv": "invariance", "var": "variance", "cov": "covariance"}
+
+
+class AblationPanel:
+    """Sliders for the three loss weights; "Train" runs (or loads) one short ablation run.
+
+    A run is sized (:func:`~vicreg_lab.lab.ablation.ablation_settings`) and cached like the
+    sweep's, so a configuration already trained shows at once, beside the sweep's runs
+    (:func:`~vicreg_lab.lab.plots.plot_ablation`).
+
+    Parameters
+    ----------
+    dataset, eval_dataset : Dataset
+        As for :func:`~vicreg_lab.lab.ablation.run_ablation`.
+    sweep : AblationResult, optional
+        Precomputed runs: listed in a drop-down and drawn beside the new run.
+    settings : AblationSettings, optional
+        Default ``ablation_settings(profile)``.
+    cache, seed
+        As for :func:`~vicreg_lab.lab.ablation.run_ablation`.
+    weights : tuple of 3 float, default=(25, 25, 1)
+        Starting (inv, var, cov); 0 switches a term off.
+
+    Attributes
+    ----------
+    sliders, enabled : dict of str to widget
+        Per term (``"inv"``, ``"var"``, ``"cov"``): a log slider from 0.01 to 100, and a
+        checkbox (unticked: weight 0).
+    presets, button, readout, image, widget
+        The sweep's drop-down, "Train", the last run's numbers, its figure (PNG), the panel.
+    run, figure, n_runs, seconds
+        The last run and figure, how many runs were shown, the last click's wall time.
+
+    Examples
+    --------
+    >>> panel = AblationPanel(train, held_out, sweep=sweep)  # doctest: +SKIP
+    >>> panel.set_weights(var=0)      # untick the variance term  # doctest: +SKIP
+    >>> panel.button.click()          # what "Train" does          # doctest: +SKIP
+    >>> panel.run.verdict                                    # doctest: +SKIP
+    'complete collapse'
+    """
+
+    def __init__(
+        self,
+        dataset,
+        eval_dataset=None,
+        sweep: AblationResult | None = None,
+        settings: AblationSettings | None = None,
+        profile=None,
+        cache=True,
+        seed: int = 0,
+        weights: tuple[float, float, float] = (25.0, 25.0, 1.0),
+    ):
+        check_configs({"weights": weights})
+        _check_panel_weights(dict(zip(_ABLATION_TERMS, weights, strict=True)))
+        self.dataset, self.eval_dataset = dataset, eval_dataset
+        self.sweep = sweep if sweep is not None else AblationResult({})
+        self.settings = settings or ablation_settings(profile)
+        self.cache, self.seed = cache, int(seed)
+        self.n_runs = 0
+        self.run = None
+        self._build_widgets(dict(zip(_ABLATION_TERMS, weights, strict=True)))
+        self.readout.value = (
+            f"<i>{self.settings.steps} steps per run at {self.settings.shape}; "
+            "press Train (a cached configuration shows at once)</i>"
+        )
+
+    def _build_widgets(self, start: dict) -> None:
+        self.sliders, self.enabled = {}, {}
+        for key, label in _ABLATION_TERMS.items():
+            value = start[key] if start[key] > 0 else 1.0
+            self.sliders[key] = weight_slider(label, value, _ABLATION_EXPONENTS, step=0.05)
+            self.enabled[key] = widgets.Checkbox(
+                value=start[key] > 0, description="on", indent=False
+            )
+        options = [("(choose a precomputed run)", None)] + [
+            (f"{name}: {config_name(r.inv, r.var, r.cov)}", name)
+            for name, r in self.sweep.runs.items()
+        ]
+        self.presets = widgets.Dropdown(options=options, value=None, description="sweep")
+        self.presets.observe(self._on_preset, names="value")
+        self.button = widgets.Button(description="Train", icon="play", button_style="primary")
+        self.button.on_click(self._on_click)
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        rows = [widgets.HBox([self.sliders[k], self.enabled[k]]) for k in _ABLATION_TERMS]
+        self.widget = widgets.VBox([*rows, widgets.HBox([self.presets, self.button])])
+        self.widget.children += (self.readout, self.image)
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """(inv, var, cov) from the sliders, to 3 significant digits; 0 when unticked."""
+        return tuple(
+            float(f"{self.sliders[k].value:.3g}") if self.enabled[k].value else 0.0
+            for k in _ABLATION_TERMS
+        )
+
+    def set_weights(self, inv=None, var=None, cov=None) -> None:
+        """Move sliders without training (``0`` unticks a term, ``None`` leaves it)."""
+        values = {"inv": inv, "var": var, "cov": cov}
+        _check_panel_weights(values)
+        for key, value in values.items():
+            if value is None:
+                continue
+            self.enabled[key].value = value > 0
+            if value > 0:
+                self.sliders[key].value = value
+
+    def train(self) -> RunResult:
+        """Run (or load from the cache) the current configuration and show it."""
+        tick = time.perf_counter()
+        weights = self.weights
+        name = self._name_of(weights)
+        self.readout.value = f"<i>training {html.escape(name)} ...</i>"
+        result = run_ablation(
+            {name: weights},
+            self.dataset,
+            self.eval_dataset,
+            settings=self.settings,
+            cache=self.cache,
+            seed=self.seed,
+        )
+        self.run = result[name]
+        shown = self.sweep.with_run(self.run)
+        self.figure = plot_ablation(shown, title=f"{name}: {config_name(*weights)}")
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=72)
+        self.image.value = buffer.getvalue()
+        self.n_runs += 1
+        self.seconds = time.perf_counter() - tick
+        self.readout.value = _ablation_readout_html(self.run, self.seconds)
+        return self.run
+
+    def display(self) -> None:
+        """Show the panel in a notebook."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _ipython_display_(self):
+        self.display()
+
+    def _name_of(self, weights) -> str:
+        for name, run in self.sweep.runs.items():
+            if (run.inv, run.var, run.cov) == weights and run.kind == "short run":
+                return name
+        return config_name(*weights)
+
+    def _on_click(self, _button) -> None:
+        try:
+            self.train()
+        except (ValueError, FloatingPointError, RuntimeError) as error:
+            self.readout.value = f"<b>training failed:</b> {html.escape(str(error))}"
+
+    def _on_preset(self, change) -> None:
+        if change["new"] is None:
+            return
+        run = self.sweep[change["new"]]
+        self.set_weights(inv=run.inv, var=run.var, cov=run.cov)
+        self._on_click(None)
+
+
+def _check_panel_weights(values: dict) -> None:
+    """Each weight is None (unchanged), 0 (off) or within the sliders' range."""
+    lo, hi = (10**e for e in _ABLATION_EXPONENTS)
+    for key, value in values.items():
+        ok = value is None or (
+            isinstance(value, numbers.Real) and (value == 0 or lo <= value <= hi)
+        )
+        if not ok:
+            raise ValueError(
+                f"{_ABLATION_TERMS[key]} weight must be 0 (off) or in [{lo:g}, {hi:g}], "
+                f"got {value!r}"
+            )
+
+
+def _ablation_readout_html(run: RunResult, seconds: float) -> str:
+    row = run.row()
+    colour = VERDICT_COLORS.get(row["verdict"], VERDICT_COLORS["complete collapse"])
+    source = "loaded from the cache" if run.cached else f"trained in {row['train_seconds']:.0f} s"
+    return (
+        f"<b>{html.escape(run.name)}</b> ({config_name(run.inv, run.var, run.cov)}), "
+        f"{row['steps']} steps, {source}; shown in {seconds:.1f} s<br>"
+        f"expander std {row['exp_std']:.3g} · representation RankMe {row['rep_rankme']:.3g} "
+        f"of {row['rep_rankme_max']} · age R² {row['age_r2']:.2f}<br>"
+        f'<b>verdict</b>: <span style="color:{colour}"><b>{row["verdict"]}</b></span>'
     )
