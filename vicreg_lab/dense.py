@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vicreg_lab.probes import encode
 from vicreg_lab.vicregl import cell_centres, n_matches, nearest_neighbour_matches
 
 __all__ = [
@@ -92,27 +93,14 @@ def cells_to_volume(
     return out[0] if single else out
 
 
-@torch.no_grad()
 def feature_maps(encoder, volumes, batch_size: int = 32) -> np.ndarray:
-    """Feature maps ``(N, F, d, h, w)`` of a frozen encoder (eval mode, no grad), in batches.
+    """Feature maps ``(N, F, d, h, w)`` of a frozen encoder (eval mode, no grad), in batches:
+    :func:`vicreg_lab.probes.encode` with ``features=True``.
 
-    ``encoder`` needs ``forward_features`` (all built-in encoders); its train/eval flag is
+    ``encoder`` needs ``forward_features`` (all built-in encoders); its train/eval flags are
     restored afterwards. ``volumes`` is ``(N, C, D, H, W)``; returns float32 numpy.
     """
-    if not callable(getattr(encoder, "forward_features", None)):
-        raise ValueError(f"{type(encoder).__name__} has no forward_features(x)")
-    x = torch.as_tensor(np.asarray(volumes), dtype=torch.float32)
-    if x.ndim != 5:
-        raise ValueError(f"volumes must be (N, C, D, H, W), got shape {tuple(x.shape)}")
-    param = next(encoder.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    training = encoder.training
-    encoder.eval()
-    try:
-        out = [encoder.forward_features(b.to(device)).float().cpu() for b in x.split(batch_size)]
-    finally:
-        encoder.train(training)
-    return torch.cat(out).numpy()
+    return encode(encoder, volumes, batch_size=batch_size, features=True)
 
 
 def dense_probe(maps, targets, train_size: float = 0.75, seed: int = 0, mask=None) -> dict:

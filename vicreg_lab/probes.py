@@ -232,9 +232,15 @@ def _classification_folds(y: np.ndarray, cv: int) -> int:
 
 
 def encode(
-    encoder: nn.Module, volumes_or_loader, batch_size: int = 32, device=None, bn_mode: str = "eval"
+    encoder: nn.Module,
+    volumes_or_loader,
+    batch_size: int = 32,
+    device=None,
+    bn_mode: str = "eval",
+    features: bool = False,
 ) -> np.ndarray:
-    """Embeddings ``(N, F)``, float32, of a frozen encoder (eval mode, no grad, unmodified).
+    """Embeddings ``(N, F)``, float32, of a frozen encoder (eval mode, no grad, unmodified);
+    with ``features=True`` its feature maps ``(N, F, d, h, w)`` (``encoder.forward_features``).
 
     ``volumes_or_loader``: volumes (N, C, D, H, W), cut in ``batch_size`` batches, or a
     loader of tensors, tuples (volumes first) or dicts with ``"image"``. ``device``
@@ -244,6 +250,8 @@ def encode(
     """
     if bn_mode not in ("eval", "recalibrate"):
         raise ValueError(f"bn_mode must be 'eval' or 'recalibrate', got {bn_mode!r}")
+    if features and not callable(getattr(encoder, "forward_features", None)):
+        raise ValueError(f"{type(encoder).__name__} has no forward_features(x)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     target = device_of(encoder, device)
@@ -255,17 +263,19 @@ def encode(
         model = copy.deepcopy(encoder).to(target)
     else:
         model = encoder
+    network = model.forward_features if features else model
     flags = {m: m.training for m in model.modules()}  # restored after
     try:
         model.eval()
         with torch.no_grad():
-            out = [model(x).float().cpu() for x in _batches(volumes_or_loader, batch_size, target)]
+            batches = _batches(volumes_or_loader, batch_size, target)
+            out = [network(x).float().cpu() for x in batches]
     finally:
         for m, flag in flags.items():
             m.training = flag
     if not out:
         raise ValueError("no data to encode (empty or exhausted loader)")
-    if out[0].ndim != 2:
+    if out[0].ndim != 2 and not features:
         raise ValueError(f"the encoder must return (B, F), got {tuple(out[0].shape)}")
     return torch.cat(out).numpy()
 

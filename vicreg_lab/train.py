@@ -45,6 +45,7 @@ from vicreg_lab.distributed import is_main, rank, world_size
 from vicreg_lab.losses import VICRegLoss
 from vicreg_lab.models import build_encoder, build_expander
 from vicreg_lab.optim import build_optimizer, lr_at_step
+from vicreg_lab.probes import device_of, encode
 
 __all__ = ["VICReg", "channels_last", "load_checkpoint"]
 
@@ -396,26 +397,20 @@ class VICReg(TransformerMixin, BaseEstimator):
                 f"this {type(self).__name__} estimator is not fitted yet: call fit() first"
             )
 
-    @torch.no_grad()
     def transform(self, data, batch_size: int | None = None) -> np.ndarray:
         """Representations (before the expander) of a Dataset, DataLoader or (N, 1, D, H, W)
         tensor, as an array (N, representation_size_)."""
-        self._check_fitted()
-        return self._encode(data, batch_size, self.encoder_)
+        return self._encode(data, batch_size, features=False)
 
-    @torch.no_grad()
     def feature_maps(self, data, batch_size: int | None = None) -> np.ndarray:
         """Feature maps (N, representation_size_, d, h, w), before pooling; cell ``j`` along
         an axis is centred on voxel ``offset + stride * j``, ``(stride, offset) =
         encoder_.feature_grid``."""
-        self._check_fitted()
-        if not callable(getattr(self.encoder_, "forward_features", None)):
-            raise ValueError(f"{type(self.encoder_).__name__} has no forward_features(x)")
-        return self._encode(data, batch_size, self.encoder_.forward_features)
+        return self._encode(data, batch_size, features=True)
 
-    def _encode(self, data, batch_size: int | None, network) -> np.ndarray:
-        device = next(self.encoder_.parameters()).device
-        self.encoder_.eval()
+    def _encode(self, data, batch_size: int | None, features: bool) -> np.ndarray:
+        """:func:`vicreg_lab.probes.encode` of the volumes as the encoder saw its views."""
+        self._check_fitted()
         size = batch_size or self.batch_size
         if torch.is_tensor(data):
             batches = data.split(size)
@@ -423,8 +418,9 @@ class VICReg(TransformerMixin, BaseEstimator):
             batches = (image_of(b) for b in data)
         else:
             batches = DataLoader(data, batch_size=size, collate_fn=stack_images)
-        out = [network(channels_last(self.prepare(x).to(device))).float().cpu() for x in batches]
-        return torch.cat(out).numpy()
+        device = device_of(self.encoder_)
+        prepared = (channels_last(self.prepare(x).to(device)) for x in batches)
+        return encode(self.encoder_, prepared, device=device, features=features)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
