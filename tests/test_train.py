@@ -125,8 +125,8 @@ def test_non_finite_loss_names_term_and_step_and_keeps_checkpoint(tmp_path):
     "params, message",
     [
         (dict(optimizer="sgd"), "optimizer must be"),
-        (dict(batch_size=1), "batch_size must be >= 2"),
-        (dict(max_epochs=0), "max_epochs must be a positive integer"),
+        (dict(batch_size=1), "batch_size must be an integer >= 2"),
+        (dict(max_epochs=0), "max_epochs must be an integer >= 1"),
         (dict(var_coeff=-1.0), "var_coeff must be a finite number >= 0"),
         (dict(inv_coeff=float("nan")), "inv_coeff must be a finite"),
         (dict(cov_coeff="1"), "cov_coeff must be a finite"),

@@ -149,34 +149,16 @@ def center(z: torch.Tensor) -> torch.Tensor:
 def check_embeddings(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool) -> None:
     """Raise a ValueError unless ``z1, z2`` are same-shape float ``(N, D)`` tensors, ``N >= 2``."""
     for name, z in (("z1", z1), ("z2", z2)):
-        if not isinstance(z, torch.Tensor):
-            raise ValueError(
-                f"{name} must be a torch.Tensor of shape (N, D), got {type(z).__name__}"
-            )
-        if z.ndim != 2:
-            raise ValueError(
-                f"{name} must be 2-D with shape (N, D) = (batch, embedding dim), "
-                f"got shape {tuple(z.shape)}; flatten the embeddings first"
-            )
-        if not z.is_floating_point():
-            raise ValueError(f"{name} must be a floating point tensor, got dtype {z.dtype}")
-    if z1.shape != z2.shape:
+        if not (isinstance(z, torch.Tensor) and z.ndim == 2 and z.is_floating_point()):
+            got = f"{tuple(z.shape)} {z.dtype}" if torch.is_tensor(z) else type(z).__name__
+            raise ValueError(f"{name} must be a float tensor (N, D) (flatten it first), got {got}")
+        if check_finite and not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} contains NaN or infinite values (too high a learning rate?)")
+    if z1.shape != z2.shape or len(z1) < 2:
         raise ValueError(
-            f"z1 and z2 must have the same shape (N, D), got {tuple(z1.shape)} "
-            f"and {tuple(z2.shape)}"
+            f"z1 and z2 must have the same shape (N, D) with N >= 2 (a variance needs two "
+            f"samples), got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    if z1.shape[0] < 2:
-        raise ValueError(
-            f"need at least N = 2 embeddings per view to estimate a variance, got N = "
-            f"{z1.shape[0]} (shape {tuple(z1.shape)})"
-        )
-    if check_finite:
-        for name, z in (("z1", z1), ("z2", z2)):
-            if not bool(torch.isfinite(z).all()):
-                raise ValueError(
-                    f"{name} contains NaN or infinite values; the encoder or the "
-                    "learning rate is the usual culprit"
-                )
 
 
 def _to_loss_dtype(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

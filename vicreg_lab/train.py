@@ -144,28 +144,23 @@ class VICReg(TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- set-up
 
     def _check_params(self) -> None:
-        if self.optimizer not in ("adamw", "lars"):
-            raise ValueError(f"optimizer must be 'adamw' or 'lars', got {self.optimizer!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        for name in ("batch_size", "max_epochs"):
+        choices = {"optimizer": ("adamw", "lars"), "precision": ("auto", "bf16", "fp32")}
+        choices["augmentation"] = ("batched", "torchio")  # or a callable
+        for name, allowed in choices.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2: VICReg's variance needs two samples")
+            if value not in allowed and not (name == "augmentation" and callable(value)):
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        for name, lowest in (("batch_size", 2), ("max_epochs", 1)):  # a variance needs 2 samples
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
         for name in ("inv_coeff", "var_coeff", "cov_coeff", "warmup_epochs", "lr", "weight_decay"):
-            value = getattr(self, name, None)
+            value = getattr(self, name)
             if value is None and name in ("lr", "weight_decay"):
                 continue  # chosen by the optimizer
             real = isinstance(value, int | float) and not isinstance(value, bool)
             if not real or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if isinstance(self.augmentation, str) and self.augmentation not in ("batched", "torchio"):
-            raise ValueError(
-                "augmentation must be 'batched', 'torchio' or a callable, "
-                f"got {self.augmentation!r}"
-            )
 
     def _build(self, image_shape: Sequence[int], device: torch.device) -> None:
         torch.manual_seed(self.seed)
@@ -322,20 +317,16 @@ class VICReg(TransformerMixin, BaseEstimator):
             self._notify("step", record)
 
     def _check_finite(self, values: dict, step: int, epoch: int) -> None:
-        order = ("invariance", "variance", "covariance", "loss")  # the first culprit first
-        names = [*(k for k in order if k in values), *(k for k in self.TERMS if k not in order)]
-        bad = [k for k in names if not math.isfinite(values[k])]
-        if not bad:
+        order = ("invariance", "variance", "covariance", "loss", *self.TERMS)  # first culprit first
+        bad = next((k for k in order if k in values and not math.isfinite(values[k])), None)
+        if bad is None:
             return
-        where = (
-            f"the last good checkpoint is kept in {self.checkpoint_dir}"
-            if self.checkpoint_dir
-            else "no checkpoint_dir was set"
-        )
+        kept = f"the last good checkpoint is in {self.checkpoint_dir}"
         raise FloatingPointError(
-            f"non-finite {bad[0]} term ({values[bad[0]]}) at step {step} (epoch {epoch}); "
-            f"likely causes: a learning rate too high (lr={self.base_lr_:g}), var_coeff=0 "
-            f"letting the embeddings collapse or explode, or non-finite input volumes; {where}"
+            f"non-finite {bad} term ({values[bad]}) at step {step} (epoch {epoch}); likely causes: "
+            f"a learning rate too high (lr={self.base_lr_:g}), var_coeff=0 letting the embeddings "
+            "collapse or explode, or non-finite input volumes; "
+            + (kept if self.checkpoint_dir else "no checkpoint_dir was set")
         )
 
     def _held_batch(self, data, device) -> torch.Tensor:
