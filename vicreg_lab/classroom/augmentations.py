@@ -180,13 +180,6 @@ def _cohort(n_subjects: int, side: int, seed: int):
     return volumes, cohort.participants
 
 
-def assignment_cohort(profile=None, seed: int = 0):
-    """Volumes ``(N, 1, S, S, S)`` and participants of the assignment's cohort (cached)."""
-    sizes = experiment_sizes(profile)
-    volumes, participants = _cohort(sizes.n_subjects, sizes.side, seed)
-    return volumes.clone(), participants.copy()
-
-
 def _min_max(x: torch.Tensor) -> torch.Tensor:
     low = x.amin(dim=(1, 2, 3, 4), keepdim=True)
     high = x.amax(dim=(1, 2, 3, 4), keepdim=True)
