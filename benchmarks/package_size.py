@@ -15,7 +15,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vicreg_lab"
 # the core reading path of issue 16: what a student reads beside the notebooks
-CORE = ("losses.py", "models.py", "augment", "optim.py", "train.py", "diagnostics.py", "probes.py")
+CORE = (
+    "losses.py", "models.py", "augment.py", "optim.py", "train.py", "diagnostics.py", "probes.py"
+)  # fmt: skip
 TARGETS = {"core": 1500, "package": 7500, "function": 60, "all": 25}
 
 

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from scipy import ndimage, stats
 
 from vicreg_lab import SimCLRTransform
-from vicreg_lab.augment import BatchedAugment, gaussian_blur, gaussian_matrices
-from vicreg_lab.augment.batched import _affine_grid
+from vicreg_lab.augment import BatchedAugment, _affine_grid, gaussian_blur, gaussian_matrices
 
 OFF = dict(p_blur=0.0, p_noise=0.0, p_intensity=0.0)  # geometry only
 

@@ -8,7 +8,7 @@ from conftest import mni_brain
 from matplotlib.figure import Figure
 
 from vicreg_lab import BatchedAugment, SimCLRTransform
-from vicreg_lab.augment.params import LIMITS, AugmentParams
+from vicreg_lab.augment import LIMITS, AugmentParams
 from vicreg_lab.lab.plots import plot_views
 from vicreg_lab.lab.widgets import LOSS_WEIGHTS, SLIDERS, AugmentationPanel, LossWeightsPanel
 

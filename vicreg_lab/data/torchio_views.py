@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 
-from vicreg_lab.augment.params import AugmentParams
+from vicreg_lab.augment import AugmentParams
 from vicreg_lab.data.checks import (
     check_tensor_volume,
     check_upsampling,

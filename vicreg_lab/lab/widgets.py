@@ -10,8 +10,7 @@ import time
 import ipywidgets as widgets
 import torch
 
-from vicreg_lab.augment import AugmentParams, BatchedAugment
-from vicreg_lab.augment.params import LIMITS
+from vicreg_lab.augment import LIMITS, AugmentParams, BatchedAugment
 from vicreg_lab.data.checks import check_tensor_volume
 from vicreg_lab.data.torchio_views import SimCLRTransform
 from vicreg_lab.lab.ablation import (
