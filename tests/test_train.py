@@ -473,3 +473,13 @@ def test_get_params_returns_every_constructor_parameter_and_clone_copies_them(na
     assert copy.get_params()["encoder"] is not given["encoder"]  # a deep copy of the module
     assert copy.get_params()["augment_params"] == given["augment_params"]
     assert not hasattr(copy, "encoder_")  # unfitted
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_shows_the_loss_terms_only_when_asked(progress, capsys):
+    make_model(max_epochs=1, progress=progress).fit(Blobs(n=16))
+    err = capsys.readouterr().err
+    if progress:
+        assert "VICReg" in err and "inv=" in err and "step" in err
+    else:
+        assert "VICReg" not in err and "it/s" not in err and "step/s" not in err

@@ -275,14 +275,16 @@ class VICReg(TransformerMixin, BaseEstimator):
             )
         schedule = (steps_per_epoch, int(self.warmup_epochs * steps_per_epoch))
         total = steps_per_epoch * self.max_epochs
-        bar = _progress_bar(total, start_epoch * steps_per_epoch, self.progress and is_main())
+        from tqdm.auto import tqdm
+
+        done, quiet = start_epoch * steps_per_epoch, not (self.progress and is_main())
+        bar = tqdm(total=total, initial=done, desc="VICReg", unit="step", disable=quiet)
         try:
             for epoch in range(start_epoch, self.max_epochs):
                 self._train_epoch(data, epoch, device, criterion, schedule, views_of, bar)
                 self._end_epoch(epoch, held)
         finally:  # also on an error, so that its message starts on a line of its own
-            if bar is not None:
-                bar.close()
+            bar.close()
         self._modules = None
 
     def _train_epoch(self, data, epoch, device, criterion, schedule, views_of, bar) -> None:
@@ -311,9 +313,8 @@ class VICReg(TransformerMixin, BaseEstimator):
             record["volumes_per_s"] = views[0].shape[0] / max(now - tick, 1e-9)  # 2 views each
             tick = now
             self.history_["step"].append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k[:3]: f"{record[k]:.3g}" for k in self.TERMS[:4]}, refresh=False)
+            bar.update(1)
+            bar.set_postfix({k[:3]: f"{record[k]:.3g}" for k in self.TERMS[:4]}, refresh=False)
             self._notify("step", record)
 
     def _check_finite(self, values: dict, step: int, epoch: int) -> None:
@@ -417,11 +418,3 @@ class VICReg(TransformerMixin, BaseEstimator):
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """The memory layout cuDNN's 3D convolutions are fastest with (CUDA only)."""
     return x.contiguous(memory_format=torch.channels_last_3d) if x.device.type == "cuda" else x
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="VICReg", unit="step", leave=True)
