@@ -125,13 +125,13 @@ def test_bad_probe_inputs_are_rejected(linear_data):
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="1 NaN or infinite"):
         probe(bad, y)
-    with pytest.raises(ValueError, match="X has 120 rows, y has shape \\(119,\\)"):
+    with pytest.raises(ValueError, match=r"y needs one value per sample.*\(119,\)"):
         probe(X, y[:-1])
     with pytest.raises(ValueError, match="task must be one of"):
         probe(X, y, task="ranking")
     with pytest.raises(ValueError, match="cv must be an int >= 2"):
         probe(X, y, cv=1)
-    with pytest.raises(ValueError, match="missing values"):
+    with pytest.raises(ValueError, match="1 missing"):
         probe(X, np.where(np.arange(len(y)) == 0, np.nan, y))
     with pytest.raises(ValueError, match="numeric y"):
         probe(X, np.array(["a"] * len(y)), task="regression")
@@ -403,7 +403,7 @@ def test_leaving_one_site_out_unmasks_a_probe_that_reads_age_through_site():
     "groups, columns, word",
     [
         ("site", {"age": "regression", "site": "classification"}, "cannot be probed"),
-        ("scanner", {"age": "regression"}, "not a column"),
+        ("scanner", {"age": "regression"}, r"no column \['scanner'\]"),
         ("one", {"age": "regression"}, "at least 2 distinct groups"),
     ],
 )
@@ -412,5 +412,5 @@ def test_bad_groups_are_refused(groups, columns, word):
     targets["one"] = "A"
     with pytest.raises(ValueError, match=word):
         probe_table(embeddings, targets, columns=columns, groups=groups)
-    with pytest.raises(ValueError, match="one group per sample"):
+    with pytest.raises(ValueError, match="groups needs one value per sample"):
         probe(embeddings["anatomy"], targets["age"], groups=targets["site"][:-1])

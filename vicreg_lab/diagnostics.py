@@ -148,13 +148,12 @@ def collapse_report(
 ) -> CollapseReport:
     """All collapse diagnostics of ``z`` (a few hundred rows or more) and a verdict.
 
-    Rules of thumb, first match wins: ``"complete collapse"`` if ``normalized_std <
+    ``target_std``: the std something fixes (1.0 for VICReg's expander), None for a scale-free
+    verdict. A dimension is dead if its std <= ``dead_threshold`` x ``target_std`` (else x the
+    mean std). Verdict, first match wins: ``"complete collapse"`` if ``normalized_std <
     complete_normalized_std / sqrt(D)`` or ``mean_std < complete_std_fraction * target_std``;
     ``"dimensional collapse"`` if ``rankme_fraction`` (RankMe / ``min(N - 1, D)``) ``<
     dimensional_rank_fraction`` or ``dead_fraction > dimensional_dead_fraction``; else healthy.
-    ``target_std`` is the std something fixes (1.0 for VICReg's expander), None for a
-    scale-free verdict; a dimension is dead if its std <= ``dead_threshold`` times
-    ``target_std`` (else times the mean std).
     """
     if target_std is not None and not (math.isfinite(target_std) and target_std > 0):
         raise ValueError(f"target_std must be a positive number or None, got {target_std!r}")
@@ -195,41 +194,30 @@ def batch_statistics_pass(encoder: nn.Module, expander: nn.Module, x: torch.Tens
 
 def training_collapse(encoder: nn.Module, expander: nn.Module, x: torch.Tensor) -> dict:
     """The collapse reports of a batch ``x`` during training (:func:`batch_statistics_pass`),
-    as plain numbers: ``"collapse"`` of the representation (scale-free: it has no target
-    scale) and ``"collapse_expander"`` of the embeddings (against the variance term's target
-    std of 1)."""
+    as plain numbers a checkpoint can hold: ``"collapse"`` of the representation (scale-free)
+    and ``"collapse_expander"`` of the embeddings (target std 1, as in the variance term)."""
     representation, embedding = batch_statistics_pass(encoder, expander, x)
     reports = {
         "collapse": collapse_report(representation),
         "collapse_expander": collapse_report(embedding, target_std=1.0),
     }
-    return {key: _plain(report) for key, report in reports.items()}
-
-
-def _plain(report: CollapseReport) -> dict:
-    """A report's numbers and verdict, as a checkpoint can hold them."""
-    items = report.to_dict().items()
-    return {k: v if isinstance(v, str) else float(v) for k, v in items if np.ndim(v) == 0}
+    return {
+        key: {k: v if isinstance(v, str) else float(v) for k, v in report.items()}
+        for key, report in reports.items()
+    }
 
 
 def _as_embeddings(z) -> torch.Tensor:
-    """``z`` checked, as a detached float64 CPU tensor."""
-    if not isinstance(z, torch.Tensor):
-        try:
-            z = torch.from_numpy(np.asarray(z, dtype=np.float64))
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                "z must be a torch tensor or numpy array of shape (N, D), "
-                f"got {type(z).__name__} that cannot be converted to numbers"
-            ) from error
+    """``z`` as a detached float64 CPU tensor (N >= 2, D >= 1, all finite), or a clear error."""
+    try:
+        z = z if torch.is_tensor(z) else torch.from_numpy(np.asarray(z, dtype=np.float64))
+    except (TypeError, ValueError) as error:
+        message = f"z must be a tensor or array (N, D); a {type(z).__name__} cannot be converted"
+        raise ValueError(message) from error
     z = z.detach().to("cpu", torch.float64)
-    if z.ndim != 2:
-        raise ValueError(
-            "z must be 2-D with shape (N, D) = (samples, embedding dim), "
-            f"got shape {tuple(z.shape)}"
-        )
-    if z.shape[0] < 2 or z.shape[1] < 1:
-        raise ValueError(f"z needs at least 2 samples and 1 dimension, got shape {tuple(z.shape)}")
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 1:
+        shape = tuple(z.shape)
+        raise ValueError(f"z must be 2-D with shape (N, D), N >= 2 and D >= 1, got shape {shape}")
     if not bool(torch.isfinite(z).all()):
         raise ValueError("z contains NaN or infinite values")
     return z

@@ -24,12 +24,7 @@ from torch import nn
 
 from vicreg_lab.data import as_volumes, image_of
 
-__all__ = [
-    "encode",
-    "probe",
-    "probe_table",
-    "recalibrate_batchnorm",
-]
+__all__ = ["encode", "probe", "probe_table", "recalibrate_batchnorm"]
 
 TASKS = ("regression", "classification")
 DEFAULT_COLUMNS = {"age": "regression", "site": "classification", "sex": "classification"}
@@ -52,17 +47,16 @@ def probe(
 ) -> list[dict]:
     """Cross-validated linear and kNN probes of one target, on standardised features.
 
-    Regression: ``RidgeCV`` (alpha in ``RIDGE_ALPHAS`` by leave-one-out) and kNN, shuffled
-    ``KFold``, R^2 and MAE. Classification: logistic regression (``C=1``) and kNN, shuffled
-    stratified folds (fewer, with a warning, if a class is smaller), balanced accuracy.
-    ``seed`` seeds the split; ``n_neighbors`` defaults to ``round(sqrt(n_train))`` in [5, 50];
-    ``groups`` (one per sample, e.g. the site) makes leave-one-group-out folds instead, each
-    scored on a group (scanner) the probe never saw. Returns one dict per (probe, metric):
-    ``mean``, ``sd`` (ddof=1) over folds, ``n_splits``, ``chance`` (1/n_classes; 0 for R^2;
-    for MAE, that of predicting the training mean).
+    Regression: ``RidgeCV`` (alpha in ``RIDGE_ALPHAS``, by leave-one-out) and kNN on ``cv``
+    shuffled folds, scored by R^2 and MAE. Classification: logistic regression (``C=1``) and
+    kNN on ``cv`` shuffled stratified folds (fewer, with a warning, if a class is smaller),
+    scored by balanced accuracy. ``seed`` seeds the split; ``n_neighbors`` defaults to
+    ``round(sqrt(n_train))`` clipped to [5, 50]. ``groups`` (one per sample, e.g. the site)
+    makes leave-one-group-out folds instead: each scored on a group the probe never saw.
+
+    Returns one dict per (probe, metric): ``mean`` and ``sd`` (ddof=1) over the folds,
+    ``n_splits`` and ``chance`` (1/n_classes; 0 for R^2; for MAE, predicting the training mean).
     """
-    X, y = _check_inputs(X, y, task, cv)
-    groups = _check_groups(groups, len(X))
     return _probe_rows(X, y, task, cv, (seed,), n_neighbors, groups)
 
 
@@ -75,63 +69,56 @@ def probe_table(
     n_neighbors: int | None = None,
     groups: str | None = None,
 ) -> pd.DataFrame:
-    """Probe every embedding on every target (see :func:`probe`): a tidy table.
+    """:func:`probe` every embedding on every target: a tidy table, one row per
+    (embedding, target, probe, metric), with columns ``TABLE_COLUMNS``.
 
-    Rows: embedding x target x probe x metric; columns ``TABLE_COLUMNS``. ``embeddings``
-    maps names to arrays (N, F) in the row order of ``targets``; ``columns`` maps targets to
-    tasks (default: those of ``DEFAULT_COLUMNS`` present); ``seeds`` give one split each,
-    pooled in ``mean``/``sd``/``n_splits``; ``groups`` names a column (not probed) for
-    leave-one-group-out folds (one split: the first seed).
+    ``embeddings`` maps names to arrays (N, F) in the row order of ``targets``. ``columns``
+    maps targets to tasks (default: the ``DEFAULT_COLUMNS`` present). Each of ``seeds``
+    gives one split; ``mean``, ``sd`` and ``n_splits`` pool their folds. ``groups`` names a
+    column (not probed) for leave-one-group-out folds (one split: the first seed's).
     """
     if not embeddings:
         raise ValueError("embeddings is empty; pass a dict name -> array (N, F)")
     if len(seeds) == 0:
         raise ValueError("seeds is empty; pass at least one seed, e.g. (0,)")
     targets = pd.DataFrame(targets)
-    columns, group_values = _probe_columns(targets, columns, groups)
-    if group_values is not None:
-        seeds = list(seeds)[:1]  # leave-one-group-out has one split
+    columns = _probe_columns(targets, columns, groups)
+    seeds = [int(seed) for seed in seeds]
+    group_values = None
+    if groups is not None:
+        seeds, group_values = seeds[:1], targets[groups].to_numpy()  # leave-one-group-out: 1 split
     rows = []
     for name, X in embeddings.items():
         if len(X) != len(targets):
             raise ValueError(f"embedding {name!r} has {len(X)} rows but targets has {len(targets)}")
         for target, task in columns.items():
-            X_checked, y = _check_inputs(X, targets[target].to_numpy(), task, cv)
-            seed_ints = [int(seed) for seed in seeds]
-            probed = _probe_rows(X_checked, y, task, cv, seed_ints, n_neighbors, group_values)
+            y = targets[target].to_numpy()
+            probed = _probe_rows(X, y, task, cv, seeds, n_neighbors, group_values)
             rows += [{"embedding": name, "target": target, **row} for row in probed]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _probe_columns(targets: pd.DataFrame, columns: Mapping | None, groups: str | None):
-    """The ``{target: task}`` to probe and each row's group (or None), checked."""
+def _probe_columns(targets: pd.DataFrame, columns: Mapping | None, groups: str | None) -> dict:
+    """The ``{target: task}`` to probe, checked against ``targets`` and ``groups``."""
+    have = list(targets.columns)
     if columns is None:
-        columns = {c: t for c, t in DEFAULT_COLUMNS.items() if c in targets.columns}
+        columns = {c: t for c, t in DEFAULT_COLUMNS.items() if c in have}
         if not columns:
             raise ValueError(
                 f"targets has none of the default columns {list(DEFAULT_COLUMNS)}; "
-                f"it has {list(targets.columns)}: pass columns={{name: task}}"
+                f"it has {have}: pass columns={{name: task}}"
             )
-    missing = [c for c in columns if c not in targets.columns]
-    if missing:
-        raise ValueError(f"targets has no column {missing}; it has {list(targets.columns)}")
-    bad_tasks = {c: t for c, t in columns.items() if t not in TASKS}
-    if bad_tasks:
+    if missing := [c for c in [*columns, groups] if c is not None and c not in have]:
+        raise ValueError(f"targets has no column {missing} (columns or groups); it has {have}")
+    if bad_tasks := {c: t for c, t in columns.items() if t not in TASKS}:
         raise ValueError(f"unknown tasks {bad_tasks}; each task must be one of {TASKS}")
-    if groups is None:
-        return columns, None
-    if groups not in targets.columns:
-        raise ValueError(f"groups {groups!r} is not a column of targets: {list(targets.columns)}")
-    if groups in columns:
-        raise ValueError(
-            f"{groups!r} cannot be probed leaving its own groups out (each test fold holds "
-            f"a class the probe never saw); pass columns without {groups!r}"
-        )
-    return columns, _check_groups(targets[groups].to_numpy(), len(targets))
+    if groups is not None and groups in columns:
+        raise ValueError(f"groups {groups!r} cannot be probed (each test fold: a class never seen)")
+    return columns
 
 
-def _check_inputs(X, y, task: str, cv: int) -> tuple[np.ndarray, np.ndarray]:
-    """``X`` and ``y`` as float64 arrays (``y`` only for regression), or a clear error."""
+def _check_inputs(X, y, task: str, cv: int, groups) -> tuple:
+    """``X`` (float64), ``y`` (float64 for regression) and ``groups`` as arrays, checked."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if not isinstance(cv, int | np.integer) or cv < 2:
@@ -140,39 +127,35 @@ def _check_inputs(X, y, task: str, cv: int) -> tuple[np.ndarray, np.ndarray]:
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
         raise ValueError(f"X must be a numeric array (N, F), got shape {X.shape} ({X.dtype})")
     X = X.astype(np.float64)
-    if n_bad := int(np.size(X) - np.isfinite(X).sum()):
+    if n_bad := int((~np.isfinite(X)).sum()):
         raise ValueError(f"X has {n_bad} NaN or infinite values; embeddings must be finite")
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ValueError(
-            f"y must be 1D with one value per row of X: X has {len(X)} rows, y has shape {y.shape}"
-        )
-    if pd.isna(y).any():
-        raise ValueError(f"y has {int(pd.isna(y).sum())} missing values; drop those rows first")
-    if len(X) < 2 * cv:
-        raise ValueError(
-            f"too few samples for cv={cv}: N={len(X)}, need N >= 2 * cv = {2 * cv} "
-            "(at least 2 per test fold); lower cv or add samples"
-        )
+    if len(X) < 2 * cv:  # at least 2 samples per test fold
+        raise ValueError(f"too few samples for cv={cv}: N={len(X)}, need N >= 2 * cv = {2 * cv}")
+    y = _one_per_sample(y, len(X), "y")
     if task == "regression" and not np.issubdtype(y.dtype, np.number):
         raise ValueError(f"regression needs a numeric y, got dtype {y.dtype}")
-    return X, (y.astype(np.float64) if task == "regression" else y)
+    if groups is not None:
+        groups = _one_per_sample(groups, len(X), "groups")
+        if len(np.unique(groups)) < 2:
+            raise ValueError("groups needs at least 2 distinct groups")
+    return X, (y.astype(np.float64) if task == "regression" else y), groups
 
 
-def _check_groups(groups, n: int):
-    """``groups`` as an array of one group per sample (None stays None), or a clear error."""
-    if groups is None:
-        return None
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or len(groups) != n:
-        raise ValueError(f"groups must give one group per sample ({n}), got shape {groups.shape}")
-    if pd.isna(groups).any() or len(np.unique(groups)) < 2:
-        raise ValueError("groups needs at least 2 distinct groups and no missing value")
-    return groups
+def _one_per_sample(values, n: int, name: str) -> np.ndarray:
+    """``values`` as an array with one value per sample and none missing, or a clear error."""
+    values = np.asarray(values)
+    missing = int(pd.isna(values).sum())
+    if values.shape != (n,) or missing:
+        raise ValueError(
+            f"{name} needs one value per sample ({n}), got shape {values.shape}, {missing} missing"
+        )
+    return values
 
 
 def _probe_rows(X, y, task: str, cv: int, seeds: Sequence, n_neighbors, groups) -> list[dict]:
-    """Fit and score both probes on every fold of every seed's split; one row per metric."""
+    """Check the inputs, then fit and score both probes on every fold of every seed's split;
+    one row per (probe, metric)."""
+    X, y, groups = _check_inputs(X, y, task, cv, groups)
     scores: dict[tuple[str, str], list[float]] = {}
     chances = []
     for seed in seeds:
@@ -212,22 +195,19 @@ def _models(task: str, k: int) -> dict:
 
 
 def _classification_folds(y: np.ndarray, cv: int) -> int:
-    """Number of folds so that every class can appear in every test fold."""
+    """``cv``, or fewer folds (with a warning) so that every class is in every test fold."""
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"classification needs at least 2 classes, y has only {classes.tolist()}")
-    smallest = int(counts.min())
-    if smallest < 2:
+    if (smallest := int(counts.min())) < 2:
         raise ValueError(
-            f"classes {classes[counts < 2].tolist()} have a single member; stratified "
-            "cross-validation needs >= 2 (drop or merge them)"
+            f"classes {classes[counts < 2].tolist()} have a single member; stratified folds "
+            "need 2 or more: drop or merge them"
         )
     if smallest < cv:
-        warnings.warn(
-            f"smallest class ({classes.tolist()[counts.argmin()]!r}) has {smallest} members, "
-            f"fewer than cv={cv}; using {smallest} folds",
-            stacklevel=4,  # the caller of probe / probe_table
-        )
+        rare = classes.tolist()[counts.argmin()]
+        message = f"smallest class ({rare!r}) has {smallest} members, fewer than cv={cv}"
+        warnings.warn(f"{message}; using {smallest} folds", stacklevel=4)  # the caller's line
     return min(smallest, cv)
 
 
@@ -254,15 +234,13 @@ def encode(
         raise ValueError(f"{type(encoder).__name__} has no forward_features(x)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    target = device_of(encoder, device)
     if bn_mode == "recalibrate" and isinstance(volumes_or_loader, Iterator):
         raise ValueError("bn_mode='recalibrate' reads the data twice; pass a re-iterable loader")
+    target = device_of(encoder, device)
     if bn_mode == "recalibrate":
         model = recalibrate_batchnorm(encoder, volumes_or_loader, batch_size, target)
-    elif device_of(encoder, None) != target:
-        model = copy.deepcopy(encoder).to(target)
-    else:
-        model = encoder
+    else:  # the encoder itself, or a copy on another device
+        model = encoder if device_of(encoder) == target else copy.deepcopy(encoder).to(target)
     network = model.forward_features if features else model
     flags = {m: m.training for m in model.modules()}  # restored after
     try:
