@@ -104,3 +104,23 @@ def test_the_size_measure_counts_the_core_inside_the_package():
     assert sum(measures["core_kinds"].values()) == measures["core"]  # every line counted once
     assert measures["core_kinds"]["docstrings"] > 0 and measures["core_kinds"]["code"] > 0
     assert measures["vicreg_lab.__all__"] == len(vicreg_lab.__all__)
+
+
+def test_the_size_table_in_the_docs_is_the_measure_of_this_code():
+    # docs/architecture.md states the sizes; a change to the package must re-measure them
+    import re
+
+    measures = _package_size().measure()
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    stated = {
+        "core": r"\| core reading path:[^|]*\| [\d,]+ \| ([\d,]+) \|",
+        "package": r"\| whole package \| [\d,]+ \| ([\d,]+) \|",
+    }
+    for key, pattern in stated.items():
+        found = re.search(pattern, text)
+        assert found, f"docs/architecture.md has no {key} row"
+        number = int(found.group(1).replace(",", ""))
+        assert number == measures[key], (
+            f"docs/architecture.md says {key} {number}, the code measures {measures[key]}: "
+            "rerun benchmarks/package_size.py and update the table"
+        )
